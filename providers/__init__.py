@@ -1,0 +1,56 @@
+"""Which provider owns a (host, path): the one place that knows every provider."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from providers.anthropic import anthropic
+from providers.base import Provider, Route
+from providers.compatible import COMPATIBLE
+from providers.gemini import gemini
+from providers.openai import OpenAIDialect, host_matches, openai
+
+BUILTIN: tuple[Provider, ...] = (openai, anthropic, gemini, *COMPATIBLE)
+
+
+class Registry:
+    """Looks up the provider route for a request. Custom hosts (a local Ollama or vLLM) are keyed by
+    "host:port" so that they never claim other services on the same machine."""
+
+    def __init__(self, providers: Iterable[Provider] = BUILTIN, custom: dict[str, Provider] | None = None):
+        self.providers = tuple(providers)
+        self.custom = dict(custom or {})
+        self.by_name = {p.name: p for p in self.providers}
+        self.by_name.update({p.name: p for p in self.custom.values()})
+
+    def route(self, host: str, port: int, path: str) -> Route | None:
+        """The route for a request, or None when it is not an LLM call we know. `path` may carry a query."""
+        host = host.lower().rstrip(".")
+        path = path.split("?", 1)[0]
+        if (custom := self.custom.get(f"{host}:{port}")) is not None:
+            return custom.route(host, path)
+        for provider in self.providers:
+            if (route := provider.route(host, path)) is not None:
+                return route
+        return None
+
+    def is_provider_host(self, host: str, port: int) -> bool:
+        """True when connections to this host should be decrypted and inspected."""
+        host = host.lower().rstrip(".")
+        if f"{host}:{port}" in self.custom:
+            return True
+        return any(host_matches(host, p.hosts) for p in self.providers)
+
+
+def custom_provider(name: str, host: str, price_prefix: str = "", dialect: str = "openai") -> Provider:
+    """A provider for a host given in config; `dialect` says which wire format it speaks."""
+    if dialect == "openai":
+        return OpenAIDialect(name=name, hosts=(host,), price_prefix=price_prefix)
+    if dialect == "ollama":
+        from providers.ollama import OllamaNative
+
+        return OllamaNative(name=name, hosts=(host,), price_prefix=price_prefix)
+    raise ValueError(f"unknown dialect {dialect!r}; expected 'openai' or 'ollama'")
+
+
+__all__ = ["BUILTIN", "Provider", "Registry", "Route", "custom_provider"]

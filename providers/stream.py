@@ -1,0 +1,103 @@
+"""The stream tap: bytes pass through as they arrive while a copy is decoded, framed and parsed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from providers.base import Route, StreamState
+from providers.decoding import incremental_decoder
+from providers.sse import Frame, decoder_for
+
+
+class StreamParser:
+    """Feeds a provider's stream events into a StreamState, one chunk at a time; never raises."""
+
+    def __init__(self, route: Route, content_type: str, content_encoding: str | None = None) -> None:
+        self.route = route
+        self.state = StreamState()
+        self._framer = decoder_for(content_type)
+        try:
+            self._decoder = incremental_decoder(content_encoding)
+        except ValueError as e:
+            self._decoder = None
+            self.state.error = str(e)
+
+    def feed(self, chunk: bytes) -> list[tuple[Frame, object]]:
+        """Parse a raw (possibly compressed) chunk; returns the frames it completed, each with its
+        parsed data (None when absent or malformed)."""
+        if self._decoder is None:
+            return []
+        try:
+            data = self._decoder.decompress(chunk)
+        except Exception as e:  # corrupt compressed data: stop parsing, keep passing bytes
+            self._broken(f"cannot decode the stream's content-encoding: {e}")
+            return []
+        return self._parse(self._framer.feed(data))
+
+    def close(self) -> list[tuple[Frame, object]]:
+        """The stream ended: flush what is buffered and note a stream cut before its end."""
+        if self._decoder is None:
+            return []
+        try:
+            frames = self._framer.feed(self._decoder.flush()) + self._framer.close()
+        except Exception as e:
+            self._broken(f"cannot decode the stream's content-encoding: {e}")
+            return []
+        return self._parse(frames)
+
+    def _parse(self, frames: list[Frame]) -> list[tuple[Frame, object]]:
+        parsed: list[tuple[Frame, object]] = []
+        for frame in frames:
+            frame_data = frame.data
+            parsed.append((frame, None))
+            if frame_data is None:
+                continue
+            if frame_data == "[DONE]":
+                data: object = "[DONE]"
+            else:
+                try:
+                    data = json.loads(frame_data)
+                except ValueError:
+                    snippet = frame_data[:80]
+                    self.state.error = f"malformed stream event: {snippet!r}"
+                    continue
+            parsed[-1] = (frame, data)
+            try:
+                self.route.provider.stream_event(self.route, self.state, frame.event, data)
+            except Exception as e:  # a provider bug must never break the stream
+                self.state.error = f"cannot parse stream event: {e!r}"
+        return parsed
+
+    def _broken(self, message: str) -> None:
+        self.state.error = message
+        self._decoder = None
+
+
+class StreamTap:
+    """The callable for ``flow.response.stream``.
+
+    Passes every chunk on unchanged as it arrives, unless ``hide_usage`` is set: then the gateway
+    asked for usage the client did not, and whole events are re-emitted as the client would have
+    seen them (the response must then be sent decoded, see Capture.responseheaders).
+    """
+
+    def __init__(
+        self,
+        parser: StreamParser,
+        hide_usage: bool = False,
+        on_first_chunk: Callable[[], None] | None = None,
+    ) -> None:
+        self.parser = parser
+        self.hide_usage = hide_usage
+        self._on_first_chunk = on_first_chunk
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if chunk and self._on_first_chunk is not None:
+            self._on_first_chunk()
+            self._on_first_chunk = None
+        frames = self.parser.feed(chunk) if chunk else self.parser.close()
+        if not self.hide_usage:
+            return chunk
+        route = self.parser.route
+        return b"".join(route.provider.hide_usage(route, f.event, data, f.raw) for f, data in frames)
