@@ -1,0 +1,1 @@
+"""tapgate's mitmproxy addons; addons/gateway.py is the script mitmdump loads."""

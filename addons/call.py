@@ -1,0 +1,159 @@
+"""The request model: one LLM call as the gateway saw it, and the rows it becomes in the store."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from addons.tagging import new_span_id
+from providers.base import RequestFacts, Route, Usage
+from providers.stream import StreamParser
+
+# Roughly four characters a token: only for calls whose usage never arrived (a cut stream).
+CHARS_PER_TOKEN = 4
+
+
+def iso(ts: float) -> str:
+    """UTC ISO-8601 with milliseconds: sorts as text, reads in sqlite3 and Datasette."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def ms(start: float | None, end: float | None) -> float | None:
+    if start is None or end is None:
+        return None
+    return round((end - start) * 1000, 3)
+
+
+@dataclass
+class Call:
+    """Everything recorded about one call; lives in flow.metadata["tapgate"] until the flow ends."""
+
+    id: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str | None
+    started: float
+    mode: str
+    route: Route
+    host: str
+    path: str
+    facts: RequestFacts = field(default_factory=RequestFacts)
+    customer_identifier: str | None = None
+    thread_identifier: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    key_id: str | None = None
+    request_body: str | None = None
+    # The gateway asked this stream for usage the client did not ask for.
+    injected_usage: bool = False
+    upstream_started: float | None = None
+    upstream_span_id: str = field(default_factory=new_span_id)
+    first_chunk: float | None = None
+    parser: StreamParser | None = None
+    recorded: bool = False
+
+    @property
+    def provider(self) -> str:
+        return self.route.provider.name
+
+    def mark_first_chunk(self) -> None:
+        if self.first_chunk is None:
+            self.first_chunk = time.time()
+
+    def estimate(self, output_chars: int) -> Usage:
+        """Usage from sizes, for a call that ended before the provider reported it."""
+        return Usage(
+            input_tokens=math.ceil(self.facts.prompt_chars / CHARS_PER_TOKEN),
+            output_tokens=math.ceil(output_chars / CHARS_PER_TOKEN),
+        )
+
+    def rows(
+        self,
+        *,
+        ended: float,
+        status_code: int | None,
+        status: str,
+        error: str | None,
+        usage: Usage,
+        usage_estimated: bool,
+        cost_usd: float | None,
+        response_model: str | None,
+        response_body: str | None,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The `requests` row and its `spans` rows."""
+        ttft = ms(self.started, self.first_chunk) if self.facts.stream or self.route.path_stream else None
+        request = {
+            "id": self.id,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "started_at": iso(self.started),
+            "duration_ms": ms(self.started, ended),
+            "ttft_ms": ttft,
+            "mode": self.mode,
+            "provider": self.provider,
+            "endpoint": self.route.endpoint,
+            "host": self.host,
+            "path": self.path,
+            "model": self.facts.model,
+            "response_model": response_model,
+            "stream": int(self.facts.stream or self.route.path_stream),
+            "status_code": status_code,
+            "status": status,
+            "error": error,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "cache_read_tokens": usage.cache_read_tokens,
+            "cache_write_tokens": usage.cache_write_tokens,
+            "reasoning_tokens": usage.reasoning_tokens,
+            "usage_estimated": int(usage_estimated),
+            "cost_usd": cost_usd,
+            "customer_identifier": self.customer_identifier,
+            "thread_identifier": self.thread_identifier,
+            "metadata": json.dumps(self.metadata, ensure_ascii=False, default=str),
+            "key_id": self.key_id,
+            "request_body": self.request_body,
+            "response_body": response_body,
+        }
+        span_status = "ok" if status == "ok" else "error"
+        spans = [
+            {
+                "span_id": self.span_id,
+                "trace_id": self.trace_id,
+                "parent_span_id": self.parent_span_id,
+                "request_id": self.id,
+                "name": f"{self.mode} {self.provider} {self.route.endpoint}",
+                "started_at": iso(self.started),
+                "duration_ms": ms(self.started, ended),
+                "status": span_status,
+                "attributes": json.dumps(
+                    {"model": self.facts.model, "stream": request["stream"], "customer": self.customer_identifier},
+                    default=str,
+                ),
+            }
+        ]
+        if self.upstream_started is not None:
+            spans.append(
+                {
+                    "span_id": self.upstream_span_id,
+                    "trace_id": self.trace_id,
+                    "parent_span_id": self.span_id,
+                    "request_id": self.id,
+                    "name": f"upstream {self.host}",
+                    "started_at": iso(self.upstream_started),
+                    "duration_ms": ms(self.upstream_started, ended),
+                    "status": span_status,
+                    "attributes": json.dumps(
+                        {
+                            "http.status_code": status_code,
+                            "ttft_ms": ttft,
+                            "response_model": response_model,
+                            "error": error,
+                            "injected_include_usage": self.injected_usage,
+                        }
+                    ),
+                }
+            )
+        return request, spans

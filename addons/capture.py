@@ -1,0 +1,229 @@
+"""Capture: every native provider call through the proxy becomes one `requests` row and its spans."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from mitmproxy import ctx, http
+
+from addons.call import Call
+from addons.secrets import fingerprint_key, key_from, redact_url
+from addons.settings import Settings
+from addons.store import Store
+from addons.tagging import BadTag, strip_gateway_headers, tags_from, trace_context
+from providers.base import ResponseFacts, Usage
+from providers.stream import StreamParser, StreamTap
+
+log = logging.getLogger(__name__)
+
+STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
+BODY_LIMIT = 1024 * 1024  # stored bodies are cut here so one huge upload cannot bloat the store
+
+
+class Capture:
+    """Parses requests and responses of provider hosts (streams as they pass) and records each call."""
+
+    def __init__(self, settings: Settings, store: Store, show=None) -> None:
+        self.settings = settings
+        self.store = store
+        self.show = show  # called with each finished row (the console)
+        self._unpriced: set[str] = set()
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "tapgate_store_bodies", bool, True, "Store request and response bodies (assembled text for streams)."
+        )
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        req = flow.request
+        registry = self.settings.registry
+        if req.method != "POST" or (route := registry.route(req.pretty_host, req.port, req.path)) is None:
+            if not registry.is_provider_host(req.pretty_host, req.port):
+                req.stream = True  # plain-HTTP traffic that is not ours: never buffer it
+                flow.metadata["tapgate_ignored"] = True
+            return
+        trace_id, parent = trace_context(req.headers.get("traceparent"))
+        flow.metadata["tapgate"] = Call(
+            id=uuid.uuid4().hex,
+            trace_id=trace_id,
+            span_id=uuid.uuid4().hex[:16],
+            parent_span_id=parent,
+            started=req.timestamp_start,
+            mode="passthrough",
+            route=route,
+            host=req.pretty_host,
+            path=redact_url(req.path),
+        )
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        call: Call | None = flow.metadata.get("tapgate")
+        if call is None or flow.response is not None:
+            return
+        req = flow.request
+        raw = req.get_content(strict=False) or b""
+        body = _json(raw)
+        provider = call.route.provider
+        call.facts = provider.request_facts(call.route, body)
+        if key := key_from(req.headers, req.path.partition("?")[2]):
+            call.key_id = fingerprint_key(key, self.store.salt)
+        if ctx.options.tapgate_store_bodies:
+            call.request_body = _text(raw)
+        try:
+            tags = tags_from(req.headers, call.facts.user, call.facts.metadata)
+        except BadTag as e:
+            strip_gateway_headers(req.headers)
+            reply = provider.error_reply(400, str(e), "invalid_tapgate_header", e.param)
+            flow.response = http.Response.make(reply.status, reply.body, {"content-type": reply.content_type})
+            return
+        call.customer_identifier, call.thread_identifier, call.metadata = (
+            tags.customer_identifier,
+            tags.thread_identifier,
+            tags.metadata,
+        )
+        strip_gateway_headers(req.headers)
+        if (updates := provider.ask_for_usage(call.route, body)) is not None:
+            req.content = _with_fields(raw, body, updates)
+            req.headers["accept-encoding"] = "identity"  # so the hidden usage chunk can be cut out in place
+            call.injected_usage = True
+        call.upstream_started = time.time()
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        call: Call | None = flow.metadata.get("tapgate")
+        if call is None:
+            if flow.metadata.get("tapgate_ignored"):
+                flow.response.stream = True
+            return
+        resp = flow.response
+        ctype = resp.headers.get("content-type", "")
+        streamed = ctype.split(";")[0].strip().lower() in STREAM_TYPES or (
+            call.facts.stream or call.route.path_stream
+        )
+        if resp.status_code >= 400 or not streamed or flow.request.method == "HEAD":
+            return  # buffered whole and parsed in response()
+        encoding = resp.headers.get("content-encoding")
+        call.parser = StreamParser(call.route, ctype, encoding)
+        hide = call.injected_usage and not call.facts.wants_usage
+        if hide:  # events are re-emitted decoded, so the headers must say so
+            resp.headers.pop("content-encoding", None)
+            resp.headers.pop("content-length", None)
+        resp.stream = StreamTap(call.parser, hide_usage=hide, on_first_chunk=call.mark_first_chunk)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        if (call := flow.metadata.get("tapgate")) is not None:
+            self._record(flow, call)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        if (call := flow.metadata.get("tapgate")) is not None:
+            self._record(flow, call)
+
+    # -- recording -----------------------------------------------------------------------------
+
+    def _record(self, flow: http.HTTPFlow, call: Call) -> None:
+        if call.recorded:
+            return
+        call.recorded = True
+        try:
+            self._write(flow, call)
+        except Exception:  # recording must never break the proxy
+            log.exception("tapgate: could not record call %s", call.id)
+
+    def _write(self, flow: http.HTTPFlow, call: Call) -> None:
+        resp = flow.response
+        status_code = resp.status_code if resp is not None else None
+        ended = (resp.timestamp_end if resp is not None and resp.timestamp_end else None) or time.time()
+        store_bodies = ctx.options.tapgate_store_bodies
+        output_chars = 0
+        finished = True
+        if call.parser is not None:
+            if flow.error is not None:
+                call.parser.close()  # what was buffered still counts
+            state = call.parser.state
+            facts = ResponseFacts(usage=state.usage, response_model=state.response_model, error=state.error)
+            finished, output_chars = state.finished, state.output.chars
+            response_body = state.output.as_json() if store_bodies else None
+        elif resp is not None:
+            content = resp.get_content(strict=False) or b""
+            body = _json(content)
+            if body is not None:
+                facts = call.route.provider.response_facts(call.route, body)
+            else:
+                facts = ResponseFacts(error="response body is not JSON" if content else "empty response body")
+            output_chars = len(content)
+            response_body = _text(content) if store_bodies else None
+        else:
+            facts, response_body = ResponseFacts(), None
+
+        status, error = _status(flow, status_code, finished, facts.error)
+        usage, estimated = facts.usage, False
+        if not usage.known and status_code is not None and status_code < 400:
+            usage, estimated = call.estimate(output_chars), True
+            error = error or "the provider reported no usage; tokens are estimated"
+        model = facts.response_model or call.facts.model
+        cost = self.settings.prices.cost(call.route.provider.price_prefix, model, usage) if model else None
+        if cost is None and usage.known and model and (key := f"{call.provider}/{model}") not in self._unpriced:
+            self._unpriced.add(key)
+            log.warning("tapgate: no price for %s; its calls are recorded with cost_usd NULL", key)
+        request, spans = call.rows(
+            ended=ended,
+            status_code=status_code,
+            status=status,
+            error=error,
+            usage=usage,
+            usage_estimated=estimated,
+            cost_usd=cost,
+            response_model=facts.response_model,
+            response_body=response_body,
+        )
+        self.store.add("requests", request)
+        for span in spans:
+            self.store.add("spans", span)
+        if self.show is not None:
+            self.show(request)
+
+
+def _status(flow: http.HTTPFlow, status_code: int | None, finished: bool, body_error: str | None):
+    """(status, error): what happened to the call, in a word, and why."""
+    if flow.error is not None:
+        msg = flow.error.msg
+        kind = "client_disconnected" if "client" in msg.lower() else "upstream_error"
+        return kind, f"{msg} {body_error}".strip() if body_error else msg
+    if status_code is not None and status_code >= 400:
+        return "error", body_error or f"HTTP {status_code}"
+    if body_error:
+        return "error", body_error
+    if not finished:
+        return "incomplete", "the stream ended before its final event"
+    return "ok", None
+
+
+def _json(raw: bytes) -> Any:
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _text(raw: bytes) -> str:
+    text = raw[:BODY_LIMIT].decode("utf-8", "replace")
+    return text + f"\n[tapgate: cut at {BODY_LIMIT} of {len(raw)} bytes]" if len(raw) > BODY_LIMIT else text
+
+
+def _with_fields(raw: bytes, body: dict[str, Any], updates: dict[str, Any]) -> bytes:
+    """The body with top-level fields set, changing as few bytes as possible: a new field is
+    appended before the final brace; an existing one means re-serialising."""
+    if not any(k in body for k in updates):
+        end = raw.rstrip().rfind(b"}")
+        if end > 0:
+            head = raw[:end].rstrip()
+            sep = b"" if head.endswith(b"{") else b","
+            extra = b",".join(json.dumps(k).encode() + b":" + json.dumps(v).encode() for k, v in updates.items())
+            return head + sep + extra + raw[end:]
+    return json.dumps({**body, **updates}).encode()

@@ -1,0 +1,73 @@
+"""Console: one rich line per recorded call in the mitmdump terminal, in place of mitmproxy's dump."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Any
+
+from mitmproxy import ctx
+from rich.console import Console as RichConsole
+from rich.text import Text
+
+# mitmdump prints every flow itself; for calls tapgate records, its own line replaces that dump.
+HIDE_RECORDED = "!(~meta ^tapgate:)"
+
+
+def call_line(row: dict[str, Any]) -> Text:
+    """time provider model status latency ttft tokens cost customer, coloured by outcome."""
+    ok = row["status"] == "ok"
+    status = str(row["status_code"] or "---") + ("" if ok else f" {row['status']}")
+    tokens = "-" if row["input_tokens"] is None else f"{row['input_tokens']}→{row['output_tokens']}"
+    if row.get("usage_estimated"):
+        tokens += "~"
+    cost = "$?" if row["cost_usd"] is None else f"${row['cost_usd']:.6f}"
+    ttft = f"ttft {row['ttft_ms']:.0f}ms" if row["ttft_ms"] is not None else ""
+    line = Text()
+    line.append(row["started_at"][11:23] + " ", style="dim")
+    line.append(f"{row['provider']:<10} ", style="cyan")
+    line.append(f"{(row['response_model'] or row['model'] or '?')[:32]:<32} ", style="bold")
+    line.append(f"{status:<6} ", style="green" if ok else "red")
+    line.append(f"{(row['duration_ms'] or 0):>7.0f}ms {ttft:<12} ")
+    line.append(f"{tokens:<13} {cost:<11}", style="yellow")
+    if row["customer_identifier"]:
+        line.append(f" {row['customer_identifier']}", style="magenta")
+    if row["error"] and not ok:
+        line.append(f"  {row['error'][:80]}", style="red")
+    return line
+
+
+class Console:
+    """Prints on its own thread, so a slow terminal never stalls the proxy."""
+
+    def __init__(self, file=None) -> None:
+        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._console = RichConsole(file=file, highlight=False, soft_wrap=True)
+        self._thread: threading.Thread | None = None
+
+    def load(self, loader) -> None:
+        loader.add_option("tapgate_console", bool, True, "Print one line per recorded LLM call.")
+
+    def running(self) -> None:
+        if not ctx.options.tapgate_console:
+            return
+        if ctx.master.addons.get("dumper") is not None:
+            current = ctx.options.dumper_filter
+            if not current or HIDE_RECORDED not in current:
+                ctx.options.dumper_filter = f"({current}) & {HIDE_RECORDED}" if current else HIDE_RECORDED
+        self._thread = threading.Thread(target=self._run, name="tapgate-console", daemon=True)
+        self._thread.start()
+
+    def show(self, row: dict[str, Any]) -> None:
+        if self._thread is not None:
+            self._queue.put(row)
+
+    def done(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while (row := self._queue.get()) is not None:
+            self._console.print(call_line(row))

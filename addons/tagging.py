@@ -1,0 +1,99 @@
+"""Who a call is for: X-Tapgate-* headers, the body's own user fields, and the W3C traceparent."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+HEADER_PREFIX = "x-tapgate-"
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+class BadTag(ValueError):
+    """A malformed X-Tapgate-* header; `param` names it for the error the client gets."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass(slots=True)
+class Tags:
+    customer_identifier: str | None = None
+    thread_identifier: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def _json_object(param: str, text: str, allow_base64: bool = False) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+        if allow_base64:
+            try:
+                value = json.loads(base64.b64decode(text + "=" * (-len(text) % 4), validate=False))
+            except (ValueError, binascii.Error):
+                value = None
+        if value is None:
+            raise BadTag(param, f"{param} must be a JSON object{' (optionally base64)' if allow_base64 else ''}")
+    if not isinstance(value, dict):
+        raise BadTag(param, f"{param} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _identifier(param: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
+        return str(value)
+    raise BadTag(param, f"{param} must be a string")
+
+
+def tags_from(headers, body_user: str | None, body_metadata: dict[str, Any]) -> Tags:
+    """Headers win over X-Tapgate-Params, which wins over the body's own fields; raises BadTag."""
+    tags = Tags(customer_identifier=body_user, metadata=dict(body_metadata))
+    if raw := headers.get("x-tapgate-params"):
+        params = _json_object("X-Tapgate-Params", raw, allow_base64=True)
+        if (c := _identifier("X-Tapgate-Params.customer_identifier", params.get("customer_identifier"))) is not None:
+            tags.customer_identifier = c
+        tags.thread_identifier = _identifier("X-Tapgate-Params.thread_identifier", params.get("thread_identifier"))
+        meta = params.get("metadata")
+        if meta is not None:
+            if not isinstance(meta, dict):
+                raise BadTag("X-Tapgate-Params.metadata", "X-Tapgate-Params.metadata must be a JSON object")
+            tags.metadata.update(meta)
+    if raw := headers.get("x-tapgate-customer-identifier"):
+        tags.customer_identifier = raw
+    if raw := headers.get("x-tapgate-thread-identifier"):
+        tags.thread_identifier = raw
+    if raw := headers.get("x-tapgate-metadata"):
+        tags.metadata.update(_json_object("X-Tapgate-Metadata", raw))
+    return tags
+
+
+def strip_gateway_headers(headers) -> None:
+    """Remove every X-Tapgate-* header: they are for the gateway, never the provider."""
+    for name in [n for n in headers.keys() if n.lower().startswith(HEADER_PREFIX)]:
+        del headers[name]
+
+
+def trace_context(traceparent: str | None) -> tuple[str, str | None]:
+    """(trace_id, parent_span_id) from a W3C traceparent, or a new trace when it is absent or invalid."""
+    if traceparent and (m := _TRACEPARENT.match(traceparent.strip().lower())):
+        version, trace_id, parent, _ = m.groups()
+        if version != "ff" and trace_id != "0" * 32 and parent != "0" * 16:
+            return trace_id, parent
+    return new_trace_id(), None
+
+
+def new_trace_id() -> str:
+    return secrets.token_hex(16)
+
+
+def new_span_id() -> str:
+    return secrets.token_hex(8)
