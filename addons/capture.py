@@ -165,7 +165,7 @@ class Capture:
             usage, estimated = call.estimate(output_chars), True
             error = error or "the provider reported no usage; tokens are estimated"
         model = facts.response_model or call.facts.model
-        cost = self.settings.prices.cost(call.route.provider.price_prefix, model, usage) if model else None
+        cost = self.settings.prices.cost(call.route.prices_under, model, usage) if model else None
         if cost is None and usage.known and model and (key := f"{call.provider}/{model}") not in self._unpriced:
             self._unpriced.add(key)
             log.warning("tapgate: no price for %s; its calls are recorded with cost_usd NULL", key)

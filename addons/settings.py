@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from mitmproxy import ctx, exceptions
+from mitmproxy.proxy import mode_specs
 
 from addons.config import ConfigError, TapgateConfig, load_config
 from providers import Registry, custom_provider
@@ -20,7 +21,6 @@ class Settings:
         self.config = TapgateConfig()
         self.registry = Registry()
         self.prices = PriceTable.load()
-        self._defaults_applied = False
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -30,12 +30,19 @@ class Settings:
             "Path of tapgate's YAML config file (custom hosts, price overrides). Empty: built-in defaults.",
         )
 
+    async def running(self) -> None:
+        """Safe default: a proxy that decrypts API keys listens on loopback unless told otherwise.
+
+        mitmdump binds its servers before it loads scripts, so an unset listen_host is applied by
+        rebinding once at start-up (`--listen-host 0.0.0.0` listens on every interface)."""
+        if ctx.options.listen_host or (proxyserver := ctx.master.addons.get("proxyserver")) is None:
+            return
+        ctx.options.listen_host = "127.0.0.1"
+        modes = [mode_specs.ProxyMode.parse(m) for m in ctx.options.mode]
+        await proxyserver.servers.update([])
+        await proxyserver.servers.update(modes)
+
     def configure(self, updated: set[str]) -> None:
-        if not self._defaults_applied:
-            self._defaults_applied = True
-            # Safe default: a proxy that decrypts API keys listens on loopback unless told otherwise.
-            if not ctx.options.listen_host:
-                ctx.options.listen_host = "127.0.0.1"
         if "tapgate_config" in updated:
             try:
                 config = load_config(ctx.options.tapgate_config)

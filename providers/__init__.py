@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from providers.anthropic import anthropic
-from providers.base import Provider, Route
+from providers.base import Provider, Route, host_matches
 from providers.compatible import COMPATIBLE
 from providers.gemini import gemini
-from providers.openai import OpenAIDialect, host_matches, openai
+from providers.openai import OpenAIDialect, openai
 
 BUILTIN: tuple[Provider, ...] = (openai, anthropic, gemini, *COMPATIBLE)
 

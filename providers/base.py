@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -116,6 +118,12 @@ class Route:
     path_model: str | None = None
     # The URL alone says the response streams (Gemini streamGenerateContent).
     path_stream: bool = False
+    # Where this route's models sit in the price table when not under provider.price_prefix (Vertex).
+    price_prefix: str | None = None
+
+    @property
+    def prices_under(self) -> str:
+        return self.provider.price_prefix if self.price_prefix is None else self.price_prefix
 
 
 @dataclass(slots=True)
@@ -158,6 +166,18 @@ class Provider(Protocol):
 
     def error_reply(self, status: int, message: str, code: str, param: str | None = None) -> ErrorReply:
         """An error the gateway itself raises, in this provider's error shape."""
+
+
+@functools.lru_cache(maxsize=256)
+def _host_pattern(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    label = "[a-z0-9]+(?:-[a-z0-9]+)*"
+    return re.compile("|".join(re.escape(p.lower()).replace(r"\*", label) for p in patterns))
+
+
+def host_matches(host: str, patterns: tuple[str, ...]) -> bool:
+    """True when host matches a pattern; "*" stands for exactly one DNS label, so "*.openai.azure.com"
+    and "*-aiplatform.googleapis.com" match their families and nothing longer."""
+    return _host_pattern(patterns).fullmatch(host) is not None
 
 
 def as_int(value: Any) -> int | None:

@@ -18,6 +18,7 @@ from providers.base import (
     add,
     as_int,
     dig,
+    host_matches,
     prompt_chars,
 )
 
@@ -32,11 +33,6 @@ ENDPOINTS = {
 ASKS_FOR_USAGE = ("chat.completions", "completions")
 _AZURE_DEPLOYMENT = re.compile(r"^/openai/deployments/([^/]+)(/.*)$")
 _USAGE_NULL = re.compile(rb',\s*"usage"\s*:\s*null|"usage"\s*:\s*null\s*,?')
-
-
-def host_matches(host: str, patterns: tuple[str, ...]) -> bool:
-    """True when host equals a pattern or ends with a "*.suffix" pattern's suffix."""
-    return any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in patterns)
 
 
 @dataclass(frozen=True)

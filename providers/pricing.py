@@ -16,9 +16,9 @@ from providers.base import Usage
 
 PRICES_JSON = Path(__file__).with_name("prices.json")
 LONG_CONTEXT = 200_000  # input tokens above which a model's "above_200k" prices apply to the whole call
-# Prefixes whose misses fall back to another prefix: Azure deployments usually serve OpenAI models at
-# OpenAI's list price, and deployment names often are the model names.
-FALLBACK_PREFIXES: Mapping[str, str] = MappingProxyType({"azure/": ""})
+# Prefixes whose misses fall back to others: Azure deployments usually serve OpenAI models at
+# OpenAI's list price (deployment names often are the model names); Vertex serves Gemini and Claude.
+FALLBACK_PREFIXES: Mapping[str, tuple[str, ...]] = MappingProxyType({"azure/": ("",), "vertex_ai/": ("gemini/", "")})
 # Version tails that name a snapshot of a model priced like the model itself, tried only after the
 # exact id misses: -2024-08-06, -20250929, @20250929, -0613, -001, -latest.
 VERSION_TAILS = (r"-\d{4}-\d{2}-\d{2}$", r"[-@]\d{8}$", r"-\d{4}$", r"-\d{3}$", r"-latest$")
@@ -107,9 +107,7 @@ class PriceTable:
         if not model:
             return None
         candidates = normalise_model(model)
-        for prefix in (price_prefix, FALLBACK_PREFIXES.get(price_prefix)):
-            if prefix is None:
-                continue
+        for prefix in (price_prefix, *FALLBACK_PREFIXES.get(price_prefix, ())):
             for candidate in candidates:
                 if found := self._prices.get(prefix.lower() + candidate):
                     return found

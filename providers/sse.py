@@ -114,7 +114,9 @@ class NDJSONDecoder:
 
 
 class JSONArrayDecoder:
-    """A JSON array streamed element by element (Gemini streamGenerateContent without alt=sse)."""
+    """A JSON array streamed element by element (Gemini streamGenerateContent without alt=sse).
+
+    A body that turns out to be a single object (an error) comes out as one frame, whole."""
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -122,6 +124,7 @@ class JSONArrayDecoder:
         self._depth = 0
         self._in_string = False
         self._escape = False
+        self._array: bool | None = None  # decided by the first bracket
         self._obj_start = -1
         self._gap_start = 0
 
@@ -142,12 +145,14 @@ class JSONArrayDecoder:
             elif c == 0x22:
                 self._in_string = True
             elif c in (0x7B, 0x5B):  # { [
-                if self._depth == 1 and self._obj_start < 0:
+                if self._array is None:
+                    self._array = c == 0x5B
+                if self._depth == (1 if self._array else 0) and self._obj_start < 0:
                     self._obj_start = i
                 self._depth += 1
             elif c in (0x7D, 0x5D):  # } ]
                 self._depth -= 1
-                if self._depth == 1 and self._obj_start >= 0:
+                if self._depth == (1 if self._array else 0) and self._obj_start >= 0:
                     text = bytes(buf[self._obj_start : i + 1]).decode("utf-8", "replace")
                     frames.append(Frame(None, text, bytes(buf[self._gap_start : i + 1])))
                     self._obj_start, self._gap_start = -1, i + 1

@@ -1,0 +1,72 @@
+"""Stream framing: events come out whole and exact whatever the chunk boundaries."""
+
+import random
+
+import pytest
+from support import random_splits
+
+from providers.sse import JSONArrayDecoder, NDJSONDecoder, SSEDecoder, decoder_for
+
+
+def frames_of(decoder, pieces):
+    out = []
+    for piece in pieces:
+        out += decoder.feed(piece)
+    return out + decoder.close()
+
+
+SSE = (
+    b": OPENROUTER PROCESSING\r\n\r\n"
+    b"event: message_start\r\ndata: {\"a\": \"\xc3\xa9\xe2\x82\xac\"}\r\n\r\n"
+    b"data: line one\ndata: line two\n\n"
+    b"event: ping\rdata: {}\r\r"
+    b"data: [DONE]"  # the last event may end at EOF with no blank line
+)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_sse_events_are_identical_whatever_the_splits(seed):
+    whole = frames_of(SSEDecoder(), [SSE])
+    assert [(f.event, f.data) for f in whole] == [
+        (None, None),
+        ("message_start", '{"a": "é€"}'),
+        (None, "line one\nline two"),
+        ("ping", "{}"),
+        (None, "[DONE]"),
+    ]
+    assert b"".join(f.raw for f in whole) == SSE  # nothing lost, nothing added
+    split = frames_of(SSEDecoder(), random_splits(SSE, random.Random(seed), max_piece=1 + seed % 5))
+    assert split == whole
+
+
+def test_a_cr_at_the_end_of_a_chunk_waits_for_a_possible_lf():
+    d = SSEDecoder()
+    assert d.feed(b"data: x\r\n\r") == []
+    assert [f.data for f in d.feed(b"\ndata: y\r\n\r\n")] == ["x", "y"]
+
+
+def test_ndjson_lines():
+    data = '{"message":{"content":"hé"},"done":false}\n{"done":true,"eval_count":3}\n'.encode()
+    frames = frames_of(NDJSONDecoder(), random_splits(data, random.Random(3), 2))
+    assert [f.data for f in frames] == ['{"message":{"content":"hé"},"done":false}', '{"done":true,"eval_count":3}']
+
+
+def test_json_array_elements_and_a_plain_error_object():
+    data = b'[{"t": "a}\\"{", "n": [1, {"x": 2}]}\r\n,\r\n{"t": "\xe2\x82\xac"}\r\n]'
+    frames = frames_of(JSONArrayDecoder(), random_splits(data, random.Random(5), 3))
+    assert [f.data for f in frames if f.data] == ['{"t": "a}\\"{", "n": [1, {"x": 2}]}', '{"t": "€"}']
+    error = b'{"error": {"code": 429, "message": "quota"}}'
+    assert [f.data for f in frames_of(JSONArrayDecoder(), random_splits(error, random.Random(1), 2))] == [
+        error.decode()
+    ]
+
+
+def test_a_truncated_array_element_is_reported_as_unparseable():
+    frames = frames_of(JSONArrayDecoder(), [b'[{"a": 1}, {"b": '])
+    assert [f.data for f in frames] == ['{"a": 1}', ""]
+
+
+def test_decoder_for_content_types():
+    assert isinstance(decoder_for("text/event-stream; charset=utf-8"), SSEDecoder)
+    assert isinstance(decoder_for("application/x-ndjson"), NDJSONDecoder)
+    assert isinstance(decoder_for("application/json; charset=UTF-8"), JSONArrayDecoder)
