@@ -224,6 +224,6 @@ def _with_fields(raw: bytes, body: dict[str, Any], updates: dict[str, Any]) -> b
         if end > 0:
             head = raw[:end].rstrip()
             sep = b"" if head.endswith(b"{") else b","
-            extra = b",".join(json.dumps(k).encode() + b":" + json.dumps(v).encode() for k, v in updates.items())
+            extra = b",".join(json.dumps(k).encode() + b":" + json.dumps(v, separators=(",", ":")).encode() for k, v in updates.items())
             return head + sep + extra + raw[end:]
     return json.dumps({**body, **updates}).encode()

@@ -171,6 +171,10 @@ class Store:
             self.writer = Writer(path)
             self.writer.start()
 
+    def running(self) -> None:
+        # Store is the last addon, so this is the last start-up hook: the proxy is ready.
+        log.info("tapgate ready: recording LLM calls to %s", ctx.options.tapgate_db)
+
     def add(self, table: str, row: dict[str, Any]) -> None:
         """Queue a row; never blocks."""
         if self.writer is not None:

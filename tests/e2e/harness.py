@@ -1,0 +1,132 @@
+"""Real processes for end-to-end tests: the mock provider and mitmdump with tapgate's addons."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+# Every provider host the tests use; map_remote sends them all to the one loopback mock.
+PROVIDER_HOSTS = (
+    "api.openai.com",
+    "api.anthropic.com",
+    "generativelanguage.googleapis.com",
+    "us-central1-aiplatform.googleapis.com",
+    "myres.openai.azure.com",
+    "api.groq.com",
+    "api.x.ai",
+    "openrouter.ai",
+)
+
+
+@dataclass
+class Process:
+    """A child process whose output lines are collected by a thread and can be awaited."""
+
+    proc: subprocess.Popen
+    lines: list[str] = field(default_factory=list)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+
+    @classmethod
+    def start(cls, args: list[str], env: dict[str, str] | None = None, cwd: Path = ROOT) -> Process:
+        proc = subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd, bufsize=1
+        )
+        p = cls(proc)
+        threading.Thread(target=p._read, daemon=True).start()
+        return p
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_for(self, pattern: str, timeout: float = 30, start: int = 0) -> re.Match:
+        """The first output line from index `start` matching pattern; fails if the process exits first."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = start
+        with self._cond:
+            while True:
+                for line in self.lines[seen:]:
+                    if m := rx.search(line):
+                        return m
+                seen = len(self.lines)
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"process exited ({self.proc.returncode}):\n" + "\n".join(self.lines[-40:]))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no line matching {pattern!r}:\n" + "\n".join(self.lines[-40:]))
+                self._cond.wait(remaining)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 20) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_mock(env: dict[str, str] | None = None) -> tuple[Process, int]:
+    p = Process.start([sys.executable, str(ROOT / "scripts" / "mock_provider.py"), "--port", "0"], env=env)
+    return p, int(p.wait_for(r"MOCK_PORT=(\d+)").group(1))
+
+
+def map_remote_to(port: int) -> str:
+    hosts = "|".join(re.escape(h) for h in PROVIDER_HOSTS)
+    return f"|^https://({hosts})(?::443)?|http://127.0.0.1:{port}"
+
+
+def start_gateway(
+    mock_port: int, confdir: Path, db: Path, *extra: str, addons: bool = True
+) -> tuple[Process, int]:
+    """mitmdump on a free loopback port, provider hosts mapped to the mock (lazy connections, so
+    the redirect happens before any upstream connection is made)."""
+    args = [str(BIN / "mitmdump"), "--listen-port", "0", "--set", f"confdir={confdir}"]
+    args += ["--set", "connection_strategy=lazy", "--map-remote", map_remote_to(mock_port)]
+    if addons:
+        args += ["-s", str(ROOT / "addons" / "gateway.py"), "--set", f"tapgate_db={db}"]
+    p = Process.start([*args, *extra], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    host = r"127\.0\.0\.1" if addons else r"\S+"
+    port = int(p.wait_for(rf"proxy listening at {host}:(\d+)").group(1))
+    if addons:
+        p.wait_for(r"tapgate ready")
+    return p, port
+
+
+def query(db: Path, sql: str, params: tuple = ()) -> list[dict]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+def wait_rows(db: Path, sql: str, params: tuple = (), count: int = 1, timeout: float = 15) -> list[dict]:
+    """Rows of a query once there are at least `count`: the writer commits within a second."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            rows = query(db, sql, params)
+        except sqlite3.OperationalError:
+            rows = []
+        if len(rows) >= count or time.monotonic() > deadline:
+            assert len(rows) >= count, f"expected {count} rows, got {len(rows)}: {sql} {params}"
+            return rows
+        time.sleep(0.05)
