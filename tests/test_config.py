@@ -1,0 +1,41 @@
+"""The config file: defaults with no file, and errors that name the file, line and field."""
+
+import pytest
+from mitmproxy import exceptions
+from mitmproxy.test import taddons
+
+from addons.config import ConfigError, load_config
+from addons.settings import Settings
+
+
+def test_no_file_means_defaults():
+    assert load_config("").custom_hosts == []
+
+
+def test_errors_name_file_line_and_field(tmp_path):
+    path = tmp_path / "tapgate.yaml"
+    path.write_text("custom_hosts:\n  - host: localhost:11434\n    dialect: ollama\n  - host: nope\n")
+    with pytest.raises(ConfigError, match=r"tapgate\.yaml:4: custom_hosts\.1\.host: String should match"):
+        load_config(path)
+    path.write_text("prices:\n  my-model:\n    input: 1\n    output: -2\n")
+    with pytest.raises(ConfigError, match=r":4: prices\.my-model\.output: Input should be greater than or equal"):
+        load_config(path)
+    path.write_text("colour: blue\n")
+    with pytest.raises(ConfigError, match=r":1: colour: Extra inputs are not permitted"):
+        load_config(path)
+
+
+def test_settings_builds_the_registry_and_prices(tmp_path):
+    path = tmp_path / "tapgate.yaml"
+    path.write_text(
+        "custom_hosts:\n  - host: localhost:11434\n    name: ollama\n    dialect: ollama\n"
+        "prices:\n  llama3.2:\n    input: 0.1\n    output: 0.2\n"
+    )
+    settings = Settings()
+    with taddons.context(settings) as tctx:
+        tctx.configure(settings, tapgate_config=str(path))
+        route = settings.registry.route("localhost", 11434, "/api/chat")
+        assert route.provider.name == "ollama"
+        assert settings.prices.price("", "llama3.2").input == 0.1
+        with pytest.raises(exceptions.OptionsError, match="cannot read config"):
+            tctx.configure(settings, tapgate_config=str(tmp_path / "missing.yaml"))
