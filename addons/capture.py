@@ -77,6 +77,8 @@ class Capture:
         try:
             tags = tags_from(req.headers, call.facts.user, call.facts.metadata)
         except BadTag as e:
+            # Still say who it was for, as far as the well-formed parts tell.
+            call.customer_identifier = req.headers.get("x-tapgate-customer-identifier") or call.facts.user
             strip_gateway_headers(req.headers)
             reply = provider.error_reply(400, str(e), "invalid_tapgate_header", e.param)
             flow.response = http.Response.make(reply.status, reply.body, {"content-type": reply.content_type})
@@ -164,8 +166,11 @@ class Capture:
         if not usage.known and status_code is not None and status_code < 400:
             usage, estimated = call.estimate(output_chars), True
             error = error or "the provider reported no usage; tokens are estimated"
-        model = facts.response_model or call.facts.model
-        cost = self.settings.prices.cost(call.route.prices_under, model, usage) if model else None
+        # Price on the model that answered (a dated snapshot), else on the one asked for.
+        cost, model = None, facts.response_model or call.facts.model
+        for candidate in dict.fromkeys(m for m in (facts.response_model, call.facts.model) if m):
+            if (cost := self.settings.prices.cost(call.route.prices_under, candidate, usage)) is not None:
+                break
         if cost is None and usage.known and model and (key := f"{call.provider}/{model}") not in self._unpriced:
             self._unpriced.add(key)
             log.warning("tapgate: no price for %s; its calls are recorded with cost_usd NULL", key)

@@ -92,7 +92,7 @@ class StreamTap:
         self.hide_usage = hide_usage
         self._on_first_chunk = on_first_chunk
 
-    def __call__(self, chunk: bytes) -> bytes:
+    def __call__(self, chunk: bytes) -> bytes | list[bytes]:
         if chunk and self._on_first_chunk is not None:
             self._on_first_chunk()
             self._on_first_chunk = None
@@ -100,4 +100,6 @@ class StreamTap:
         if not self.hide_usage:
             return chunk
         route = self.parser.route
-        return b"".join(route.provider.hide_usage(route, f.event, data, f.raw) for f, data in frames)
+        out = b"".join(route.provider.hide_usage(route, f.event, data, f.raw) for f, data in frames)
+        # Never hand mitmproxy an empty chunk: on HTTP/1.1 a zero-length chunk ends the response.
+        return [out] if out else []

@@ -103,8 +103,9 @@ def test_usage_is_asked_for_and_hidden_from_a_client_that_did_not_ask():
         flow.response = tutils.tresp(content=b"", headers=http.Headers(content_type="text/event-stream"))
         flow.response.timestamp_end = None
         capture.responseheaders(flow)
-        out = b"".join(flow.response.stream(stream[i:i + 10]) for i in range(0, len(stream), 10))
-        out += flow.response.stream(b"")
+        sent = [flow.response.stream(stream[i:i + 10]) for i in range(0, len(stream), 10)] + [flow.response.stream(b"")]
+        assert all(isinstance(s, list) and b"" not in s for s in sent)  # an empty chunk would end the response
+        out = b"".join(b"".join(s) for s in sent)
         capture.response(flow)
     assert b'"usage"' not in out and out.endswith(b"data: [DONE]\n\n")
     assert out.count(b"data: ") == stream.count(b"data: ") - 1

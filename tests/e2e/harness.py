@@ -89,7 +89,7 @@ def start_mock(env: dict[str, str] | None = None) -> tuple[Process, int]:
 
 def map_remote_to(port: int) -> str:
     hosts = "|".join(re.escape(h) for h in PROVIDER_HOSTS)
-    return f"|^https://({hosts})(?::443)?|http://127.0.0.1:{port}"
+    return f"@^https://({hosts})(?::443)?@http://127.0.0.1:{port}"  # "@" separates: the regex uses "|"
 
 
 def start_gateway(
