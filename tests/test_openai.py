@@ -175,6 +175,7 @@ def test_corrupt_compressed_stream_is_an_error_not_an_exception():
         ("api.x.ai", "/v1/responses", "xai", "responses", None),
         ("api.fireworks.ai", "/inference/v1/chat/completions", "fireworks", "chat.completions", None),
         ("API.OpenAI.com", "/v1/chat/completions", "openai", "chat.completions", None),
+        ("generativelanguage.googleapis.com", "/v1beta/openai/chat/completions", "gemini", "chat.completions", None),
     ],
 )
 def test_routes(host, path, provider, endpoint, model):

@@ -1,0 +1,374 @@
+"""What recording costs: the same loopback mock called direct, through bare mitmdump, through mitmdump
+with a minimal streaming addon, and through mitmdump with tapgate, measured in one interleaved run.
+
+    python scripts/bench_passthrough.py [--duration 5] [--warmup 1] [--repeat 1] [--quick] [--json out.json]
+
+Every mitmdump is started by tests/e2e/harness.py exactly as the e2e tests start it (map_remote to the mock,
+lazy connections, default output drained through a pipe). The load generator is raw asyncio streams in its
+own process per cell: N keep-alive connections (CONNECT + TLS through a proxy), each sending requests one
+after another. Bare mitmdump buffers a streamed response whole, so "mitmdump+stream" (one addon line:
+`flow.response.stream = True`) is the fair baseline for time to first chunk. The goals (issue): tapgate keeps
+>= 90% of bare mitmdump's req/s at concurrency 16, and its TTFT at concurrency 1 is within 5 ms of direct.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ("direct", "mitmdump", "mitmdump+stream", "tapgate")
+STREAM_ADDON = "def responseheaders(flow):\n    flow.response.stream = True\n"
+MESSAGES = [{"role": "user", "content": "What is the capital of the UK?"}]
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    stream: bool
+    concurrency: int
+    chunk_delay_ms: int = 0
+
+
+CELLS = (
+    Cell("non-stream", False, 1),
+    Cell("non-stream", False, 16),
+    Cell("stream", True, 1),
+    Cell("stream", True, 16),
+    # Events 20 ms apart: a proxy that buffers shows TTFT ~ the whole stream (~10 events).
+    Cell("stream, events 20 ms apart", True, 1, 20),
+)
+
+
+# -- load generator (runs in its own process: `--loadgen SPEC`) ------------------------------------
+
+
+def request_bytes(stream: bool, chunk_delay_ms: int) -> bytes:
+    doc = {"model": "gpt-4o-mini", "messages": MESSAGES, **({"stream": True} if stream else {})}
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    extra = f"x-mock-chunk-delay-ms: {chunk_delay_ms}\r\n" if chunk_delay_ms else ""
+    head = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nAuthorization: Bearer sk-bench\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    )
+    return head.encode() + body
+
+
+async def open_connection(spec: dict, tls: ssl.SSLContext | None):
+    reader, writer = await asyncio.open_connection("127.0.0.1", spec["port"])
+    if tls is not None:
+        writer.write(b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
+            writer.close()
+            raise ConnectionError(f"CONNECT answered {head.splitlines()[0]!r}")
+        await writer.start_tls(tls, server_hostname="api.openai.com")
+    return reader, writer
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, float | None, bool]:
+    """(status, perf_counter at the first body bytes, keep-alive) after reading one whole response."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    headers = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip().lower()
+    first = None
+    if b"chunked" in headers.get(b"transfer-encoding", b""):
+        while True:
+            size = int((await reader.readline()).split(b";")[0], 16)
+            if size == 0:
+                while (await reader.readline()) not in (b"\r\n", b""):  # trailers, then the empty line
+                    pass
+                break
+            await reader.readexactly(size + 2)
+            if first is None:
+                first = time.perf_counter()
+    else:
+        length = int(headers.get(b"content-length", b"0"))
+        if length:
+            got = len(await reader.read(length))
+            first = time.perf_counter()
+            if got < length:
+                await reader.readexactly(length - got)
+    return status, first, headers.get(b"connection") != b"close"
+
+
+async def load(spec: dict) -> dict:
+    tls = ssl.create_default_context(cafile=spec["ca"]) if spec.get("ca") else None
+    payload = request_bytes(spec["stream"], spec["chunk_delay_ms"])
+    now = time.perf_counter()
+    measure_from, end = now + spec["warmup"], now + spec["warmup"] + spec["duration"]
+    lat: list[float] = []
+    ttft: list[float] = []
+    counts = {"sent": 0, "done": 0, "errors": 0}
+    last_end = [measure_from]
+    first_error: list[str] = []
+
+    async def worker() -> None:
+        conn = None
+        while time.perf_counter() < end:
+            try:
+                if conn is None:
+                    conn = await open_connection(spec, tls)
+                reader, writer = conn
+                t0 = time.perf_counter()
+                writer.write(payload)
+                counts["sent"] += 1
+                status, first, keep = await asyncio.wait_for(read_response(reader), 30)
+                t1 = time.perf_counter()
+                counts["done"] += 1
+                if status != 200:
+                    raise ConnectionError(f"HTTP {status}")
+                if t0 >= measure_from:
+                    lat.append(t1 - t0)
+                    if first is not None:
+                        ttft.append(first - t0)
+                    last_end[0] = max(last_end[0], t1)
+                if not keep:
+                    writer.close()
+                    conn = None
+            except Exception as e:  # counted and reported; the connection is replaced
+                counts["errors"] += 1
+                first_error[:] = first_error or [f"{type(e).__name__}: {e}"]
+                if conn is not None:
+                    conn[1].close()
+                conn = None
+                await asyncio.sleep(0.01)
+        if conn is not None:
+            conn[1].close()
+
+    await asyncio.gather(*(worker() for _ in range(spec["concurrency"])))
+    elapsed = last_end[0] - measure_from
+    return {
+        "requests": len(lat),
+        "elapsed_s": elapsed,
+        "rps": len(lat) / elapsed if elapsed > 0 else 0.0,
+        "p50_ms": pct(lat, 0.50),
+        "p99_ms": pct(lat, 0.99),
+        "ttft_p50_ms": pct(ttft, 0.50),
+        "ttft_p99_ms": pct(ttft, 0.99),
+        **counts,
+        "first_error": first_error[0] if first_error else None,
+    }
+
+
+def pct(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile, in milliseconds."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] * 1000
+
+
+# -- orchestration -----------------------------------------------------------------------------------
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(CPU seconds so far, peak RSS in MiB) of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    hwm = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM"))
+    return cpu, int(hwm.split()[1]) / 1024
+
+
+def run_cell(spec: dict) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--loadgen", json.dumps(spec)],
+        capture_output=True, text=True, timeout=spec["warmup"] + spec["duration"] + 120,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed:\n{out.stderr}")
+    return json.loads(out.stdout)
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, spec: str = ".1f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def cell_label(cell: Cell) -> str:
+    return f"{cell.name}, c{cell.concurrency}"
+
+
+def table(results: dict) -> str:
+    head = ("| cell | config | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | TTFT p50 ms "
+            "| proxy CPU ms/req | proxy peak RSS MiB | errors |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for cell in CELLS:
+        direct = results[cell, "direct"]
+        for config in CONFIGS:
+            r = results[cell, config]
+            added = [None if r[k] is None or direct[k] is None or config == "direct" else r[k] - direct[k]
+                     for k in ("p50_ms", "p99_ms")]
+            lines.append(
+                f"| {cell_label(cell)} | {config} | {fmt(r['rps'], '.0f')} | {fmt(r['p50_ms'], '.2f')} "
+                f"| {fmt(r['p99_ms'], '.2f')} | {fmt(added[0], '+.2f')} | {fmt(added[1], '+.2f')} "
+                f"| {fmt(r['ttft_p50_ms'], '.2f') if cell.stream else '—'} | {fmt(r.get('cpu_ms_per_req'), '.2f')} "
+                f"| {fmt(r.get('peak_rss_mib'), '.0f')} | {r['errors']} |"
+            )
+    return "\n".join(lines)
+
+
+def goals(results: dict) -> list[tuple[str, float | None, bool | None]]:
+    def ratio(cell: Cell, base: str) -> float | None:
+        a, b = results[cell, "tapgate"]["rps"], results[cell, base]["rps"]
+        return 100 * a / b if a is not None and b else None
+
+    def ttft_gap(cell: Cell) -> float | None:
+        a, b = results[cell, "tapgate"]["ttft_p50_ms"], results[cell, "direct"]["ttft_p50_ms"]
+        return None if a is None or b is None else a - b
+
+    nonstream16, stream1, stream16, spaced = CELLS[1], CELLS[2], CELLS[3], CELLS[4]
+    rows = [
+        ("tapgate / bare rps at c16 (non-stream)", ratio(nonstream16, "mitmdump"), "%", lambda v: v >= 90),
+        ("tapgate / bare rps at c16 (stream)", ratio(stream16, "mitmdump"), "%", lambda v: v >= 90),
+        ("tapgate / mitmdump+stream rps at c16 (stream)", ratio(stream16, "mitmdump+stream"), "%", lambda v: v >= 90),
+        ("tapgate TTFT - direct TTFT at c1 (stream)", ttft_gap(stream1), " ms", lambda v: v <= 5),
+        ("tapgate TTFT - direct TTFT at c1 (events 20 ms apart)", ttft_gap(spaced), " ms", lambda v: v <= 5),
+    ]
+    return [(f"{label}: {fmt(v)}{unit}", v, None if v is None else ok(v)) for label, v, unit, ok in rows]
+
+
+def start_everything(tmp: Path):
+    sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+    from harness import start_gateway, start_mock
+
+    mock, mock_port = start_mock()
+    addon = tmp / "stream_all.py"
+    addon.write_text(STREAM_ADDON)
+    proxies = {}
+    for config, extra, addons in (("mitmdump", (), False), ("mitmdump+stream", ("-s", str(addon)), False),
+                                  ("tapgate", (), True)):
+        confdir = tmp / config.replace("+", "_") / "conf"
+        process, port = start_gateway(mock_port, confdir, tmp / "tapgate.db", *extra, addons=addons)
+        proxies[config] = (process, port, confdir / "mitmproxy-ca-cert.pem")
+    return mock, mock_port, proxies
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell (default 5)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell (default 1)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; each metric is the median (default 1)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 s cells, 0.3 s warm-up, one round")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--loadgen", metavar="SPEC", help=argparse.SUPPRESS)  # the child process
+    args = parser.parse_args(argv)
+    if args.loadgen:
+        print(json.dumps(asyncio.run(load(json.loads(args.loadgen)))))
+        return 0
+    if args.quick:
+        args.duration, args.warmup, args.repeat = 1.0, 0.3, 1
+
+    from mitmproxy.version import VERSION
+
+    started = time.monotonic()
+    nproc = len(os.sched_getaffinity(0))
+    print(f"Python {platform.python_version()}, mitmproxy {VERSION}, nproc {nproc}, "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{args.duration:g} s per cell after {args.warmup:g} s warm-up, {args.repeat} round(s); "
+          f"configs interleaved per cell\n", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="tapgate-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        mock, mock_port, proxies = start_everything(tmp)
+        runs: dict[tuple[Cell, str], list[dict]] = {}
+        sent_to_tapgate = 0
+        try:
+            for round_ in range(args.repeat):
+                for i, cell in enumerate(CELLS):
+                    shift = (i + round_) % len(CONFIGS)  # rotate the order so no config always goes first
+                    for config in CONFIGS[shift:] + CONFIGS[:shift]:
+                        spec = {**asdict(cell), "warmup": args.warmup, "duration": args.duration}
+                        if config == "direct":
+                            spec |= {"port": mock_port, "ca": None}
+                            pid = mock.proc.pid
+                        else:
+                            process, port, ca = proxies[config]
+                            spec |= {"port": port, "ca": str(ca)}
+                            pid = process.proc.pid
+                        cpu0, _ = proc_stats(pid)
+                        r = run_cell(spec)
+                        cpu1, hwm = proc_stats(pid)
+                        if config != "direct":
+                            r["cpu_ms_per_req"] = 1000 * (cpu1 - cpu0) / max(1, r["done"])
+                            r["peak_rss_mib"] = hwm
+                        if config == "tapgate":
+                            sent_to_tapgate += r["sent"]
+                        runs.setdefault((cell, config), []).append(r)
+                        print(f"  {cell_label(cell):<34} {config:<16} {r['rps']:>8.0f} req/s  "
+                              f"p50 {fmt(r['p50_ms'], '.2f'):>7} ms  errors {r['errors']}"
+                              + (f"  ({r['first_error']})" if r["first_error"] else ""), flush=True)
+            tapgate = proxies["tapgate"][0]
+            code = tapgate.stop(signal.SIGINT)  # its done() drains the writer thread
+            rows = recorded(tmp / "tapgate.db")
+        finally:
+            for process, _, _ in proxies.values():
+                process.stop()
+            mock.stop()
+
+    results = {}
+    for key, rs in runs.items():
+        merged = {k: median([r.get(k) for r in rs]) for k in
+                  ("rps", "p50_ms", "p99_ms", "ttft_p50_ms", "ttft_p99_ms", "cpu_ms_per_req")}
+        merged["peak_rss_mib"] = max((r.get("peak_rss_mib") or 0 for r in rs), default=0) or None
+        merged["errors"] = sum(r["errors"] for r in rs)
+        results[key] = merged
+
+    print()
+    print(table(results))
+    print()
+    goal_lines = goals(results)
+    for line, _, ok in goal_lines:
+        print(f"{line}  [{'—' if ok is None else 'PASS' if ok else 'FAIL'}]")
+    complete = rows["total"] == sent_to_tapgate
+    print(f"tapgate recorded {rows['total']} rows for {sent_to_tapgate} requests sent "
+          f"({rows['by_status']}); exit code {code}  [{'PASS' if complete and code == 0 else 'FAIL'}]")
+    wall = time.monotonic() - started
+    print(f"wall clock {wall:.1f} s")
+
+    if args.json:
+        doc = {
+            "python": platform.python_version(), "mitmproxy": VERSION, "nproc": nproc,
+            "duration_s": args.duration, "warmup_s": args.warmup, "repeat": args.repeat, "wall_s": wall,
+            "cells": [{**asdict(cell), "config": config, **results[cell, config], "runs": runs[cell, config]}
+                      for cell in CELLS for config in CONFIGS],
+            "goals": [{"line": line, "value": v, "ok": ok} for line, v, ok in goal_lines],
+            "tapgate_rows": rows, "tapgate_sent": sent_to_tapgate, "tapgate_exit_code": code,
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2))
+    return 0 if complete and code == 0 else 1
+
+
+def recorded(db: Path) -> dict:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        by_status = dict(conn.execute("SELECT status, count(*) FROM requests GROUP BY status ORDER BY 2 DESC"))
+    finally:
+        conn.close()
+    return {"total": sum(by_status.values()), "by_status": by_status}
+
+
+if __name__ == "__main__":
+    sys.exit(main())
