@@ -20,6 +20,7 @@ PROVIDER_HOSTS = (
     "api.openai.com",
     "api.anthropic.com",
     "generativelanguage.googleapis.com",
+    "aiplatform.googleapis.com",
     "us-central1-aiplatform.googleapis.com",
     "myres.openai.azure.com",
     "api.groq.com",

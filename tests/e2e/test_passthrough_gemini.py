@@ -61,3 +61,32 @@ def test_errors_pass_through_in_googles_shape(gateway, customer):
     assert e.value.code == 429 and e.value.status == "RESOURCE_EXHAUSTED"
     (row,) = gateway.rows(customer)
     assert (row["status_code"], row["status"]) == (429, "error") and "RESOURCE_EXHAUSTED" in row["error"]
+
+
+def test_stream_without_alt_sse_is_a_json_array_parsed_as_it_passes(gateway, customer):
+    """The SDKs ask for alt=sse; other clients get a streamed JSON array, which is parsed too."""
+    import ssl
+    import urllib.request
+
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({"https": gateway.proxy}),
+        urllib.request.HTTPSHandler(context=ssl.create_default_context(cafile=gateway.ca)))
+    req = urllib.request.Request(
+        "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        data=json.dumps({"contents": [{"parts": [{"text": "Hi"}]}]}).encode(), method="POST",
+        headers={"x-goog-api-key": KEY, "content-type": "application/json",
+                 "X-Tapgate-Customer-Identifier": customer})
+    with opener.open(req) as reply:
+        body = json.loads(reply.read())
+    assert isinstance(body, list) and len(body) > 1
+    (row,) = gateway.rows(customer)
+    assert (row["stream"], row["status"], row["input_tokens"], row["output_tokens"]) == (1, "ok", 13, 8)
+
+
+def test_vertex_express_mode(gateway, customer):
+    c = genai.Client(vertexai=True, api_key=KEY, http_options=types.HttpOptions(
+        headers={"X-Tapgate-Customer-Identifier": customer}))
+    c.models.generate_content(model="gemini-2.5-flash", contents="Hi")
+    (row,) = gateway.rows(customer)
+    assert (row["provider"], row["host"], row["model"]) == ("gemini", "aiplatform.googleapis.com", "gemini-2.5-flash")
+    assert row["cost_usd"] is not None  # priced from the vertex_ai rows
