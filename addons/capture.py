@@ -15,7 +15,7 @@ from addons.secrets import fingerprint_key, key_from, redact_url
 from addons.settings import Settings
 from addons.store import Store
 from addons.tagging import BadTag, strip_gateway_headers, tags_from, trace_context
-from providers.base import ResponseFacts, Usage
+from providers.base import ResponseFacts
 from providers.stream import StreamParser, StreamTap
 
 log = logging.getLogger(__name__)

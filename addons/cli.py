@@ -67,7 +67,7 @@ def cmd_shell_init(args: argparse.Namespace) -> int:
     ca = mitmproxy_ca(Path(args.confdir).expanduser())
     bundle = write_bundle(ca, Path(args.bundle).expanduser())
     print(f"# tapgate: send this shell's HTTPS through the gateway at {args.proxy} and trust its CA.")
-    print(f'# Use: eval "$(tapgate shell-init)"   (fish: tapgate shell-init --shell fish | source)')
+    print('# Use: eval "$(tapgate shell-init)"   (fish: tapgate shell-init --shell fish | source)')
     print("\n".join(shell_lines(args.proxy, ca, bundle, args.shell)))
     return 0
 

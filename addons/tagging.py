@@ -40,7 +40,9 @@ def _json_object(param: str, text: str, allow_base64: bool = False) -> dict[str,
             except (ValueError, binascii.Error):
                 value = None
         if value is None:
-            raise BadTag(param, f"{param} must be a JSON object{' (optionally base64)' if allow_base64 else ''}")
+            raise BadTag(
+                param, f"{param} must be a JSON object{' (optionally base64)' if allow_base64 else ''}"
+            ) from None
     if not isinstance(value, dict):
         raise BadTag(param, f"{param} must be a JSON object, not {type(value).__name__}")
     return value

@@ -10,6 +10,7 @@ from urllib.parse import unquote
 
 from providers.base import (
     ErrorReply,
+    ReportsUsageUnasked,
     RequestFacts,
     ResponseFacts,
     Route,
@@ -104,7 +105,7 @@ def error_message(body: Any) -> str | None:
 
 
 @dataclass(frozen=True)
-class AnthropicMessages:
+class AnthropicMessages(ReportsUsageUnasked):
     """The Messages endpoint; Vertex speaks the same body with the model in the URL."""
 
     name: str = "anthropic"
@@ -137,8 +138,6 @@ class AnthropicMessages:
             prompt_chars=prompt_chars(body.get("system")) + prompt_chars(body.get("messages")),
         )
 
-    def ask_for_usage(self, route: Route, body: Any) -> dict[str, Any] | None:
-        return None  # nothing to ask for: every stream reports usage
 
     def response_facts(self, route: Route, body: Any) -> ResponseFacts:
         if isinstance(body, list) and body:  # Google's front end may wrap a Vertex error in a list
@@ -187,8 +186,6 @@ class AnthropicMessages:
         elif kind == "error":
             state.error = error_message(data) or "stream error"
 
-    def hide_usage(self, route: Route, event: str | None, data: Any, raw: bytes) -> bytes:
-        return raw  # the gateway never asks Anthropic for usage, so there is nothing to hide
 
     def error_reply(self, status: int, message: str, code: str, param: str | None = None) -> ErrorReply:
         """Anthropic's error shape; it has no code or param field, so `code` is not sent."""

@@ -168,6 +168,16 @@ class Provider(Protocol):
         """An error the gateway itself raises, in this provider's error shape."""
 
 
+class ReportsUsageUnasked:
+    """For providers whose every response and stream reports usage: nothing to ask for, nothing to hide."""
+
+    def ask_for_usage(self, route: Route, body: Any) -> dict[str, Any] | None:
+        return None
+
+    def hide_usage(self, route: Route, event: str | None, data: Any, raw: bytes) -> bytes:
+        return raw
+
+
 @functools.lru_cache(maxsize=256)
 def _host_pattern(patterns: tuple[str, ...]) -> re.Pattern[str]:
     label = "[a-z0-9]+(?:-[a-z0-9]+)*"

@@ -9,6 +9,7 @@ from typing import Any
 
 from providers.base import (
     ErrorReply,
+    ReportsUsageUnasked,
     RequestFacts,
     ResponseFacts,
     Route,
@@ -66,7 +67,7 @@ def _field(obj: Any, camel: str, snake: str) -> Any:
 
 
 @dataclass(frozen=True)
-class GeminiProvider:
+class GeminiProvider(ReportsUsageUnasked):
     """generateContent and friends on the Gemini API and on Vertex AI's publisher models."""
 
     name: str = "gemini"
@@ -107,8 +108,6 @@ class GeminiProvider:
         facts.prompt_chars = prompt_chars(prompt) + prompt_chars(system)
         return facts
 
-    def ask_for_usage(self, route: Route, body: Any) -> dict[str, Any] | None:
-        return None  # every response and stream chunk carries usageMetadata unasked
 
     # -- responses ---------------------------------------------------------------------------
 
@@ -176,8 +175,6 @@ class GeminiProvider:
         if isinstance(reason := candidate.get("finishReason"), str) and reason:
             state.output.finish_reason, state.finished = reason, True
 
-    def hide_usage(self, route: Route, event: str | None, data: Any, raw: bytes) -> bytes:
-        return raw  # never asked for usage, so there is nothing to hide
 
     def error_reply(self, status: int, message: str, code: str, param: str | None = None) -> ErrorReply:
         rpc_status = RPC_STATUS.get(status, "INVALID_ARGUMENT" if status < 500 else "INTERNAL")

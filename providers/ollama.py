@@ -9,6 +9,7 @@ from typing import Any
 
 from providers.base import (
     ErrorReply,
+    ReportsUsageUnasked,
     RequestFacts,
     ResponseFacts,
     Route,
@@ -25,7 +26,7 @@ ENDPOINTS = {"/api/chat": "ollama.chat", "/api/generate": "ollama.generate"}
 
 
 @dataclass(frozen=True)
-class OllamaNative:
+class OllamaNative(ReportsUsageUnasked):
     name: str
     hosts: tuple[str, ...]
     price_prefix: str = ""
@@ -51,8 +52,6 @@ class OllamaNative:
             prompt_chars=prompt_chars(body.get("messages") or body.get("prompt")),
         )
 
-    def ask_for_usage(self, route: Route, body: Any) -> dict[str, Any] | None:
-        return None  # the final object always carries the counts
 
     @staticmethod
     def usage(obj: dict[str, Any]) -> Usage:
@@ -86,8 +85,6 @@ class OllamaNative:
             state.usage = self.usage(data)
             state.output.finish_reason = data.get("done_reason")
 
-    def hide_usage(self, route: Route, event: str | None, data: Any, raw: bytes) -> bytes:
-        return raw
 
     def error_reply(self, status: int, message: str, code: str, param: str | None = None) -> ErrorReply:
         return ErrorReply(status, json.dumps({"error": message}).encode())

@@ -4,7 +4,6 @@ import json
 import time
 
 import pytest
-
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow, tutils
 from support import fixture_bytes

@@ -365,7 +365,7 @@ TRICKY = ['Ünïcödé {"a": [1, {"b": "}"}]} ', 'say \\"hi\\" \u2014 {{', "}}] 
 def tricky_events() -> list[dict]:
     """usage_growing's chunks with text full of braces, quotes, escapes and non-ASCII, plus a function call."""
     events = sse_events("stream_generate_content_usage_growing.sse")
-    for event, text in zip(events, TRICKY):
+    for event, text in zip(events, TRICKY, strict=False):
         event["candidates"][0]["content"]["parts"] = [{"text": "thinking {about} it", "thought": True}, {"text": text}]
     call = {"name": "lookup", "args": {"q": 'a "{quoted}" ünïcödé', "nested": {"list": [{"x": "]"}, None]}}}
     events[-1]["candidates"][0]["content"]["parts"].append({"functionCall": call})

@@ -20,7 +20,6 @@ import pytest
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
-
 from support import ROOT, SHARED, fixture_bytes
 
 MOCK = ROOT / "scripts" / "mock_provider.py"
@@ -93,7 +92,7 @@ def test_strip_usage_is_what_openai_sends_without_include_usage():
     stripped = fx.strip_usage(events)
     assert len(stripped) == len(events) - 1 and stripped[-1] == b"data: [DONE]\n\n"
     assert not any(b'"usage"' in e for e in stripped)
-    for before, after in zip(events[:-2], stripped[:-1]):
+    for before, after in zip(events[:-2], stripped[:-1], strict=False):
         original = json.loads(before.removeprefix(b"data: "))
         assert original.pop("usage") is None
         assert json.loads(after.removeprefix(b"data: ")) == original

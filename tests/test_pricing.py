@@ -6,10 +6,10 @@ import importlib.util
 import json
 
 import pytest
+from support import ROOT, SHARED, fixture_json
 
 from providers.base import Usage
 from providers.pricing import PRICES_JSON, Price, PriceTable, normalise_model
-from support import ROOT, SHARED, fixture_json
 
 PRICE_MAP = SHARED / "pricing" / "model_prices_and_context_window.json"
 
