@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -163,9 +164,13 @@ class Capture:
 
         status, error = _status(flow, status_code, finished, facts.error)
         usage, estimated = facts.usage, False
-        if not usage.known and status_code is not None and status_code < 400:
-            usage, estimated = call.estimate(output_chars), True
-            error = error or "the provider reported no usage; tokens are estimated"
+        if status_code is not None and status_code < 400:
+            if not usage.known:
+                usage, estimated = call.estimate(output_chars), True
+                error = error or "the provider reported no usage; tokens are estimated"
+            elif not finished and (seen := call.estimate(output_chars).output_tokens) > (usage.output_tokens or 0):
+                # A cut stream's last count (Anthropic's message_start) lags what was already sent.
+                usage, estimated = dataclasses.replace(usage, output_tokens=seen), True
         # Price on the model that answered (a dated snapshot), else on the one asked for.
         cost, model = None, facts.response_model or call.facts.model
         for candidate in dict.fromkeys(m for m in (facts.response_model, call.facts.model) if m):

@@ -71,3 +71,16 @@ def test_mid_stream_error_event_is_recorded(gateway, customer):
             list(s.text_stream)
     (row,) = gateway.rows(customer)
     assert row["status"] == "error" and "overloaded_error" in row["error"]
+
+
+def test_a_client_that_leaves_mid_stream_is_charged_for_what_it_saw(gateway, customer):
+    c = client(customer, **{"x-mock-chunk-delay-ms": "300",
+                            "x-mock-fixture": "anthropic/messages_stream_extended_thinking.sse"})
+    with c.messages.with_streaming_response.create(model="claude-sonnet-4-6", max_tokens=2000, messages=MSG,
+                                                   stream=True) as r:
+        lines = r.iter_lines()
+        assert next(lines).startswith("event: message_start")
+    (row,) = gateway.rows(customer)
+    assert row["status"] == "client_disconnected"
+    assert row["input_tokens"] > 0 and row["output_tokens"] > 0  # message_start's counts, at least
+    assert row["cost_usd"] > 0

@@ -101,6 +101,15 @@ def test_embeddings(gateway, customer):
     assert row["cost_usd"] == pytest.approx(4 * 0.02e-6)
 
 
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate"])
+def test_compressed_bodies_are_decoded(gateway, customer, encoding):
+    c = client(customer, **{"x-mock-encoding": encoding})
+    assert c.chat.completions.create(model="gpt-4o", messages=MSG).usage.prompt_tokens == 14
+    (row,) = gateway.rows(customer)
+    assert (row["input_tokens"], row["output_tokens"]) == (14, 37)
+    assert json.loads(row["response_body"])["usage"]["completion_tokens"] == 37  # stored decoded
+
+
 @pytest.mark.parametrize("encoding", ["gzip", "br"])
 def test_compressed_streams_are_decoded(gateway, customer, encoding):
     text = "".join(ch.choices[0].delta.content or "" for ch in client(customer, **{"x-mock-encoding": encoding})
