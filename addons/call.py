@@ -28,7 +28,7 @@ def ms(start: float | None, end: float | None) -> float | None:
     return round((end - start) * 1000, 3)
 
 
-@dataclass
+@dataclass(repr=False)
 class Call:
     """Everything recorded about one call; lives in flow.metadata["tapgate"] until the flow ends."""
 
@@ -54,6 +54,10 @@ class Call:
     first_chunk: float | None = None
     parser: StreamParser | None = None
     recorded: bool = False
+
+    def __repr__(self) -> str:
+        # Short on purpose: mitmproxy formats flow.metadata for filters (~meta) and views on every flow.
+        return f"Call({self.id} {self.provider} {self.route.endpoint})"
 
     @property
     def provider(self) -> str:

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import logging
 import time
-import uuid
 from typing import Any
 
 from mitmproxy import ctx, http
@@ -15,7 +14,15 @@ from addons.call import Call
 from addons.secrets import fingerprint_key, key_from, redact_url
 from addons.settings import Settings
 from addons.store import Store
-from addons.tagging import BadTag, strip_gateway_headers, tags_from, trace_context
+from addons.tagging import (
+    HEADER_PREFIX,
+    BadTag,
+    new_span_id,
+    new_trace_id,
+    strip_gateway_headers,
+    tags_from,
+    trace_context,
+)
 from providers.base import ResponseFacts
 from providers.stream import StreamParser, StreamTap
 
@@ -44,21 +51,22 @@ class Capture:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         req = flow.request
         registry = self.settings.registry
-        if req.method != "POST" or (route := registry.route(req.pretty_host, req.port, req.path)) is None:
-            if not registry.is_provider_host(req.pretty_host, req.port):
+        host = request_host(req)
+        if req.method != "POST" or (route := registry.route(host, req.port, req.path)) is None:
+            if not registry.is_provider_host(host, req.port):
                 req.stream = True  # plain-HTTP traffic that is not ours: never buffer it
                 flow.metadata["tapgate_ignored"] = True
             return
         trace_id, parent = trace_context(req.headers.get("traceparent"))
         flow.metadata["tapgate"] = Call(
-            id=uuid.uuid4().hex,
+            id=new_trace_id(),
             trace_id=trace_id,
-            span_id=uuid.uuid4().hex[:16],
+            span_id=new_span_id(),
             parent_span_id=parent,
             started=req.timestamp_start,
             mode="passthrough",
             route=route,
-            host=req.pretty_host,
+            host=host,
             path=redact_url(req.path),
         )
 
@@ -71,25 +79,30 @@ class Capture:
         body = _json(raw)
         provider = call.route.provider
         call.facts = provider.request_facts(call.route, body)
-        if key := key_from(req.headers, req.path.partition("?")[2]):
+        headers = header_dict(req.headers)  # one pass; every lookup below is a plain dict get
+        if key := key_from(headers, req.path.partition("?")[2]):
             call.key_id = fingerprint_key(key, self.store.salt)
         if ctx.options.tapgate_store_bodies:
             call.request_body = _text(raw)
+        tagged = any(name.startswith(HEADER_PREFIX) for name in headers)
         try:
-            tags = tags_from(req.headers, call.facts.user, call.facts.metadata)
+            tags = tags_from(headers, call.facts.user, call.facts.metadata) if tagged else None
         except BadTag as e:
             # Still say who it was for, as far as the well-formed parts tell.
-            call.customer_identifier = req.headers.get("x-tapgate-customer-identifier") or call.facts.user
+            call.customer_identifier = headers.get("x-tapgate-customer-identifier") or call.facts.user
             strip_gateway_headers(req.headers)
             reply = provider.error_reply(400, str(e), "invalid_tapgate_header", e.param)
             flow.response = http.Response.make(reply.status, reply.body, {"content-type": reply.content_type})
             return
-        call.customer_identifier, call.thread_identifier, call.metadata = (
-            tags.customer_identifier,
-            tags.thread_identifier,
-            tags.metadata,
-        )
-        strip_gateway_headers(req.headers)
+        if tags is None:
+            call.customer_identifier, call.metadata = call.facts.user, call.facts.metadata
+        else:
+            call.customer_identifier, call.thread_identifier, call.metadata = (
+                tags.customer_identifier,
+                tags.thread_identifier,
+                tags.metadata,
+            )
+            strip_gateway_headers(req.headers)
         if (updates := provider.ask_for_usage(call.route, body)) is not None:
             req.content = _with_fields(raw, body, updates)
             req.headers["accept-encoding"] = "identity"  # so the hidden usage chunk can be cut out in place
@@ -195,6 +208,18 @@ class Capture:
             self.store.add("spans", span)
         if self.show is not None:
             self.show(request)
+
+
+def request_host(req: http.Request) -> str:
+    """The host the client asked for, before any redirect: the CONNECT or URL host, or the Host
+    header when that is only an address (transparent mode)."""
+    host = req.host
+    return req.pretty_host if not host or host[0].isdigit() or ":" in host else host
+
+
+def header_dict(headers: http.Headers) -> dict[str, str]:
+    """All request headers with lowercased names, read once."""
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers.fields}
 
 
 def _status(flow: http.HTTPFlow, status_code: int | None, finished: bool, body_error: str | None):

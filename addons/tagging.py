@@ -5,8 +5,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
-import secrets
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,8 +94,8 @@ def trace_context(traceparent: str | None) -> tuple[str, str | None]:
 
 
 def new_trace_id() -> str:
-    return secrets.token_hex(16)
+    return os.urandom(16).hex()
 
 
 def new_span_id() -> str:
-    return secrets.token_hex(8)
+    return os.urandom(8).hex()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from cachetools import LRUCache
+
 from providers.anthropic import anthropic
 from providers.base import Provider, Route, host_matches
 from providers.compatible import COMPATIBLE
@@ -22,6 +24,7 @@ class Registry:
         self.custom = dict(custom or {})
         self.by_name = {p.name: p for p in self.providers}
         self.by_name.update({p.name: p for p in self.custom.values()})
+        self._for_host: LRUCache[str, tuple[Provider, ...]] = LRUCache(4096)
 
     def route(self, host: str, port: int, path: str) -> Route | None:
         """The route for a request, or None when it is not an LLM call we know. `path` may carry a query."""
@@ -29,17 +32,23 @@ class Registry:
         path = path.split("?", 1)[0]
         if (custom := self.custom.get(f"{host}:{port}")) is not None:
             return custom.route(host, path)
-        for provider in self.providers:
+        for provider in self._providers_of(host):
             if (route := provider.route(host, path)) is not None:
                 return route
         return None
+
+    def _providers_of(self, host: str) -> tuple[Provider, ...]:
+        """The providers that answer on a host: matched once per host, not on every call."""
+        if (found := self._for_host.get(host)) is None:
+            found = self._for_host[host] = tuple(p for p in self.providers if host_matches(host, p.hosts))
+        return found
 
     def is_provider_host(self, host: str, port: int) -> bool:
         """True when connections to this host should be decrypted and inspected."""
         host = host.lower().rstrip(".")
         if f"{host}:{port}" in self.custom:
             return True
-        return any(host_matches(host, p.hosts) for p in self.providers)
+        return bool(self._providers_of(host))
 
 
 def custom_provider(name: str, host: str, price_prefix: str = "", dialect: str = "openai") -> Provider:

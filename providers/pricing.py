@@ -12,6 +12,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from cachetools import LRUCache
+
 from providers.base import Usage
 
 PRICES_JSON = Path(__file__).with_name("prices.json")
@@ -92,6 +94,7 @@ class PriceTable:
 
     def __init__(self, prices: Mapping[str, Price]):
         self._prices = prices  # keyed by lowercased price key
+        self._found: LRUCache[tuple[str, str], Price | None] = LRUCache(4096)  # lookups run on every call
 
     @classmethod
     def load(cls, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> PriceTable:
@@ -106,6 +109,12 @@ class PriceTable:
         """The row for a provider's model, or None: OpenRouter has no rows (it reports cost itself)."""
         if not model:
             return None
+        if (price_prefix, model) in self._found:
+            return self._found[price_prefix, model]
+        self._found[price_prefix, model] = found = self._lookup(price_prefix, model)
+        return found
+
+    def _lookup(self, price_prefix: str, model: str) -> Price | None:
         candidates = normalise_model(model)
         for prefix in (price_prefix, *FALLBACK_PREFIXES.get(price_prefix, ())):
             for candidate in candidates:

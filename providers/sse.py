@@ -30,10 +30,25 @@ class SSEDecoder:
         self._event: str | None = None
         self._data: list[str] = []
         self._seen_field = False
+        self._cr_seen = False  # LF-only streams (OpenAI, Anthropic) take the fast path
 
     def feed(self, chunk: bytes) -> list[Frame]:
         self._buf += chunk
-        return self._lines(final=False)
+        if not self._cr_seen and b"\r" in chunk:
+            self._cr_seen = True
+        return self._lines(final=False) if self._cr_seen else self._events_lf()
+
+    def _events_lf(self) -> list[Frame]:
+        """Whole events split at blank lines by bytes.find; only complete events are looked at."""
+        buf, frames = self._buf, []
+        while (end := buf.find(b"\n\n", self._start)) >= 0:
+            for line in bytes(buf[self._start : end]).split(b"\n"):
+                if line:
+                    self._field(line)
+            frames.append(self._dispatch(end + 2))
+        self._scan = self._start
+        self._compact()
+        return frames
 
     def close(self) -> list[Frame]:
         frames = self._lines(final=True)
@@ -63,11 +78,14 @@ class SSEDecoder:
                 self._field(line)
             else:
                 frames.append(self._dispatch(nxt))
+        self._compact()
+        return frames
+
+    def _compact(self) -> None:
         if self._start > 65536:  # keep the buffer from growing without end
-            del buf[: self._start]
+            del self._buf[: self._start]
             self._scan -= self._start
             self._start = 0
-        return frames
 
     def _field(self, line: bytes) -> None:
         self._seen_field = True

@@ -56,8 +56,12 @@ CELLS = (
 # -- load generator (runs in its own process: `--loadgen SPEC`) ------------------------------------
 
 
-def request_bytes(stream: bool, chunk_delay_ms: int) -> bytes:
-    doc = {"model": "gpt-4o-mini", "messages": MESSAGES, **({"stream": True} if stream else {})}
+def request_bytes(stream: bool, chunk_delay_ms: int, include_usage: bool = False) -> bytes:
+    doc = {"model": "gpt-4o-mini", "messages": MESSAGES}
+    if stream:
+        doc["stream"] = True
+        if include_usage:
+            doc["stream_options"] = {"include_usage": True}
     body = json.dumps(doc, separators=(",", ":")).encode()
     extra = f"x-mock-chunk-delay-ms: {chunk_delay_ms}\r\n" if chunk_delay_ms else ""
     head = (
@@ -110,7 +114,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, float | None
 
 async def load(spec: dict) -> dict:
     tls = ssl.create_default_context(cafile=spec["ca"]) if spec.get("ca") else None
-    payload = request_bytes(spec["stream"], spec["chunk_delay_ms"])
+    payload = request_bytes(spec["stream"], spec["chunk_delay_ms"], spec["include_usage"])
     now = time.perf_counter()
     measure_from, end = now + spec["warmup"], now + spec["warmup"] + spec["duration"]
     lat: list[float] = []
@@ -271,6 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="rounds; each metric is the median (default 1)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 s cells, 0.3 s warm-up, one round")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--include-usage", action="store_true",
+                        help="streams ask for usage themselves, so tapgate neither injects nor hides it and "
+                        "every config gets the same upstream events (default: they do not, as most clients)")
     parser.add_argument("--loadgen", metavar="SPEC", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)
     if args.loadgen:
@@ -286,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Python {platform.python_version()}, mitmproxy {VERSION}, nproc {nproc}, "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{args.duration:g} s per cell after {args.warmup:g} s warm-up, {args.repeat} round(s); "
-          f"configs interleaved per cell\n", flush=True)
+          f"configs interleaved per cell; streams {'ask' if args.include_usage else 'do not ask'} for usage\n",
+          flush=True)
 
     with tempfile.TemporaryDirectory(prefix="tapgate-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -298,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                 for i, cell in enumerate(CELLS):
                     shift = (i + round_) % len(CONFIGS)  # rotate the order so no config always goes first
                     for config in CONFIGS[shift:] + CONFIGS[:shift]:
-                        spec = {**asdict(cell), "warmup": args.warmup, "duration": args.duration}
+                        spec = {**asdict(cell), "warmup": args.warmup, "duration": args.duration,
+                                "include_usage": args.include_usage}
                         if config == "direct":
                             spec |= {"port": mock_port, "ca": None}
                             pid = mock.proc.pid
@@ -336,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
 
     print()
     print(table(results))
-    print()
+    print("\nadded = config minus direct in the same cell; TTFT = request sent to first body chunk; proxy CPU = "
+          "the proxy's user+system CPU over the cell (warm-up included) per request; peak RSS = its VmHWM after "
+          "the cell (cumulative since start).\n")
     goal_lines = goals(results)
     for line, _, ok in goal_lines:
         print(f"{line}  [{'—' if ok is None else 'PASS' if ok else 'FAIL'}]")
@@ -350,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = {
             "python": platform.python_version(), "mitmproxy": VERSION, "nproc": nproc,
             "duration_s": args.duration, "warmup_s": args.warmup, "repeat": args.repeat, "wall_s": wall,
+            "include_usage": args.include_usage,
             "cells": [{**asdict(cell), "config": config, **results[cell, config], "runs": runs[cell, config]}
                       for cell in CELLS for config in CONFIGS],
             "goals": [{"line": line, "value": v, "ok": ok} for line, v, ok in goal_lines],
