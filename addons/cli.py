@@ -1,11 +1,21 @@
-"""The `tapgate` command: set-up helpers around the gateway that runs inside mitmdump."""
+"""The `tapgate` command: set-up helpers around the gateway that runs inside mitmdump, and a thin
+argparse layer over the store's queries (addons/queries.py) and their views (addons/views.py)."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import json
+import os
+import sqlite3
 import ssl
 import sys
+import time
 from pathlib import Path
+from typing import Any
+
+from addons import queries
+from addons.store import DEFAULT_DB
 
 DEFAULT_PROXY = "http://127.0.0.1:8080"
 DEFAULT_CONFDIR = "~/.mitmproxy"
@@ -72,6 +82,138 @@ def cmd_shell_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def console():
+    """rich, imported when a command draws: `tapgate shell-init` stays quick."""
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def print_rows(rows: list[dict[str, Any]], columns: list[str], fmt: str) -> None:
+    """JSON Lines (one object a line; JSON-in-text columns decoded) or CSV with a header."""
+    if fmt == "csv":
+        out = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        out.writeheader()
+        out.writerows(rows)
+        return
+    for row in rows:
+        print(json.dumps(decoded(row), ensure_ascii=False))
+
+
+def decoded(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with its JSON-in-text columns (metadata, attributes) as JSON."""
+    out = dict(row)
+    for key in ("metadata", "attributes"):
+        if isinstance(out.get(key), str):
+            try:
+                out[key] = json.loads(out[key])
+            except ValueError:
+                pass  # not JSON after all: keep the text as stored
+    return out
+
+
+def time_range(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    return (queries.parse_when(args.since) if args.since else None,
+            queries.parse_when(args.until) if args.until else None)
+
+
+def cmd_top(args: argparse.Namespace) -> int:
+    from rich.live import Live
+
+    from addons.snapshot import Tally, snapshot
+    from addons.views import DashboardView
+
+    conn = queries.connect(args.db)
+    tally = Tally(args.window * 60)
+    tally.seed(conn, time.time())
+    view = lambda: DashboardView(snapshot(tally, time.time(), str(Path(args.db).expanduser())))  # noqa: E731
+    if args.once:
+        console().print(view())
+        return 0
+    with Live(get_renderable=view, console=console(), screen=True, auto_refresh=False,
+              redirect_stdout=False, redirect_stderr=False) as live:
+        try:
+            while True:  # a reader polling a file: nothing to await but the clock
+                tally.follow(conn)
+                live.refresh()
+                time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from addons.views import calls_table
+
+    since, until = time_range(args)
+    meta = []
+    for item in args.meta:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise queries.StoreError(f"--meta takes key=value, not {item!r}")
+        meta.append((key, value))
+    filters = queries.Filters(provider=args.provider, model=args.model, status=args.status, mode=args.mode,
+                              customer=args.customer, thread=args.thread, meta=meta, since=since, until=until,
+                              grep=args.grep)
+    rows = queries.logs(queries.connect(args.db), filters, args.limit, bodies=args.bodies)
+    if args.format:
+        columns = list(queries.CALL_COLUMNS) + (list(queries.BODY_COLUMNS) if args.bodies else [])
+        print_rows(rows, columns, args.format)
+    else:
+        console().print(calls_table(rows, title=f"{len(rows)} calls, newest first"))
+    return 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from addons.views import trace_tree
+
+    conn = queries.connect(args.db)
+    trace_id = queries.resolve_trace(conn, args.id)
+    spans, requests = queries.trace(conn, trace_id)
+    console().print(trace_tree(trace_id, spans, requests))
+    return 0
+
+
+def cmd_thread(args: argparse.Namespace) -> int:
+    from addons.views import thread_view
+
+    rows = queries.thread(queries.connect(args.db), args.id)
+    if not rows:
+        raise queries.StoreError(f"no calls in thread {args.id!r}")
+    console().print(thread_view(args.id, rows, full=args.full))
+    return 0
+
+
+def cmd_spend(args: argparse.Namespace) -> int:
+    from addons.views import spend_table
+
+    since, until = time_range(args)
+    rows = queries.spend(queries.connect(args.db), args.by, since, until)
+    if args.format:
+        rows = [{args.by: r.pop("name"), **r} for r in rows]
+        print_rows(rows, [args.by, "requests", "input_tokens", "output_tokens", "cost_usd", "unpriced"], args.format)
+    else:
+        console().print(spend_table(args.by, rows))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    since, until = time_range(args)
+    conn = queries.connect(args.db)
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+    count = 0
+    try:
+        for request in queries.export(conn, since, until):
+            request["spans"] = [decoded(s) for s in request["spans"]]
+            out.write(json.dumps(decoded(request), ensure_ascii=False) + "\n")
+            count += 1
+    finally:
+        if args.out:
+            out.close()
+    if args.out:
+        print(f"exported {count} requests to {args.out}", file=sys.stderr)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tapgate", description="tapgate: an AI gateway built as mitmproxy addons.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -86,12 +228,84 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--bundle", default=BUNDLE, help=f"where to write the CA bundle (default {BUNDLE})")
     s.add_argument("--shell", choices=("sh", "fish", "powershell"), default="sh", help="syntax (default sh)")
     s.set_defaults(func=cmd_shell_init)
+
+    s = store_command(sub, "top", cmd_top, "a live dashboard of the store, refreshed while the gateway writes it",
+                      "The gateway's dashboard, read from its store in another terminal (read-only).")
+    s.add_argument("--window", type=int, default=5, help="minutes that rates and percentiles cover (default 5)")
+    s.add_argument("--interval", type=float, default=0.5, help="seconds between refreshes (default 0.5)")
+    s.add_argument("--once", action="store_true", help="print one frame and exit")
+
+    s = store_command(sub, "logs", cmd_logs, "recorded calls, newest first, filtered",
+                      "Recorded calls, newest first. Filters combine with AND.")
+    s.add_argument("--provider", help="e.g. openai, anthropic, gemini")
+    s.add_argument("--model", help="the model asked for or the one that answered")
+    s.add_argument("--status", help="ok, error, incomplete, client_disconnected, upstream_error, or an HTTP code")
+    s.add_argument("--mode", help="e.g. passthrough")
+    s.add_argument("--customer", help="customer identifier")
+    s.add_argument("--thread", help="thread identifier")
+    s.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                   help="a metadata key's value (repeatable)")
+    time_flags(s)
+    s.add_argument("--grep", metavar="TEXT", help="text in the request or response body (ASCII case-insensitive)")
+    s.add_argument("--limit", type=int, default=50, help="at most this many calls; 0 for all (default 50)")
+    s.add_argument("--bodies", action="store_true", help="with --json/--csv: include the request and response bodies")
+    formats(s)
+
+    s = store_command(sub, "trace", cmd_trace, "a trace's spans as a tree, with latencies",
+                      "The span tree of a trace: give a trace id, a request id, or a unique prefix of either.")
+    s.add_argument("id", help="trace id or request id (or 6+ leading characters)")
+
+    s = store_command(sub, "thread", cmd_thread, "a conversation turn by turn, with cost per turn",
+                      "The calls of a thread (X-Tapgate-Thread-Identifier), oldest first: what the user said, "
+                      "the answer, model, tokens and cost.")
+    s.add_argument("id", help="thread identifier")
+    s.add_argument("--full", action="store_true", help="do not shorten long messages")
+
+    s = store_command(sub, "spend", cmd_spend, "cost totals by key, customer, model, provider or a metadata key",
+                      "Requests, tokens and cost per group over a period, most expensive first.")
+    s.add_argument("--by", default="customer", metavar="GROUP",
+                   help="key, customer, model, provider, thread, or meta:<key> (default customer)")
+    time_flags(s)
+    formats(s)
+
+    s = store_command(sub, "export", cmd_export, "JSON Lines of requests with their spans",
+                      "One JSON object a line per request, oldest first, with its spans in \"spans\".")
+    time_flags(s)
+    s.add_argument("--out", metavar="FILE", help="write here instead of standard output")
     return p
+
+
+def store_command(sub, name: str, func, summary: str, description: str) -> argparse.ArgumentParser:
+    s = sub.add_parser(name, help=summary, description=description)
+    s.add_argument("--db", default=DEFAULT_DB, help=f"the store (default {DEFAULT_DB}, as tapgate_db)")
+    s.set_defaults(func=func)
+    return s
+
+
+def time_flags(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--since", metavar="WHEN", help="from: 30m, 1h, 2d, 1w ago, or an ISO date or time (UTC)")
+    s.add_argument("--until", metavar="WHEN", help="to (exclusive), in the same forms")
+
+
+def formats(s: argparse.ArgumentParser) -> None:
+    g = s.add_mutually_exclusive_group()
+    g.add_argument("--json", dest="format", action="store_const", const="json", help="JSON Lines, one object a line")
+    g.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV with a header row")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except queries.StoreError as e:
+        print(f"tapgate {args.command}: {e}", file=sys.stderr)
+        return 1
+    except sqlite3.DatabaseError as e:  # not a tapgate store, or a damaged one
+        print(f"tapgate {args.command}: cannot read {args.db}: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # `tapgate logs | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -14,22 +14,32 @@ from rich.text import Text
 HIDE_RECORDED = "!(~meta ^tapgate:)"
 
 
+def status_text(row: dict[str, Any]) -> str:
+    """`200`, or `529 error`: the HTTP status, and the outcome when it is not ok."""
+    return str(row["status_code"] or "---") + ("" if row["status"] == "ok" else f" {row['status']}")
+
+
+def tokens_text(row: dict[str, Any]) -> str:
+    """`in→out`, `~` when estimated."""
+    tokens = "-" if row["input_tokens"] is None else f"{row['input_tokens']}→{row['output_tokens']}"
+    return tokens + ("~" if row.get("usage_estimated") else "")
+
+
+def cost_text(row: dict[str, Any], places: int = 6) -> str:
+    return "$?" if row["cost_usd"] is None else f"${row['cost_usd']:.{places}f}"
+
+
 def call_line(row: dict[str, Any]) -> Text:
     """time provider model status latency ttft tokens cost customer, coloured by outcome."""
     ok = row["status"] == "ok"
-    status = str(row["status_code"] or "---") + ("" if ok else f" {row['status']}")
-    tokens = "-" if row["input_tokens"] is None else f"{row['input_tokens']}→{row['output_tokens']}"
-    if row.get("usage_estimated"):
-        tokens += "~"
-    cost = "$?" if row["cost_usd"] is None else f"${row['cost_usd']:.6f}"
     ttft = f"ttft {row['ttft_ms']:.0f}ms" if row["ttft_ms"] is not None else ""
     line = Text()
     line.append(row["started_at"][11:23] + " ", style="dim")
     line.append(f"{row['provider']:<10} ", style="cyan")
     line.append(f"{(row['response_model'] or row['model'] or '?')[:32]:<32} ", style="bold")
-    line.append(f"{status:<6} ", style="green" if ok else "red")
+    line.append(f"{status_text(row):<6} ", style="green" if ok else "red")
     line.append(f"{(row['duration_ms'] or 0):>7.0f}ms {ttft:<12} ")
-    line.append(f"{tokens:<13} {cost:<11}", style="yellow")
+    line.append(f"{tokens_text(row):<13} {cost_text(row):<11}", style="yellow")
     if row["customer_identifier"]:
         line.append(f" {row['customer_identifier']}", style="magenta")
     if row["error"] and not ok:
@@ -44,11 +54,14 @@ class Console:
         self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         self._console = RichConsole(file=file, highlight=False, soft_wrap=True)
         self._thread: threading.Thread | None = None
+        self._dashboard = None
 
     def load(self, loader) -> None:
         loader.add_option("tapgate_console", bool, True, "Print one line per recorded LLM call.")
 
     def running(self) -> None:
+        # Capture hands every row to show(); the dashboard, when there is one, gets it from here.
+        self._dashboard = ctx.master.addons.get("dashboard")
         if not ctx.options.tapgate_console:
             return
         if ctx.master.addons.get("dumper") is not None:
@@ -59,7 +72,9 @@ class Console:
         self._thread.start()
 
     def show(self, row: dict[str, Any]) -> None:
-        if self._thread is not None:
+        if self._dashboard is not None and self._dashboard.active:
+            self._dashboard.show(row)  # it lists the calls itself: a line per call would scroll through it
+        elif self._thread is not None:
             self._queue.put(row)
 
     def done(self) -> None:

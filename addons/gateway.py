@@ -2,8 +2,10 @@
 
 from addons.capture import Capture
 from addons.console import Console
+from addons.dashboard import Dashboard
 from addons.settings import Settings
 from addons.store import Store
+from addons.trim import Trim
 from addons.tunnel import Tunnel
 
 settings = Settings()
@@ -14,8 +16,10 @@ console = Console()
 # The store is last so that its done() (the final flush) runs after every other addon's.
 addons = [
     settings,
+    Trim(),  # tapgate_trim: fewer mitmproxy addons on every hook of every flow
     Tunnel(settings),
     Capture(settings, store, show=console.show),
     console,
+    Dashboard(),  # tapgate_dashboard: Console hands it each row and stays quiet while it draws
     store,
 ]

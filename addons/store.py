@@ -16,7 +16,7 @@ from sqlite_utils.migrations import Migrations
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = "~/.tapgate/tapgate.db"
-BATCH_MAX = 1000
+FLUSH_SECONDS = 0.25  # how long a batch gathers; commits stay well inside "at least every second"
 
 migrations = Migrations("tapgate")
 
@@ -107,43 +107,69 @@ def install_salt(db: Database) -> str:
 
 
 class Writer(threading.Thread):
-    """Takes (table, row) records from a queue and writes them in batches, one transaction each."""
+    """Takes (table, row) records from a queue and writes them in batches, one transaction each.
+
+    It sleeps FLUSH_SECONDS after the first record of a batch so that one wake-up and one commit
+    serve many calls: the proxy's event loop shares the GIL with this thread, and every wake-up
+    costs it. Rows go in with one prepared INSERT per table (sqlite-utils' insert_all inspects
+    the table on every call, which cost more than the insert itself at a few hundred calls a second).
+    """
 
     def __init__(self, path: Path) -> None:
         super().__init__(name="tapgate-store-writer", daemon=True)
         self.path = path
         self.queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
+        self.stopping = threading.Event()
         self.written = 0
 
     def run(self) -> None:
         db = open_db(self.path)
+        db.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable across crashes of this process
+        inserts = {
+            table: (columns := list(db[table].columns_dict), _insert_sql(table, columns))
+            for table in ("requests", "spans")
+        }
         try:
-            stop = False
-            while not stop:
-                item = self.queue.get()  # blocks until there is work: no idle polling
-                batch: dict[str, list[dict[str, Any]]] = {}
-                while item is not None:
-                    batch.setdefault(item[0], []).append(item[1])
-                    if sum(map(len, batch.values())) >= BATCH_MAX:
-                        break
-                    try:
-                        item = self.queue.get_nowait()
-                    except queue.Empty:
-                        break
-                stop = item is None
+            while True:
+                first = self.queue.get()  # blocks until there is work: no idle polling
+                if first is not None:
+                    self.stopping.wait(FLUSH_SECONDS)  # gather a batch; a shutdown cuts this short
+                batch, stop = self._drain(first)
                 if batch:
-                    self._write(db, batch)
+                    self._write(db, inserts, batch)
+                if stop:
+                    return
         finally:
             db.close()
 
-    def _write(self, db: Database, batch: dict[str, list[dict[str, Any]]]) -> None:
+    def _drain(self, first) -> tuple[dict[str, list[dict[str, Any]]], bool]:
+        batch: dict[str, list[dict[str, Any]]] = {}
+        item, stop = first, first is None
+        while True:
+            if item is None:
+                stop = True
+            else:
+                batch.setdefault(item[0], []).append(item[1])
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return batch, stop
+
+    def _write(self, db: Database, inserts, batch: dict[str, list[dict[str, Any]]]) -> None:
+        count = sum(map(len, batch.values()))
         try:
             with db.conn:
                 for table, rows in batch.items():
-                    db[table].insert_all(rows, alter=True, replace=True, batch_size=200)
-            self.written += sum(map(len, batch.values()))
+                    columns, sql = inserts[table]
+                    db.conn.executemany(sql, [tuple(row.get(c) for c in columns) for row in rows])
+            self.written += count
         except Exception:  # a bad batch must not kill the writer; say so and go on
-            log.exception("tapgate: could not write %d records to %s", sum(map(len, batch.values())), self.path)
+            log.exception("tapgate: could not write %d records to %s", count, self.path)
+
+
+def _insert_sql(table: str, columns: list[str]) -> str:
+    names = ", ".join(f"[{c}]" for c in columns)
+    return f"INSERT OR REPLACE INTO [{table}] ({names}) VALUES ({', '.join('?' * len(columns))})"
 
 
 class Store:
@@ -185,6 +211,54 @@ class Store:
 
     def _stop(self) -> None:
         if self.writer is not None:
+            self.writer.stopping.set()
             self.writer.queue.put(None)
             self.writer.join()
             self.writer = None
+
+
+# Spend per UTC day, key, customer, provider and model: `where date = '2025-06-01' order by cost_usd desc`.
+SPEND_BY_DAY_KEY = """
+SELECT substr(started_at, 1, 10) AS date, key_id, customer_identifier AS customer, provider, model,
+       count(*) AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+       sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0)) AS tokens, sum(cost_usd) AS cost_usd
+FROM requests
+GROUP BY 1, 2, 3, 4, 5
+"""
+
+# Latency percentiles of successful calls per UTC day, provider and model, by nearest rank: the
+# value at rank ceil(p * n) (window functions, SQLite 3.25+). TTFT is ranked over streams only.
+LATENCY_BY_MODEL = """
+WITH ranked AS (
+  SELECT substr(started_at, 1, 10) AS date, provider, model, duration_ms, ttft_ms,
+         row_number() OVER (PARTITION BY substr(started_at, 1, 10), provider, model ORDER BY duration_ms) AS rd,
+         count(*) OVER (PARTITION BY substr(started_at, 1, 10), provider, model) AS n,
+         row_number() OVER (PARTITION BY substr(started_at, 1, 10), provider, model, ttft_ms IS NULL
+                            ORDER BY ttft_ms) AS rt,
+         count(ttft_ms) OVER (PARTITION BY substr(started_at, 1, 10), provider, model) AS nt
+  FROM requests
+  WHERE status = 'ok' AND duration_ms IS NOT NULL
+)
+SELECT date, provider, model, n AS requests,
+       min(CASE WHEN rd >= 0.50 * n THEN duration_ms END) AS p50_ms,
+       min(CASE WHEN rd >= 0.95 * n THEN duration_ms END) AS p95_ms,
+       min(CASE WHEN rd >= 0.99 * n THEN duration_ms END) AS p99_ms,
+       nt AS streams,
+       min(CASE WHEN ttft_ms IS NOT NULL AND rt >= 0.50 * nt THEN ttft_ms END) AS ttft_p50_ms,
+       min(CASE WHEN ttft_ms IS NOT NULL AND rt >= 0.95 * nt THEN ttft_ms END) AS ttft_p95_ms
+FROM ranked
+GROUP BY date, provider, model
+"""
+
+
+@migrations()
+def m003_dashboard_indexes_and_views(db: Database) -> None:
+    # The questions the dashboard and `tapgate logs`/`spend` ask every day: by provider, model, key or
+    # status over a time range; spans by request (trace, export, the dashboard's retries).
+    for columns in (["provider", "started_at"], ["model", "started_at"], ["key_id", "started_at"],
+                    ["status", "started_at"]):
+        db["requests"].create_index(columns, if_not_exists=True)
+    db["spans"].create_index(["request_id"], if_not_exists=True)
+    db.create_view("spend_by_day_key", SPEND_BY_DAY_KEY.strip(), ignore=True)
+    db.create_view("latency_by_model", LATENCY_BY_MODEL.strip(), ignore=True)
+

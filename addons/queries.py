@@ -1,0 +1,289 @@
+"""The store's read side: every query the dashboard and the `tapgate` commands ask (store.py writes)."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+# The columns a list of calls shows: everything but the bodies, which can be a MiB each.
+CALL_COLUMNS = (
+    "id", "trace_id", "span_id", "started_at", "duration_ms", "ttft_ms", "mode", "provider", "endpoint", "model",
+    "response_model", "stream", "status_code", "status", "error", "input_tokens", "output_tokens",
+    "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "usage_estimated", "cost_usd",
+    "customer_identifier", "thread_identifier", "metadata", "key_id",
+)
+BODY_COLUMNS = ("request_body", "response_body")
+# Calls with usage but no price (a model missing from the table): their cost is unknown, not 0.
+UNPRICED = "sum(cost_usd IS NULL AND input_tokens IS NOT NULL)"
+# `spend --by`: a name, or meta:<key> for a metadata key.
+GROUPS = {"key": "key_id", "customer": "customer_identifier", "model": "model", "provider": "provider",
+          "thread": "thread_identifier"}
+RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class StoreError(Exception):
+    """A store that cannot be read, or a question it cannot answer; the message is for the user."""
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """Read-only (mode=ro) and in autocommit: a reader never takes the write lock, and in WAL mode
+    the gateway's writer never waits for it."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise StoreError(f"no store at {path} (start the gateway, or pass --db)")
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def iso(when: datetime) -> str:
+    """The store's timestamp format (UTC, milliseconds, Z), so bounds compare as text."""
+    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_when(text: str, now: datetime | None = None) -> str:
+    """`30m`, `1h`, `2d`, `1w` ago, or an ISO date or time (UTC unless it says otherwise)."""
+    now = now or datetime.now(UTC)
+    if m := RELATIVE.match(text.strip()):
+        return iso(now - timedelta(**{UNITS[m.group(2)]: float(m.group(1))}))
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise StoreError(f"not a time: {text!r} (use 30m, 1h, 2d, 1w, or an ISO date such as 2025-06-01)") from None
+    return iso(when if when.tzinfo else when.replace(tzinfo=UTC))
+
+
+def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
+    return any(r["name"] == column for r in conn.execute(f"PRAGMA table_info({table})"))
+
+
+def has_table(conn: sqlite3.Connection, table: str) -> bool:
+    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(sql, (table,)).fetchone() is not None
+
+
+# -- the dashboard -----------------------------------------------------------------------------------
+
+
+def window_columns(conn: sqlite3.Connection) -> str:
+    """The columns the dashboard reads of a call: the list's, and cache_hit once the store has it."""
+    return ", ".join(CALL_COLUMNS) + (", cache_hit" if has_column(conn, "requests", "cache_hit") else "")
+
+
+def calls_since(conn: sqlite3.Connection, since: str, until: str | None) -> list[dict[str, Any]]:
+    """The few columns the dashboard's window needs, of calls started in [since, until)."""
+    cache = ", cache_hit" if has_column(conn, "requests", "cache_hit") else ""
+    sql = f"SELECT id, started_at, provider, status, duration_ms, ttft_ms{cache} FROM requests WHERE started_at >= ?"
+    params = (since, until) if until else (since,)
+    return [dict(r) for r in conn.execute(sql + (" AND started_at < ?" if until else ""), params)]
+
+
+def calls_after(conn: sqlite3.Connection, rowid: int) -> list[dict[str, Any]]:
+    """Calls written after row `rowid`, in the order they were written: what a follower has not seen.
+    (The writer only appends, so rowids grow; a call is written once, when it ends.)"""
+    sql = f"SELECT rowid AS _rowid, {window_columns(conn)} FROM requests WHERE rowid > ? ORDER BY rowid"
+    return [dict(r) for r in conn.execute(sql, (rowid,))]
+
+
+def last_rowid(conn: sqlite3.Connection) -> int:
+    return conn.execute("SELECT coalesce(max(rowid), 0) FROM requests").fetchone()[0]
+
+
+ATTEMPT = "name >= 'attempt ' AND name < 'attempt!'"  # spans named `attempt ...`: the router's tries
+
+
+def attempts_since(conn: sqlite3.Connection, since: str) -> dict[str, list[str]]:
+    """Request id -> the names of its attempt spans, for spans started since `since` (one scan)."""
+    out: dict[str, list[str]] = {}
+    for r in conn.execute(f"SELECT request_id, name FROM spans WHERE {ATTEMPT} AND started_at >= ?", (since,)):
+        out.setdefault(r["request_id"], []).append(r["name"])
+    return out
+
+
+def attempts_of(conn: sqlite3.Connection, request_ids: list[str]) -> dict[str, list[str]]:
+    """Request id -> the names of its attempt spans, for a few requests (by the request_id index)."""
+    out: dict[str, list[str]] = {}
+    for i in range(0, len(request_ids), 500):
+        chunk = request_ids[i : i + 500]
+        marks = ", ".join("?" * len(chunk))
+        for r in conn.execute(f"SELECT request_id, name FROM spans WHERE {ATTEMPT} AND request_id IN ({marks})",
+                              chunk):
+            out.setdefault(r["request_id"], []).append(r["name"])
+    return out
+
+
+def spend_since(conn: sqlite3.Connection, since: str, until: str | None = None) -> list[sqlite3.Row]:
+    """Cost and calls per (key, customer, model), the dashboard's three spend columns in one scan."""
+    sql = ("SELECT key_id, customer_identifier, model, count(*) AS calls, sum(cost_usd) AS cost_usd,"
+           f" {UNPRICED} AS unpriced FROM requests WHERE started_at >= ?")
+    params: tuple = (since,)
+    if until:
+        sql, params = sql + " AND started_at < ?", (since, until)
+    # `+column`: group after the started_at range, not by walking a (column, started_at) index.
+    return conn.execute(sql + " GROUP BY +key_id, +customer_identifier, +model", params).fetchall()
+
+
+def last_calls(conn: sqlite3.Connection, limit: int, until: str | None = None) -> list[dict[str, Any]]:
+    sql = f"SELECT {', '.join(CALL_COLUMNS)} FROM requests"
+    params = (until, limit) if until else (limit,)
+    return [dict(r) for r in conn.execute(
+        sql + (" WHERE started_at < ?" if until else "") + " ORDER BY started_at DESC LIMIT ?", params)]
+
+
+def budgets(conn: sqlite3.Connection) -> list[sqlite3.Row] | None:
+    """Budgets as (name, spent_usd, cap_usd), or None while the store has no `budgets` table."""
+    if not has_table(conn, "budgets"):
+        return None
+    try:
+        return conn.execute("SELECT name, spent_usd, cap_usd FROM budgets ORDER BY name").fetchall()
+    except sqlite3.OperationalError:  # a budgets table of another shape: the budgets issue defines it
+        return None
+
+
+# -- `tapgate logs` ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Filters:
+    """What `tapgate logs` narrows calls by; every field is ANDed."""
+
+    provider: str | None = None
+    model: str | None = None
+    status: str | None = None
+    mode: str | None = None
+    customer: str | None = None
+    thread: str | None = None
+    meta: list[tuple[str, str]] = field(default_factory=list)
+    since: str | None = None
+    until: str | None = None
+    grep: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (("provider", self.provider), ("mode", self.mode),
+                              ("customer_identifier", self.customer), ("thread_identifier", self.thread)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if self.model is not None:
+            clauses.append("(model = ? OR response_model = ?)")
+            params += [self.model, self.model]
+        if self.status is not None:  # a word (ok, error, ...) or an HTTP status code
+            clauses.append("status_code = ?" if self.status.isdigit() else "status = ?")
+            params.append(int(self.status) if self.status.isdigit() else self.status)
+        for key, value in self.meta:
+            clauses.append("json_extract(metadata, ?) IN (?, ?)")
+            params += [json_path(key), value, scalar(value)]
+        if self.since:
+            clauses.append("started_at >= ?")
+            params.append(self.since)
+        if self.until:
+            clauses.append("started_at < ?")
+            params.append(self.until)
+        if self.grep:
+            like = "%" + re.sub(r"([\\%_])", r"\\\1", self.grep) + "%"
+            clauses.append("(request_body LIKE ? ESCAPE '\\' OR response_body LIKE ? ESCAPE '\\')")
+            params += [like, like]
+        return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
+
+
+def json_path(key: str) -> str:
+    """A JSON path to one top-level key, quoted so dots and spaces in it are literal."""
+    return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def scalar(value: str) -> Any:
+    """`5`, `true`, `1.5` as the SQL values json_extract gives for JSON numbers and booleans."""
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        return value
+    return int(parsed) if isinstance(parsed, bool) else parsed if isinstance(parsed, (int, float)) else value
+
+
+def logs(conn: sqlite3.Connection, filters: Filters, limit: int | None, bodies: bool = False) -> list[dict[str, Any]]:
+    """Calls matching the filters, newest first."""
+    where, params = filters.where()
+    columns = CALL_COLUMNS + (BODY_COLUMNS if bodies else ())
+    sql = f"SELECT {', '.join(columns)} FROM requests{where} ORDER BY started_at DESC, id DESC"
+    if limit:
+        sql, params = sql + " LIMIT ?", [*params, limit]
+    return [dict(r) for r in conn.execute(sql, params)]
+
+
+# -- `tapgate trace` and `tapgate thread` -------------------------------------------------------------
+
+
+def resolve_trace(conn: sqlite3.Connection, ident: str) -> str:
+    """A trace id from a trace id, a request id, or a unique prefix of either (6+ characters)."""
+    for sql in ("SELECT trace_id FROM requests WHERE trace_id = ? OR id = ?",
+                "SELECT trace_id FROM spans WHERE trace_id = ? OR span_id = ?"):
+        if row := conn.execute(sql + " LIMIT 1", (ident, ident)).fetchone():
+            return row[0]
+    if len(ident) >= 6 and re.fullmatch(r"[0-9a-fA-F]+", ident):
+        found = {r[0] for r in conn.execute(
+            "SELECT DISTINCT trace_id FROM requests WHERE trace_id LIKE ? || '%' OR id LIKE ? || '%' LIMIT 2",
+            (ident.lower(), ident.lower()))}
+        if len(found) == 1:
+            return found.pop()
+        if len(found) > 1:
+            raise StoreError(f"{ident!r} is the start of more than one trace; give more of it")
+    raise StoreError(f"no trace or request {ident!r} in the store")
+
+
+def trace(conn: sqlite3.Connection, trace_id: str) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The trace's spans (oldest first) and its requests by id."""
+    spans = [dict(r) for r in conn.execute(
+        "SELECT * FROM spans WHERE trace_id = ? ORDER BY started_at, span_id", (trace_id,))]
+    requests = {r["id"]: dict(r) for r in conn.execute(
+        f"SELECT {', '.join(CALL_COLUMNS)} FROM requests WHERE trace_id = ?", (trace_id,))}
+    return spans, requests
+
+
+def thread(conn: sqlite3.Connection, thread_id: str) -> list[dict[str, Any]]:
+    """The thread's calls, oldest first, bodies included."""
+    sql = f"SELECT {', '.join(CALL_COLUMNS + BODY_COLUMNS)} FROM requests WHERE thread_identifier = ?"
+    return [dict(r) for r in conn.execute(sql + " ORDER BY started_at, id", (thread_id,))]
+
+
+# -- `tapgate spend` and `tapgate export` -------------------------------------------------------------
+
+
+def spend(conn: sqlite3.Connection, by: str, since: str | None, until: str | None) -> list[dict[str, Any]]:
+    """Totals per group, most expensive first; `by` is a GROUPS name or `meta:<key>`."""
+    if by.startswith("meta:") and len(by) > 5:
+        group, params = "json_extract(metadata, ?)", [json_path(by[5:])]
+    elif by in GROUPS:
+        group, params = GROUPS[by], []
+    else:
+        raise StoreError(f"cannot group by {by!r}: use {', '.join(GROUPS)} or meta:<key>")
+    where, wparams = Filters(since=since, until=until).where()
+    # Over a period, walk the started_at range then group (`+`), not the whole (group, started_at) index.
+    grouping = f"+{group}" if where else "1"
+    sql = (f"SELECT {group} AS name, count(*) AS requests, sum(input_tokens) AS input_tokens,"
+           f" sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, {UNPRICED} AS unpriced"
+           f" FROM requests{where} GROUP BY {grouping} ORDER BY cost_usd DESC NULLS LAST, requests DESC")
+    return [dict(r) for r in conn.execute(sql, [*params, *wparams, *(params if where else [])])]
+
+
+def export(conn: sqlite3.Connection, since: str | None, until: str | None, batch: int = 500
+           ) -> Iterator[dict[str, Any]]:
+    """Every request in the range, oldest first, each with its spans under "spans"."""
+    where, params = Filters(since=since, until=until).where()
+    cursor = conn.execute(f"SELECT * FROM requests{where} ORDER BY started_at, id", params)
+    while rows := cursor.fetchmany(batch):
+        ids = [r["id"] for r in rows]
+        spans: dict[str, list[dict[str, Any]]] = {}
+        marks = ", ".join("?" * len(ids))
+        for s in conn.execute(f"SELECT * FROM spans WHERE request_id IN ({marks}) ORDER BY started_at", ids):
+            spans.setdefault(s["request_id"], []).append(dict(s))
+        for r in rows:
+            yield {**dict(r), "spans": spans.get(r["id"], [])}

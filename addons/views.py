@@ -1,0 +1,324 @@
+"""How the store looks in a terminal: pure functions from rows or a Snapshot to rich renderables,
+shared by the gateway's dashboard and the `tapgate` commands (and testable on a recording Console)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.segment import Segment
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+from addons.console import cost_text, status_text, tokens_text
+from addons.snapshot import Snapshot, Spend
+from providers import transcript
+
+DASH = "–"  # no figure: nothing to compute it from (no calls, no streams, no cache hits recorded)
+
+
+def ms(value: float | None) -> str:
+    return DASH if value is None else f"{value:,.0f}"
+
+
+def usd(value: float | None) -> str:
+    if value is None:
+        return "$?"
+    if value == 0:
+        return "$0.00"
+    return f"${value:,.2f}" if value >= 100 else f"${value:.4f}" if value >= 0.01 else f"${value:.6f}"
+
+
+def elapsed(seconds: float) -> str:
+    """12 ms, 1.5 s, 6m00s."""
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)}m{int(seconds % 60):02d}s"
+
+
+def percent(value: float | None) -> str:
+    return DASH if value is None else f"{value:.1%}"
+
+
+# -- a list of calls (`tapgate logs`, the dashboard's last calls) ------------------------------------
+
+
+def calls_table(rows: Iterable[dict[str, Any]], *, compact: bool = False, title: str | None = None) -> Table:
+    """One line per call, in the colours of the gateway's console line; `compact` (the dashboard)
+    shows the time of day only and leaves out TTFT and the id."""
+    t = Table(box=box.SIMPLE_HEAD, expand=True, title=title, title_justify="left", title_style="bold",
+              pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
+    t.add_column("time" if compact else "time (UTC)", style="dim", no_wrap=True)
+    t.add_column("provider", style="cyan", no_wrap=True, max_width=10, overflow="ellipsis")
+    t.add_column("model", style="bold", no_wrap=True, overflow="ellipsis", ratio=3, min_width=8)
+    t.add_column("status", no_wrap=True)
+    t.add_column("ms", justify="right", no_wrap=True)
+    if not compact:
+        t.add_column("ttft", justify="right", no_wrap=True)
+    t.add_column("tokens", style="yellow", justify="right", no_wrap=True)
+    t.add_column("cost", style="yellow", justify="right", no_wrap=True)
+    t.add_column("customer", style="magenta", no_wrap=True, overflow="ellipsis", ratio=2, min_width=6)
+    if not compact:
+        t.add_column("id", style="dim", no_wrap=True)
+    for r in rows:
+        ok = r["status"] == "ok"
+        started = (r["started_at"] or "").replace("T", " ")
+        cells = [
+            started[11:19] if compact else started[:19],
+            r["provider"] or "?",
+            r["response_model"] or r["model"] or "?",
+            Text(status_text(r), style="green" if ok else "red"),
+            ms(r["duration_ms"]),
+            *([] if compact else [ms(r["ttft_ms"]) if r["ttft_ms"] is not None else ""]),
+            tokens_text(r),
+            cost_text(r),
+            r["customer_identifier"] or "",
+            *([] if compact else [r["id"]]),
+        ]
+        t.add_row(*cells)
+    return t
+
+
+# -- the dashboard --------------------------------------------------------------------------------
+
+
+class DashboardView:
+    """The dashboard for one snapshot; lays itself out for the width and height it is given."""
+
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width, height = options.max_width, options.height or options.size.height
+        head = Group(self.header(width), self.panels(width), self.spend(width), self.budgets(width))
+        lines = console.render_lines(head, options.update(height=None), pad=False)  # rendered once
+        for line in lines:
+            yield from line
+            yield Segment.line()
+        room = height - len(lines) - 3  # the calls table's title, header and rule
+        if room > 0:
+            yield calls_table(self.snap.last[:room], compact=True, title="last calls")
+
+    def header(self, width: int) -> Text:
+        """Two lines (one from 130 columns): time and traffic, then health."""
+        s = self.snap
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append("tapgate ", style="bold cyan").append(s.at.strftime("%Y-%m-%d %H:%M:%S UTC"), style="dim")
+        t.append("  req/s ", style="dim").append(f"{s.rps_10s:.1f}", style="bold").append(" (10s) ", style="dim")
+        t.append(f"{s.rps_60s:.1f}", style="bold").append(" (60s)", style="dim")
+        t.append("  calls ", style="dim").append(str(s.calls), style="bold")
+        t.append(f" ({s.window_s / 60:g}m)", style="dim")
+        t.append("  " if width >= 130 else "\n")
+        for label, value, style in (
+            ("errors", percent(s.error_rate) if s.calls else DASH, "bold red" if s.errors else "bold"),
+            ("fallbacks", str(s.fallbacks), "bold"),
+            ("retries", str(s.retries), "bold"),
+            ("cache hits", percent(s.cache_hit_rate), "bold"),
+        ):
+            t.append(f"{label} ", style="dim").append(value, style=style).append("  ")
+        t.append(s.source, style="dim")
+        return t
+
+    def panels(self, width: int) -> Table:
+        s = self.snap
+        lat = panel(f"latency ms, last {s.window_s / 60:g}m")
+        lat.add_column("")
+        for p in ("p50", "p95", "p99"):
+            lat.add_column(p, justify="right")
+        for name, pct in (("total", s.latency), ("ttft", s.ttft)):
+            lat.add_row(name, *(ms(v) for v in (pct.p50, pct.p95, pct.p99)))
+        prov = panel("errors by provider")
+        prov.add_column("provider", style="cyan", no_wrap=True, overflow="ellipsis")
+        prov.add_column("calls", justify="right")
+        prov.add_column("errors", justify="right")
+        for h in s.providers[:4]:
+            prov.add_row(h.provider, str(h.calls),
+                         Text(f"{h.errors} {h.error_rate:.0%}", style="red" if h.errors else "green"))
+        if not s.providers:
+            prov.add_row(Text("no calls", style="dim"), "", "")
+        today = panel("today (UTC)")
+        today.add_column("spend", justify="right", style="yellow")
+        today.add_column("calls", justify="right")
+        today.add_row(usd(s.today_cost_usd), str(s.today_calls))
+        if s.today_unpriced:
+            today.add_row(Text(f"{s.today_unpriced} unpriced", style="dim"), "")
+        grid = Table.grid(expand=True, padding=(0, 2))
+        grid.add_column(ratio=1, min_width=27, no_wrap=True)  # the latency table's own width
+        grid.add_column(ratio=1)
+        grid.add_column(ratio=1, no_wrap=True)
+        grid.add_row(lat, prov, today)
+        return grid
+
+    def spend(self, width: int) -> Table:
+        s = self.snap
+        rows = 3 if width < 120 else 5
+        grid = Table.grid(expand=True, padding=(0, 2))
+        tables = [spend_column(title, items[:rows]) for title, items in
+                  (("spend today by key", s.by_key), ("by customer", s.by_customer), ("by model", s.by_model))]
+        for _ in tables:
+            grid.add_column(ratio=1)
+        grid.add_row(*tables)
+        return grid
+
+    def budgets(self, width: int) -> Text | Table:
+        if self.snap.budgets is None:
+            return Text("budgets: no budgets configured", style="dim")
+        t = Table.grid(padding=(0, 1))
+        t.add_column(style="bold", no_wrap=True, overflow="ellipsis", max_width=24)
+        t.add_column(no_wrap=True)
+        t.add_column(justify="right", no_wrap=True)
+        bar = max(10, min(40, width - 50))
+        for name, spent, cap in self.snap.budgets:
+            t.add_row(name, budget_bar(spent, cap, bar), f"{usd(spent)} / {usd(cap)}")
+        return t
+
+
+def panel(title: str, **options: Any) -> Table:
+    """A small titled table of the dashboard: a rule under the header, one space between columns."""
+    return Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1, 0, 0), title=title,
+                 title_justify="left", title_style="bold", **options)
+
+
+def spend_column(title: str, items: list[Spend]) -> Table:
+    t = panel(title, expand=True, show_header=False)
+    t.add_column("name", no_wrap=True, overflow="ellipsis", ratio=1)
+    t.add_column("usd", justify="right", style="yellow", no_wrap=True)
+    for item in items:
+        t.add_row(item.name, usd(item.cost_usd))
+    if not items:
+        t.add_row(Text("nothing yet", style="dim"), "")
+    return t
+
+
+def budget_bar(spent: float, cap: float, width: int) -> Text:
+    """Spent against cap: green, yellow past 80%, red past the cap."""
+    frac = spent / cap if cap else 1.0
+    full = min(width, round(frac * width))
+    style = "red" if frac >= 1 else "yellow" if frac >= 0.8 else "green"
+    return Text.assemble(("█" * full, style), ("░" * (width - full), "dim"))
+
+
+# -- `tapgate trace` ------------------------------------------------------------------------------
+
+
+def trace_tree(trace_id: str, spans: list[dict[str, Any]], requests: dict[str, dict[str, Any]],
+               bar: int = 24) -> Tree:
+    """The trace's spans as a tree: each with its latency and status on a shared timeline bar, its
+    start offset, and for a call's root span the model, tokens, cost and customer."""
+    starts = {s["span_id"]: datetime.fromisoformat(s["started_at"]).timestamp() for s in spans}
+    t0 = min(starts.values(), default=0.0)
+    total = max([starts[s["span_id"]] + (s["duration_ms"] or 0) / 1000 - t0 for s in spans] + [1e-6])
+    ids = set(starts)
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for s in spans:  # a parent outside the store (the caller's traceparent span) makes a top-level span
+        children.setdefault(s["parent_span_id"] if s["parent_span_id"] in ids else None, []).append(s)
+    depth: dict[str, int] = {}
+
+    def measure(parent: str | None, level: int) -> None:
+        for s in children.get(parent, []):
+            # a top-level span with a caller hangs one level down, under its caller's node
+            depth[s["span_id"]] = level + (parent is None and bool(s["parent_span_id"]))
+            measure(s["span_id"], depth[s["span_id"]] + 1)
+
+    measure(None, 0)
+    width = max([len(s["name"] or "") + 4 * depth.get(s["span_id"], 0) for s in spans] + [0])
+    roots = {r.get("span_id") for r in requests.values()}
+
+    def label(s: dict[str, Any]) -> Text:
+        """Name, timeline bar, latency and status; below, dim: when it started and what it was."""
+        offset, dur = starts[s["span_id"]] - t0, (s["duration_ms"] or 0) / 1000
+        lead = min(bar - 1, round(offset / total * bar))
+        fill = max(1, min(bar - lead, round(dur / total * bar)))
+        ok = s["status"] == "ok"
+        line = Text.assemble(
+            ((s["name"] or "?").ljust(width - 4 * depth.get(s["span_id"], 0)), "bold" if s["span_id"] in roots else ""),
+            "  ", ("·" * lead, "dim"), ("━" * fill, "green" if ok else "red"), ("·" * (bar - lead - fill), "dim"),
+            f" {ms(s['duration_ms']):>7} ms  ", (s["status"] or "", "green" if ok else "red"),
+        )
+        details = Text(f"+{elapsed(offset)}", style="dim")
+        if (req := requests.get(s["request_id"])) and s["span_id"] == req.get("span_id"):
+            details.append(f"  {req['response_model'] or req['model'] or '?'}  {tokens_text(req)} tokens  ",
+                           style="yellow").append(cost_text(req), style="yellow")
+            if req["customer_identifier"]:
+                details.append(f"  {req['customer_identifier']}", style="magenta")
+        attrs = _attributes(s)
+        if attrs.get("http.status_code"):
+            details.append(f"  HTTP {attrs['http.status_code']}", style="dim")
+        if attrs.get("ttft_ms") is not None:
+            details.append(f"  ttft {ms(attrs['ttft_ms'])} ms", style="dim")
+        if attrs.get("error"):
+            details.append(f"  {str(attrs['error'])[:80]}", style="red")
+        return Text("\n").join([line, details])
+
+    def grow(tree: Tree, parent: str | None) -> None:
+        for s in children.get(parent, []):
+            grow(tree.add(label(s)), s["span_id"])
+
+    root = Tree(Text.assemble(("trace ", "bold"), (trace_id, "cyan"), (f"  {elapsed(total)}", "dim")))
+    nodes: dict[str | None, Tree] = {None: root}
+    for s in children.get(None, []):
+        caller = s["parent_span_id"]
+        if caller and caller not in nodes:
+            nodes[caller] = root.add(Text(f"caller span {caller}", style="dim"))
+        node = nodes[caller if caller else None]
+        grow(node.add(label(s)), s["span_id"])
+    return root
+
+
+def _attributes(span: dict[str, Any]) -> dict[str, Any]:
+    try:
+        attrs = json.loads(span.get("attributes") or "{}")
+    except ValueError:
+        return {}
+    return attrs if isinstance(attrs, dict) else {}
+
+
+# -- `tapgate thread` -----------------------------------------------------------------------------
+
+
+def thread_view(thread_id: str, rows: list[dict[str, Any]], full: bool = False) -> Group:
+    """The thread turn by turn: when, which model, tokens and cost, what the user said, the answer."""
+    cut = None if full else 600
+    parts: list[Any] = [Text.assemble(("thread ", "bold"), (thread_id, "cyan"), f"  {len(rows)} turns")]
+    for n, r in enumerate(rows, 1):
+        parts.append(Text.assemble(
+            "\n", (f"turn {n}", "bold"), "  ", ((r["started_at"] or "")[:19].replace("T", " "), "dim"), "  ",
+            (r["response_model"] or r["model"] or "?", "bold"), "  ",
+            (status_text(r), "green" if r["status"] == "ok" else "red"), "  ",
+            (f"{tokens_text(r)} tokens  {cost_text(r)}", "yellow"),
+        ))
+        for who, text, style in (("user", transcript.question(r["request_body"]), "magenta"),
+                                 ("answer", transcript.answer(r["response_body"]), "")):
+            text = text if cut is None or len(text) <= cut else text[:cut] + "…"
+            parts.append(Text.assemble((f"  {who}: ", "bold " + style), (text or DASH, "" if text else "dim")))
+    priced = [r["cost_usd"] for r in rows if r["cost_usd"] is not None]
+    unpriced = sum(r["cost_usd"] is None and r["input_tokens"] is not None for r in rows)
+    parts.append(Text.assemble("\n", ("total ", "bold"), (usd(sum(priced)), "bold yellow"),
+                               (f"  ({unpriced} unpriced)" if unpriced else "", "dim")))
+    return Group(*parts)
+
+
+# -- `tapgate spend` ------------------------------------------------------------------------------
+
+
+def spend_table(by: str, rows: list[dict[str, Any]]) -> Table:
+    t = Table(box=box.SIMPLE_HEAD, title=f"spend by {by}", title_justify="left", title_style="bold",
+              show_footer=True)
+    priced = sum(r["cost_usd"] or 0 for r in rows)
+    t.add_column(by, footer="total", no_wrap=True, overflow="fold")
+    t.add_column("requests", justify="right", footer=str(sum(r["requests"] for r in rows)))
+    t.add_column("input tokens", justify="right", footer=f"{sum(r['input_tokens'] or 0 for r in rows):,}")
+    t.add_column("output tokens", justify="right", footer=f"{sum(r['output_tokens'] or 0 for r in rows):,}")
+    t.add_column("cost", justify="right", style="yellow", footer=usd(priced))
+    t.add_column("unpriced", justify="right", style="dim", footer=str(sum(r["unpriced"] for r in rows)))
+    for r in rows:
+        name = r["name"] if r["name"] is not None else "(none)"
+        t.add_row(str(name), str(r["requests"]), f"{r['input_tokens'] or 0:,}", f"{r['output_tokens'] or 0:,}",
+                  usd(r["cost_usd"]), str(r["unpriced"] or ""))
+    return t
+
