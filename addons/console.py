@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from typing import Any
@@ -12,6 +13,13 @@ from rich.text import Text
 
 # mitmdump prints every flow itself; for calls tapgate records, its own line replaces that dump.
 HIDE_RECORDED = "!(~meta ^tapgate:)"
+PRINT_SECONDS = 0.1
+# mitmproxy logs this for every streamed flow; for recorded calls the tapgate line says it better.
+STREAMING_NOTE = ("Streaming response from ", "Streaming request to ")
+
+
+def quiet_streaming_note(record: logging.LogRecord) -> bool:
+    return not (isinstance(record.msg, str) and record.msg.startswith(STREAMING_NOTE))
 
 
 def status_text(row: dict[str, Any]) -> str:
@@ -48,10 +56,13 @@ def call_line(row: dict[str, Any]) -> Text:
 
 
 class Console:
-    """Prints on its own thread, so a slow terminal never stalls the proxy."""
+    """Prints on its own thread, so a slow terminal never stalls the proxy. Lines go out in batches
+    (one render and one write every PRINT_SECONDS at most): the thread shares the GIL with the
+    proxy's event loop, and each wake-up costs the proxy more than the line itself."""
 
     def __init__(self, file=None) -> None:
         self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._stopping = threading.Event()
         self._console = RichConsole(file=file, highlight=False, soft_wrap=True)
         self._thread: threading.Thread | None = None
         self._dashboard = None
@@ -68,6 +79,7 @@ class Console:
             current = ctx.options.dumper_filter
             if not current or HIDE_RECORDED not in current:
                 ctx.options.dumper_filter = f"({current}) & {HIDE_RECORDED}" if current else HIDE_RECORDED
+        logging.getLogger("mitmproxy.proxy.server").addFilter(quiet_streaming_note)
         self._thread = threading.Thread(target=self._run, name="tapgate-console", daemon=True)
         self._thread.start()
 
@@ -78,11 +90,29 @@ class Console:
             self._queue.put(row)
 
     def done(self) -> None:
+        logging.getLogger("mitmproxy.proxy.server").removeFilter(quiet_streaming_note)
         if self._thread is not None:
+            self._stopping.set()
             self._queue.put(None)
             self._thread.join(timeout=5)
             self._thread = None
 
     def _run(self) -> None:
-        while (row := self._queue.get()) is not None:
-            self._console.print(call_line(row))
+        while True:
+            row = self._queue.get()
+            if row is not None:
+                self._stopping.wait(PRINT_SECONDS)  # let a batch gather; shutdown cuts it short
+            rows, stop = [row] if row is not None else [], row is None
+            while True:
+                try:
+                    row = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if row is None:
+                    stop = True
+                else:
+                    rows.append(row)
+            if rows:
+                self._console.print(Text("\n").join(call_line(r) for r in rows))
+            if stop:
+                return
