@@ -54,6 +54,12 @@ class Call:
     first_chunk: float | None = None
     parser: StreamParser | None = None
     recorded: bool = False
+    # Respan's per-customer budget sent with the call (X-Tapgate-Params customer_params).
+    customer_params: dict[str, Any] = field(default_factory=dict)
+    # The gateway answered the call itself and why (budget_exceeded, rate_limited, ...).
+    refused: str | None = None
+    # What the call booked in the ledger before it went upstream (addons/spend.py).
+    reservation: Any = None
 
     def __repr__(self) -> str:
         # Short on purpose: mitmproxy formats flow.metadata for filters (~meta) and views on every flow.

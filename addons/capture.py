@@ -35,10 +35,10 @@ BODY_LIMIT = 1024 * 1024  # stored bodies are cut here so one huge upload cannot
 class Capture:
     """Parses requests and responses of provider hosts (streams as they pass) and records each call."""
 
-    def __init__(self, settings: Settings, store: Store, show=None) -> None:
+    def __init__(self, settings: Settings, store: Store, listeners=()) -> None:
         self.settings = settings
         self.store = store
-        self.show = show  # called with each finished row (the console)
+        self.listeners = list(listeners)  # each called with (row, call) for every recorded call
         self._unpriced: set[str] = set()
 
     def load(self, loader) -> None:
@@ -80,7 +80,9 @@ class Capture:
         provider = call.route.provider
         call.facts = provider.request_facts(call.route, body)
         headers = header_dict(req.headers)  # one pass; every lookup below is a plain dict get
-        if key := key_from(headers, req.path.partition("?")[2]):
+        if (gateway_key := flow.metadata.get("tapgate_key")) is not None:
+            call.key_id = gateway_key.id  # the gateway key names the caller better than the provider's
+        elif key := key_from(headers, req.path.partition("?")[2]):
             call.key_id = fingerprint_key(key, self.store.salt)
         if ctx.options.tapgate_store_bodies:
             call.request_body = _text(raw)
@@ -91,8 +93,7 @@ class Capture:
             # Still say who it was for, as far as the well-formed parts tell.
             call.customer_identifier = headers.get("x-tapgate-customer-identifier") or call.facts.user
             strip_gateway_headers(req.headers)
-            reply = provider.error_reply(400, str(e), "invalid_tapgate_header", e.param)
-            flow.response = http.Response.make(reply.status, reply.body, {"content-type": reply.content_type})
+            refuse(flow, call, 400, str(e), "invalid_tapgate_header", e.param)
             return
         if tags is None:
             call.customer_identifier, call.metadata = call.facts.user, call.facts.metadata
@@ -102,6 +103,7 @@ class Capture:
                 tags.thread_identifier,
                 tags.metadata,
             )
+            call.customer_params = tags.customer_params
             strip_gateway_headers(req.headers)
         if (updates := provider.ask_for_usage(call.route, body)) is not None:
             req.content = _with_fields(raw, body, updates)
@@ -176,6 +178,8 @@ class Capture:
             facts, response_body = ResponseFacts(), None
 
         status, error = _status(flow, status_code, finished, facts.error)
+        if call.refused:
+            status = "refused"
         usage, estimated = facts.usage, False
         if status_code is not None and status_code < 400:
             if not usage.known:
@@ -206,8 +210,17 @@ class Capture:
         self.store.add("requests", request)
         for span in spans:
             self.store.add("spans", span)
-        if self.show is not None:
-            self.show(request)
+        for listener in self.listeners:
+            listener(request, call)
+
+
+def refuse(flow: http.HTTPFlow, call: Call, status: int, message: str, code: str, param: str | None = None,
+           headers: dict[str, str] | None = None) -> None:
+    """Answer the call in its provider's own error shape without sending it upstream."""
+    reply = call.route.provider.error_reply(status, message, code, param)
+    flow.response = http.Response.make(status, reply.body, {"content-type": reply.content_type, **(headers or {})})
+    call.refused = code
+    call.upstream_started = None  # nothing went upstream
 
 
 def request_host(req: http.Request) -> str:

@@ -32,10 +32,71 @@ class ModelPrice(Strict):
     cache_write_1h: float | None = Field(default=None, ge=0)
 
 
+Unit = Literal["usd", "tokens", "requests"]
+Period = Literal["day", "week", "month", "year", "lifetime"]
+
+
+class Budget(Strict):
+    """One budget: a hard cap (calls are refused before they go upstream) and any number of soft
+    thresholds (an alert each, once per period), all in one unit over one calendar period."""
+
+    name: str = ""
+    unit: Unit = "usd"
+    period: Period = "month"
+    cap: float | None = Field(default=None, gt=0)
+    soft: list[float] = []
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.unit}/{self.period}"
+
+
+class RateLimit(Strict):
+    """Requests and provider-reported tokens per minute; over them the caller gets a 429."""
+
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+
+
+class Policy(Strict):
+    budgets: list[Budget] = []
+    rate_limit: RateLimit = RateLimit()
+
+
+class EmailAlerts(Strict):
+    smtp_host: str
+    smtp_port: int = 25
+    sender: str = "tapgate@localhost"
+    to: list[str]
+    starttls: bool = False
+    username: str | None = None
+    password_env: str | None = None  # the name of the variable holding the password, never the password
+
+
+class Alerts(Strict):
+    """Where budget alerts go; each is sent off the hot path, with retries."""
+
+    slack_webhook: str | None = None
+    webhook: str | None = None
+    email: EmailAlerts | None = None
+
+
 class TapgateConfig(Strict):
     custom_hosts: list[CustomHost] = []
     # Keys as in providers/prices.json: "gpt-4o", "gemini/gemini-2.5-flash", "ollama/llama3".
     prices: dict[str, ModelPrice] = {}
+    # Traffic that carries no gateway key: allowed (and recorded) unless this is set.
+    require_key: bool = False
+    # Budget periods start at midnight in this zone (day; Monday for week; the 1st for month).
+    timezone: str = "UTC"
+    # Output tokens assumed when a request sets no max_tokens, to reserve its worst case.
+    default_max_tokens: int = Field(default=4096, gt=0)
+    # Across all traffic.
+    budgets: list[Budget] = []
+    # Per customer_identifier: named customers, and the policy every other customer gets.
+    customers: dict[str, Policy] = {}
+    customer_default: Policy = Policy()
+    alerts: Alerts = Alerts()
 
 
 class ConfigError(ValueError):

@@ -83,7 +83,7 @@ class Console:
         self._thread = threading.Thread(target=self._run, name="tapgate-console", daemon=True)
         self._thread.start()
 
-    def show(self, row: dict[str, Any]) -> None:
+    def show(self, row: dict[str, Any], call=None) -> None:
         if self._dashboard is not None and self._dashboard.active:
             self._dashboard.show(row)  # it lists the calls itself: a line per call would scroll through it
         elif self._thread is not None:

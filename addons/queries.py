@@ -130,6 +130,18 @@ def spend_since(conn: sqlite3.Connection, since: str, until: str | None = None) 
     return conn.execute(sql + " GROUP BY +key_id, +customer_identifier, +model", params).fetchall()
 
 
+def spend_by_scope(conn: sqlite3.Connection, since: str) -> list[sqlite3.Row]:
+    """Settled spend since a time by key and customer, for the ledger to start from. Calls the
+    gateway refused never went upstream and count for nothing."""
+    return conn.execute(
+        "SELECT key_id, customer_identifier, sum(cost_usd) AS usd,"
+        " sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0)) AS tokens, count(*) AS requests"
+        " FROM requests WHERE started_at >= ? AND status IS NOT 'refused'"
+        " GROUP BY key_id, customer_identifier",
+        (since,),
+    ).fetchall()
+
+
 def last_calls(conn: sqlite3.Connection, limit: int, until: str | None = None) -> list[dict[str, Any]]:
     sql = f"SELECT {', '.join(CALL_COLUMNS)} FROM requests"
     params = (until, limit) if until else (limit,)
@@ -138,13 +150,14 @@ def last_calls(conn: sqlite3.Connection, limit: int, until: str | None = None) -
 
 
 def budgets(conn: sqlite3.Connection) -> list[sqlite3.Row] | None:
-    """Budgets as (name, spent_usd, cap_usd), or None while the store has no `budgets` table."""
+    """Capped budgets as (name, spent, cap, unit) from the gateway's last snapshot of its ledger, or
+    None while there are none (a store from before m004 has no table)."""
     if not has_table(conn, "budgets"):
         return None
-    try:
-        return conn.execute("SELECT name, spent_usd, cap_usd FROM budgets ORDER BY name").fetchall()
-    except sqlite3.OperationalError:  # a budgets table of another shape: the budgets issue defines it
-        return None
+    rows = conn.execute(
+        "SELECT name, spent, cap, unit FROM budgets WHERE cap IS NOT NULL ORDER BY spent / cap DESC, name"
+    ).fetchall()
+    return rows or None
 
 
 # -- `tapgate logs` ----------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ class Tally:
         self.last: deque[dict[str, Any]] = deque(maxlen=LAST_KEEP)
         self.day = ""  # the UTC date `spend` counts
         self.spend: dict[tuple[str | None, str | None, str | None], list[float]] = {}
-        self.budgets: list[tuple[str, float, float]] | None = None  # (name, spent, cap)
+        self.budgets: list[tuple[str, float, float, str]] | None = None  # (name, spent, cap, unit)
         self.rowid = 0  # `tapgate top`: the last store row taken in
         self.lock = threading.Lock()
 
@@ -148,7 +148,7 @@ class Tally:
                             r["unpriced"])
             self.last.extendleft(last[: LAST_KEEP - len(self.last)])  # newest first, so the deque stays in order
             self.budgets = None if budgets is None else [
-                (r["name"], r["spent_usd"] or 0.0, r["cap_usd"] or 0.0) for r in budgets]
+                (r["name"], r["spent"] or 0.0, r["cap"], r["unit"]) for r in budgets]
 
     def follow(self, conn: sqlite3.Connection) -> int:
         """Take in the calls written to the store since the last look; how many there were."""
@@ -164,7 +164,7 @@ class Tally:
             self.rowid = r["_rowid"]
         with self.lock:
             self.budgets = None if budgets is None else [
-                (r["name"], r["spent_usd"] or 0.0, r["cap_usd"] or 0.0) for r in budgets]
+                (r["name"], r["spent"] or 0.0, r["cap"], r["unit"]) for r in budgets]
         return len(rows)
 
 
@@ -216,7 +216,7 @@ class Snapshot:
     by_key: list[Spend]
     by_customer: list[Spend]
     by_model: list[Spend]
-    budgets: list[tuple[str, float, float]] | None  # None: no budgets configured
+    budgets: list[tuple[str, float, float, str]] | None  # (name, spent, cap, unit); None: no budgets
     last: list[dict[str, Any]]  # newest first
 
     @property

@@ -262,3 +262,68 @@ def m003_dashboard_indexes_and_views(db: Database) -> None:
     db.create_view("spend_by_day_key", SPEND_BY_DAY_KEY.strip(), ignore=True)
     db.create_view("latency_by_model", LATENCY_BY_MODEL.strip(), ignore=True)
 
+
+
+@migrations()
+def m004_keys_budgets_alerts(db: Database) -> None:
+    # Gateway keys: only a hash of the secret is kept; `prefix` is enough to recognise it in a list.
+    db["keys"].create(
+        {
+            "id": str,
+            "name": str,
+            "hash": str,
+            "prefix": str,
+            "created_at": str,
+            "expires_at": str,
+            "revoked_at": str,
+            "rotated_at": str,
+            "models": str,  # JSON list of globs; empty: every model
+            "budgets": str,  # JSON list of Budget
+            "rate_limit": str,  # JSON RateLimit
+            "alerts": str,  # JSON Alerts for this key's budgets, beside the global ones
+            "metadata": str,
+        },
+        pk="id",
+    )
+    db["keys"].create_index(["hash"], unique=True)
+    # Where each budget stands, rewritten by the gateway every few seconds, for `top` and Datasette.
+    db["budgets"].create(
+        {
+            "id": str,  # scope:scope_id:budget label
+            "name": str,
+            "scope": str,  # key, customer or global
+            "scope_id": str,
+            "unit": str,
+            "period": str,
+            "period_start": str,
+            "resets_at": str,
+            "spent": float,
+            "reserved": float,
+            "cap": float,
+            "updated_at": str,
+        },
+        pk="id",
+    )
+    # One row per threshold crossed per period: the primary key is what makes an alert happen once,
+    # across restarts; sent_at stays NULL until a delivery succeeded.
+    db["alerts"].create(
+        {
+            "id": str,  # scope:scope_id:budget:threshold:period_start
+            "created_at": str,
+            "scope": str,
+            "scope_id": str,
+            "budget": str,
+            "unit": str,
+            "threshold": float,
+            "cap": float,
+            "spent": float,
+            "period_start": str,
+            "resets_at": str,
+            "message": str,
+            "channels": str,  # JSON list of channel names still to deliver to
+            "sent_at": str,
+            "attempts": int,
+            "last_error": str,
+        },
+        pk="id",
+    )

@@ -27,6 +27,8 @@ class Tags:
     customer_identifier: str | None = None
     thread_identifier: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Respan's per-customer budget, sent with the call: budget_duration, period_budget, total_budget.
+    customer_params: dict[str, Any] = field(default_factory=dict)
 
 
 def _json_object(param: str, text: str, allow_base64: bool = False) -> dict[str, Any]:
@@ -69,6 +71,15 @@ def tags_from(headers, body_user: str | None, body_metadata: dict[str, Any]) -> 
             if not isinstance(meta, dict):
                 raise BadTag("X-Tapgate-Params.metadata", "X-Tapgate-Params.metadata must be a JSON object")
             tags.metadata.update(meta)
+        cparams = params.get("customer_params")
+        if cparams is not None:
+            if not isinstance(cparams, dict):
+                raise BadTag("X-Tapgate-Params.customer_params", "X-Tapgate-Params.customer_params must be a JSON object")
+            tags.customer_params = cparams
+            if tags.customer_identifier is None and cparams.get("customer_identifier") is not None:
+                tags.customer_identifier = _identifier(
+                    "X-Tapgate-Params.customer_params.customer_identifier", cparams["customer_identifier"]
+                )
     if raw := headers.get("x-tapgate-customer-identifier"):
         tags.customer_identifier = raw
     if raw := headers.get("x-tapgate-thread-identifier"):

@@ -17,6 +17,7 @@ from rich.tree import Tree
 
 from addons.console import cost_text, status_text, tokens_text
 from addons.snapshot import Snapshot, Spend
+from addons.ledger import fmt
 from providers import transcript
 
 DASH = "–"  # no figure: nothing to compute it from (no calls, no streams, no cache hits recorded)
@@ -173,8 +174,9 @@ class DashboardView:
         t.add_column(no_wrap=True)
         t.add_column(justify="right", no_wrap=True)
         bar = max(10, min(40, width - 50))
-        for name, spent, cap in self.snap.budgets:
-            t.add_row(name, budget_bar(spent, cap, bar), f"{usd(spent)} / {usd(cap)}")
+        for name, spent, cap, unit in self.snap.budgets:
+            shown = usd if unit == "usd" else (lambda v, unit=unit: fmt(v, unit))
+            t.add_row(name, budget_bar(spent, cap, bar), f"{shown(spent)} / {shown(cap)}")
         return t
 
 

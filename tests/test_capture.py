@@ -85,7 +85,7 @@ def test_a_malformed_tag_header_gets_the_providers_error_shape_and_is_still_reco
     assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
     assert "X-Tapgate-Metadata" in body["error"]["message"]
     (row,) = rows.tables["requests"]
-    assert (row["status_code"], row["status"]) == (400, "error") and "X-Tapgate-Metadata" in row["error"]
+    assert (row["status_code"], row["status"]) == (400, "refused") and "X-Tapgate-Metadata" in row["error"]
 
 
 def test_usage_is_asked_for_and_hidden_from_a_client_that_did_not_ask():

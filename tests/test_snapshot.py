@@ -159,7 +159,8 @@ def test_budgets_appear_once_the_store_has_them(tmp_path):
     tally.seed(conn, time.time())
     assert snapshot(tally, time.time()).budgets is None
     db = open_db(path)
-    db["budgets"].insert_all([{"name": "team search", "spent_usd": 80.0, "cap_usd": 100.0},
-                              {"name": "acme", "spent_usd": 120.0, "cap_usd": 100.0}])
+    db["budgets"].insert_all([{"id": "1", "name": "team search", "spent": 80.0, "cap": 100.0, "unit": "usd"},
+                              {"id": "2", "name": "acme", "spent": 120.0, "cap": 100.0, "unit": "usd"},
+                              {"id": "3", "name": "soft only", "spent": 5.0, "cap": None, "unit": "usd"}])
     tally.follow(conn)
-    assert snapshot(tally, time.time()).budgets == [("acme", 120.0, 100.0), ("team search", 80.0, 100.0)]
+    assert snapshot(tally, time.time()).budgets == [("acme", 120.0, 100.0, "usd"), ("team search", 80.0, 100.0, "usd")]

@@ -67,7 +67,7 @@ def test_an_empty_store_shows_dashes_not_zeros():
 
 
 def test_budgets_are_bars_against_their_caps():
-    s = replace(busy_snapshot(), budgets=[("team search", 80.0, 100.0), ("acme", 150.0, 100.0)])
+    s = replace(busy_snapshot(), budgets=[("team search", 80.0, 100.0, "usd"), ("acme", 150.0, 100.0, "usd")])
     lines = render(DashboardView(s), 80, 24)
     search = next(line for line in lines if line.startswith("team search"))
     acme = next(line for line in lines if line.startswith("acme"))

@@ -134,7 +134,7 @@ def test_bad_tapgate_header_is_a_400_in_openai_shape_and_still_recorded(gateway,
         client(customer, **{"X-Tapgate-Metadata": "{not json"}).chat.completions.create(model="gpt-4o", messages=MSG)
     assert e.value.body["param"] == "X-Tapgate-Metadata" and e.value.code == "invalid_tapgate_header"
     (row,) = gateway.rows(customer)
-    assert (row["status_code"], row["status"]) == (400, "error")
+    assert (row["status_code"], row["status"]) == (400, "refused")
 
 
 def test_params_header_and_body_user(gateway, customer):

@@ -1,0 +1,155 @@
+"""Gateway keys: the secret is shown once and only its hash is stored; the gateway keeps the table in
+memory and re-reads it when the store changes, so a key created or revoked by the CLI takes effect
+while the gateway runs."""
+
+from __future__ import annotations
+
+import base64
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from addons.config import Alerts, Budget, RateLimit
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "tg-"
+REFRESH_SECONDS = 1.0
+
+
+def new_secret() -> str:
+    """A new gateway key: 32 random bytes, URL-safe, recognisable by its prefix."""
+    return KEY_PREFIX + base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+
+
+def hash_secret(secret: str) -> str:
+    """What the store keeps: keys are random and long, so a plain SHA-256 cannot be reversed."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class GatewayKey:
+    id: str
+    name: str
+    prefix: str
+    created_at: str
+    expires_at: str | None = None
+    revoked_at: str | None = None
+    models: tuple[str, ...] = ()
+    budgets: tuple[Budget, ...] = ()
+    rate_limit: RateLimit = RateLimit()
+    alerts: Alerts = Alerts()
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def problem(self, now: datetime | None = None) -> str | None:
+        """Why the key cannot be used now, or None."""
+        if self.revoked_at:
+            return f"gateway key {self.prefix}… was revoked"
+        if self.expires_at and (now or datetime.now(UTC)).isoformat() >= self.expires_at:
+            return f"gateway key {self.prefix}… expired at {self.expires_at}"
+        return None
+
+    def allows(self, model: str | None) -> bool:
+        """Whether the key may call this model (its globs; none means every model)."""
+        return not self.models or (model is not None and any(fnmatch.fnmatchcase(model, g) for g in self.models))
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> GatewayKey:
+        return cls(
+            id=row["id"],
+            name=row["name"] or "",
+            prefix=row["prefix"],
+            created_at=row["created_at"],
+            expires_at=row["expires_at"],
+            revoked_at=row["revoked_at"],
+            models=tuple(json.loads(row["models"] or "[]")),
+            budgets=tuple(Budget.model_validate(b) for b in json.loads(row["budgets"] or "[]")),
+            rate_limit=RateLimit.model_validate(json.loads(row["rate_limit"] or "{}")),
+            alerts=Alerts.model_validate(json.loads(row["alerts"] or "{}")),
+            metadata=json.loads(row["metadata"] or "{}"),
+        )
+
+
+class KeyRing:
+    """Every key by hash, read from the store; a thread re-reads it when the file changes, so lookups
+    on the hot path are one dict access and never touch SQLite."""
+
+    def __init__(self) -> None:
+        self._by_hash: dict[str, GatewayKey] = {}
+        self._path: Path | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._version: tuple[float, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    def find(self, secret: str) -> GatewayKey | None:
+        return self._by_hash.get(hash_secret(secret))
+
+    def by_id(self, key_id: str) -> GatewayKey | None:
+        return next((k for k in self._by_hash.values() if k.id == key_id), None)
+
+    def open(self, path: Path) -> None:
+        """Load now and keep following the file."""
+        self.close()
+        self._path, self._version = path, None
+        self._stop = threading.Event()
+        self.reload()
+        self._thread = threading.Thread(target=self._follow, name="tapgate-keys", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+    def reload(self) -> None:
+        assert self._path is not None
+        version = _file_version(self._path)
+        if version == self._version:
+            return
+        conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=5)
+        conn.row_factory = sqlite3.Row
+        try:
+            rows = [dict(r) for r in conn.execute("SELECT * FROM keys")]
+        except sqlite3.OperationalError:
+            rows = []  # a store from before m004: no keys yet
+        finally:
+            conn.close()
+        by_hash = {}
+        for row in rows:
+            try:
+                by_hash[row["hash"]] = GatewayKey.from_row(row)
+            except ValueError as e:
+                log.warning("tapgate: key %s is unreadable and was skipped: %s", row.get("id"), e)
+        self._by_hash, self._version = by_hash, version
+
+    def _follow(self) -> None:
+        while not self._stop.wait(REFRESH_SECONDS):
+            try:
+                self.reload()
+            except sqlite3.Error as e:
+                log.warning("tapgate: could not re-read gateway keys: %s", e)
+
+
+def _file_version(path: Path) -> tuple[float, int]:
+    """Changes whenever the database or its WAL is written."""
+    stamp = 0.0
+    size = 0
+    for p in (path, path.with_name(path.name + "-wal")):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        stamp, size = max(stamp, st.st_mtime), size + st.st_size
+    return stamp, size

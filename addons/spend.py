@@ -1,0 +1,202 @@
+"""Spend: budgets and rate limits per gateway key, customer and the whole gateway. A call is refused
+before any byte goes upstream when it would pass a cap, and settled to what it cost when it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import closing
+from typing import Any
+
+from mitmproxy import ctx, http
+
+from addons import queries
+from addons.call import Call, iso
+from addons.capture import refuse
+from addons.config import Budget, Policy, RateLimit
+from addons.ledger import Amount, Crossing, Ledger, Refusal, Reservation, Scope, period_bounds
+from addons.ratelimit import Window
+from addons.settings import Settings
+from addons.store import Store
+from providers.base import Usage
+
+log = logging.getLogger(__name__)
+
+PERIODS = ("day", "week", "month", "year", "lifetime")
+SNAPSHOT_SECONDS = 2.0
+# Respan's customer_params.budget_duration -> our periods.
+DURATIONS = {"daily": "day", "weekly": "week", "monthly": "month", "yearly": "year"}
+
+
+def customer_params_budgets(params: dict[str, Any]) -> list[Budget]:
+    """Budgets a request carries for its customer: period_budget per budget_duration, total_budget."""
+    budgets = []
+    period = DURATIONS.get(str(params.get("budget_duration", "monthly")).lower(), "month")
+    for field, budget_period in (("period_budget", period), ("total_budget", "lifetime")):
+        value = params.get(field)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+            budgets.append(Budget(name=f"customer_params.{field}", unit="usd", period=budget_period, cap=value))
+    return budgets
+
+
+class Spend:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self.ledger = Ledger()
+        self.windows: dict[Scope, Window] = {}
+        self.seen: dict[tuple[Scope, str], Budget] = {}  # every budget a call counted against
+        self.on_crossing: list[Callable[[Crossing, Any], None]] = []
+        self._unpriced: set[str] = set()
+        self._snapshot: asyncio.TimerHandle | None = None
+
+    # -- start: spend comes back from the store --------------------------------------------------
+
+    def running(self) -> None:
+        self.ledger = Ledger(self.settings.config.timezone)
+        self.ledger.load(self._totals_from_store())
+        for (scope, period, start), amount in sorted(self.ledger.spent.items()):
+            log.info(
+                "tapgate: restored %s %s %s since %s: usd=%.9f tokens=%d requests=%d",
+                scope[0], scope[1] or "-", period, start, amount.usd, amount.tokens, amount.requests,
+            )
+        self._schedule_snapshot()
+
+    def _totals_from_store(self) -> dict[tuple[Scope, str, str], Amount]:
+        totals: dict[tuple[Scope, str, str], Amount] = {}
+        now = self.ledger.now()
+        with closing(queries.connect(ctx.options.tapgate_db)) as conn:
+            for period in PERIODS:
+                start, _ = period_bounds(period, now)
+                label = start.isoformat() if start else "lifetime"
+                since = queries.iso(start) if start else ""
+                for row in queries.spend_by_scope(conn, since):
+                    amount = Amount(row["usd"] or 0.0, row["tokens"] or 0, row["requests"])
+                    scopes: list[Scope] = [("global", "")]
+                    if row["key_id"]:
+                        scopes.append(("key", row["key_id"]))
+                    if row["customer_identifier"]:
+                        scopes.append(("customer", row["customer_identifier"]))
+                    for scope in scopes:
+                        totals.setdefault((scope, period, label), Amount()).add(amount)
+        return totals
+
+    # -- a call starts: rate limits, then the worst case reserved ---------------------------------
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        call: Call | None = flow.metadata.get("tapgate")
+        if call is None or flow.response is not None:
+            return
+        key = flow.metadata.get("tapgate_key")
+        budgets, limits = self._policies(call, key)
+        now = time.monotonic()
+        for scope, limit in limits:
+            if over := self.windows.setdefault(scope, Window()).check(limit.rpm, limit.tpm, now):
+                which, retry_after = over
+                message = (
+                    f"Rate limit exceeded for {scope[0]} {scope[1]}: {which} per minute "
+                    f"({limit.rpm if which == 'requests' else limit.tpm}); retry after {retry_after} s."
+                )
+                refuse(flow, call, 429, message, "rate_limit_exceeded", headers={"retry-after": str(retry_after)})
+                return
+        result = self.ledger.reserve(budgets, self._worst_case(call))
+        if isinstance(result, Refusal):
+            refuse(flow, call, 429, result.message(), "budget_exceeded")
+            return
+        call.reservation = result
+        for scope, budget in budgets:
+            self.seen[scope, budget.label] = budget
+        for scope, _ in limits:
+            self.windows[scope].add_request(now)
+
+    def _policies(self, call: Call, key) -> tuple[list[tuple[Scope, Budget]], list[tuple[Scope, RateLimit]]]:
+        config = self.settings.config
+        budgets: list[tuple[Scope, Budget]] = [(("global", ""), b) for b in config.budgets]
+        limits: list[tuple[Scope, RateLimit]] = []
+        if key is not None:
+            budgets += [(("key", key.id), b) for b in key.budgets]
+            if key.rate_limit.rpm or key.rate_limit.tpm:
+                limits.append((("key", key.id), key.rate_limit))
+        if customer := call.customer_identifier:
+            policy: Policy = config.customers.get(customer, config.customer_default)
+            scope = ("customer", customer)
+            budgets += [(scope, b) for b in policy.budgets]
+            budgets += [(scope, b) for b in customer_params_budgets(call.customer_params)]
+            if policy.rate_limit.rpm or policy.rate_limit.tpm:
+                limits.append((scope, policy.rate_limit))
+        return budgets, limits
+
+    def _worst_case(self, call: Call) -> Amount:
+        """Input at two characters a token (fewer than any tokenizer packs) plus every output token the
+        call may ask for, at the model's prices."""
+        facts = call.facts
+        tokens_in = math.ceil(facts.prompt_chars / 2)
+        tokens_out = facts.max_tokens or self.settings.config.default_max_tokens
+        usd = None
+        if facts.model:
+            usd = self.settings.prices.cost(call.route.prices_under, facts.model, Usage(tokens_in, tokens_out))
+            if usd is None and facts.model not in self._unpriced:
+                self._unpriced.add(facts.model)
+                log.warning("tapgate: no price for %s: USD budgets cannot reserve its calls ahead", facts.model)
+        return Amount(usd or 0.0, tokens_in + tokens_out, 1)
+
+    # -- a call ends: settle ---------------------------------------------------------------------
+
+    def settle(self, row: dict[str, Any], call: Call) -> None:
+        """A Capture listener: every recorded call, once."""
+        if call.refused:
+            return
+        tokens = (row["input_tokens"] or 0) + (row["output_tokens"] or 0)
+        reservation: Reservation | None = call.reservation
+        if reservation is not None:
+            for crossing in self.ledger.settle(reservation, Amount(row["cost_usd"] or 0.0, tokens, 1)):
+                for fire in self.on_crossing:
+                    fire(crossing, call)
+        now = time.monotonic()
+        key = (("key", row["key_id"]),) if row["key_id"] else ()
+        customer = (("customer", row["customer_identifier"]),) if row["customer_identifier"] else ()
+        for scope in (*key, *customer):
+            if (window := self.windows.get(scope)) is not None:
+                window.add_tokens(tokens, now)
+
+    # -- where each budget stands, for `tapgate top` and Datasette -------------------------------
+
+    def _schedule_snapshot(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._snapshot = loop.call_later(SNAPSHOT_SECONDS, self._write_snapshot)
+
+    def _write_snapshot(self) -> None:
+        now, updated = self.ledger.now(), iso(time.time())
+        for (scope, label), budget in list(self.seen.items()) + [
+            ((("global", ""), b.label), b) for b in self.settings.config.budgets
+        ]:
+            spent, reserved, resets = self.ledger.standing(scope, budget, now)
+            start, _ = period_bounds(budget.period, now)
+            self.store.add("budgets", {
+                "id": f"{scope[0]}:{scope[1]}:{label}",
+                "name": f"{scope[0]} {scope[1]} {label}".replace("  ", " "),
+                "scope": scope[0],
+                "scope_id": scope[1],
+                "unit": budget.unit,
+                "period": budget.period,
+                "period_start": start.isoformat() if start else "lifetime",
+                "resets_at": resets.isoformat() if resets else None,
+                "spent": spent,
+                "reserved": reserved,
+                "cap": budget.cap,
+                "updated_at": updated,
+            })
+        self._schedule_snapshot()
+
+    def done(self) -> None:
+        if self._snapshot is not None:
+            self._snapshot.cancel()
+            self._snapshot = None
+
+
