@@ -92,6 +92,8 @@ class Spend:
             return
         key = flow.metadata.get("tapgate_key")
         budgets, limits = self._policies(call, key)
+        if not budgets and not limits:
+            return  # nothing to enforce: keep the hot path free
         now = time.monotonic()
         for scope, limit in limits:
             if over := self.windows.setdefault(scope, Window()).check(limit.rpm, limit.tpm, now):

@@ -125,10 +125,7 @@ class Writer(threading.Thread):
     def run(self) -> None:
         db = open_db(self.path)
         db.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable across crashes of this process
-        inserts = {
-            table: (columns := list(db[table].columns_dict), _insert_sql(table, columns))
-            for table in ("requests", "spans")
-        }
+        inserts: dict[str, tuple[list[str], str]] = {}  # table -> (columns, INSERT), prepared on first use
         try:
             while True:
                 first = self.queue.get()  # blocks until there is work: no idle polling
@@ -160,6 +157,9 @@ class Writer(threading.Thread):
         try:
             with db.conn:
                 for table, rows in batch.items():
+                    if table not in inserts:
+                        columns = list(db[table].columns_dict)
+                        inserts[table] = (columns, _insert_sql(table, columns))
                     columns, sql = inserts[table]
                     db.conn.executemany(sql, [tuple(row.get(c) for c in columns) for row in rows])
             self.written += count
