@@ -11,6 +11,7 @@ import sqlite3
 import ssl
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -214,6 +215,76 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from addons import keyadmin
+
+    budgets = [keyadmin.parse_budget(spec) for spec in args.budget]
+    meta = keyadmin.parse_meta(args.meta)
+    with keys_db(args.db) as db:
+        key, secret = keyadmin.create_key(db, args.name, budgets, args.rpm, args.tpm, args.models, args.expires, meta)
+    show_secret(args, "created", key.id, key.name, secret)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from addons import keyadmin
+
+    with keys_db(args.db) as db:
+        keys = keyadmin.list_keys(db)
+    if args.format:
+        for key in keys:
+            print(json.dumps(key, ensure_ascii=False))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"{len(keys)} gateway key{'' if len(keys) == 1 else 's'}", title_justify="left")
+    for column in ("id", "name", "prefix", "status", "created", "expires", "budgets", "rate limit", "models", "metadata"):
+        table.add_column(column)
+    for k in keys:
+        limit = " ".join(f"{v} {n}" for n, v in k["rate_limit"].items())
+        status = k["status"] + (f" {k['revoked_at'][:16]}" if k["revoked_at"] else "")
+        table.add_row(k["id"], k["name"], k["prefix"] + "…", status, k["created_at"][:16], (k["expires_at"] or "")[:16],
+                      "\n".join(k["budgets"]), limit, " ".join(k["models"]),
+                      " ".join(f"{n}={v}" for n, v in k["metadata"].items()))
+    console().print(table)
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from addons import keyadmin
+
+    with keys_db(args.db) as db:
+        key = keyadmin.revoke_key(db, args.id)
+    print(f"revoked key {key['id']} ({key['name']}) at {key['revoked_at']}; the gateway refuses it within seconds")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    from addons import keyadmin
+
+    with keys_db(args.db) as db:
+        key, secret = keyadmin.rotate_key(db, args.id)
+    show_secret(args, "rotated", key["id"], key["name"], secret)
+    return 0
+
+
+def keys_db(path: str):
+    """The store, created and migrated if need be, closed when the command is done."""
+    from addons.store import open_db
+
+    return closing(open_db(path))
+
+
+def show_secret(args: argparse.Namespace, done: str, key_id: str, name: str, secret: str) -> None:
+    """The secret, this once: the store keeps only its hash."""
+    if args.format:
+        print(json.dumps({"id": key_id, "name": name, "secret": secret}))
+        return
+    print(f"{done} key {key_id} ({name}). Its secret, shown only this once (the store keeps a hash):\n")
+    print(f"    {secret}\n")
+    print(f"Send it in the proxy URL, HTTPS_PROXY=http://{secret}@127.0.0.1:8080, or as X-Tapgate-Key: {secret}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tapgate", description="tapgate: an AI gateway built as mitmproxy addons.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -272,7 +343,40 @@ def parser() -> argparse.ArgumentParser:
                       "One JSON object a line per request, oldest first, with its spans in \"spans\".")
     time_flags(s)
     s.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+
+    keys = sub.add_parser("keys", help="create, list, revoke and rotate gateway keys",
+                          description="Gateway keys name who is calling, with budgets, rate limits, allowed "
+                          "models and an expiry. The secret is printed once; the store keeps only its hash.")
+    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    s = store_command(actions, "create", cmd_keys_create, "a new key; prints its secret once",
+                      "Create a key and print its id and secret (only this once).")
+    s.add_argument("--name", required=True, help="what the key is for, e.g. the app or team")
+    s.add_argument("--budget", action="append", default=[], metavar="SPEC",
+                   help="<cap><unit>/<period>[@soft,...]: units usd, tokens, requests; periods day, week, month, "
+                   "year, lifetime; e.g. 100usd/month@50,80, 10requests/day, usd/month@5,8 (repeatable)")
+    s.add_argument("--rpm", type=int, help="requests per minute")
+    s.add_argument("--tpm", type=int, help="tokens per minute (as the providers report them)")
+    s.add_argument("--models", action="append", default=[], metavar="GLOB",
+                   help="a model the key may call, * and ? as wildcards, e.g. gpt-4o* (repeatable; none: every model)")
+    s.add_argument("--expires", metavar="WHEN", help="30d, 12h, 90m, 2w from now, or an ISO date or time (UTC)")
+    s.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="a metadata entry (repeatable)")
+    secret_format(s)
+    s = store_command(actions, "list", cmd_keys_list, "every key and its settings (never a secret)",
+                      "Every key with its status, budgets, rate limits, models and metadata.")
+    s.add_argument("--json", dest="format", action="store_const", const="json", help="JSON Lines, one key a line")
+    s = store_command(actions, "revoke", cmd_keys_revoke, "stop a key working",
+                      "Revoke a key: the running gateway refuses it within seconds.")
+    s.add_argument("id", help="the key's id (key_...)")
+    s = store_command(actions, "rotate", cmd_keys_rotate, "a new secret for a key; the old one stops working",
+                      "Give a key a new secret, printed once. Its id, settings and spend carry over.")
+    s.add_argument("id", help="the key's id (key_...)")
+    secret_format(s)
     return p
+
+
+def secret_format(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--json", dest="format", action="store_const", const="json",
+                   help='print {"id", "name", "secret"} as JSON, for scripts')
 
 
 def store_command(sub, name: str, func, summary: str, description: str) -> argparse.ArgumentParser:

@@ -1,5 +1,7 @@
 """The script mitmdump loads: `mitmdump -s addons/gateway.py`. It only builds the addon list."""
 
+from addons.alerts import Alerts
+from addons.auth import Auth
 from addons.capture import Capture
 from addons.console import Console
 from addons.dashboard import Dashboard
@@ -13,16 +15,27 @@ settings = Settings()
 store = Store()
 console = Console()
 spend = Spend(settings, store)
+alerts = Alerts(settings, spend)
+spend.on_crossing.append(alerts.fire)  # thresholds crossed become alerts, sent off the event loop
 
 # Hooks run in this order. Settings first: every other addon reads what it parsed.
+# Auth right after Capture, before Spend. Every addon's requestheaders runs before any addon's
+# request, so Auth's requestheaders has put the caller's gateway key (and removed X-Tapgate-Key)
+# before Capture's request records the key id; Auth's request then sees the model Capture parsed,
+# refuses bad keys and disallowed models through Capture's call (recorded as refused), and does so
+# before Spend reserves anything.
 # Spend after Capture: it refuses or reserves a call once Capture knows its model, size and tags.
+# Alerts after Spend (and Auth): at start it re-offers the thresholds Spend's restored ledger has
+# passed (the alerts table ignores those it has), with key budgets from Auth's key ring.
 # The store is last so that its done() (the final flush) runs after every other addon's.
 addons = [
     settings,
     Trim(),  # tapgate_trim: fewer mitmproxy addons on every hook of every flow
     Tunnel(settings),
     Capture(settings, store, listeners=[spend.settle, console.show]),
+    Auth(settings),  # gateway keys: proxy authentication, X-Tapgate-Key, require_key, allowed models
     spend,
+    alerts,  # budget alerts: Slack, webhook, email; its own thread and store connection
     console,
     Dashboard(),  # tapgate_dashboard: Console hands it each row and stays quiet while it draws
     store,

@@ -45,9 +45,13 @@ class GatewayKey:
     revoked_at: str | None = None
     models: tuple[str, ...] = ()
     budgets: tuple[Budget, ...] = ()
-    rate_limit: RateLimit = RateLimit()
-    alerts: Alerts = Alerts()
+    rate_limit: RateLimit = field(default_factory=RateLimit)  # pydantic models are unhashable: no plain default
+    alerts: Alerts = field(default_factory=Alerts)
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        # Short: it sits in flow.metadata, which mitmproxy formats for filters and views on every flow.
+        return f"GatewayKey({self.id})"
 
     def problem(self, now: datetime | None = None) -> str | None:
         """Why the key cannot be used now, or None."""
@@ -95,6 +99,9 @@ class KeyRing:
     def find(self, secret: str) -> GatewayKey | None:
         return self._by_hash.get(hash_secret(secret))
 
+    def by_hash(self, digest: str) -> GatewayKey | None:
+        return self._by_hash.get(digest)
+
     def by_id(self, key_id: str) -> GatewayKey | None:
         return next((k for k in self._by_hash.values() if k.id == key_id), None)
 
@@ -132,7 +139,11 @@ class KeyRing:
                 by_hash[row["hash"]] = GatewayKey.from_row(row)
             except ValueError as e:
                 log.warning("tapgate: key %s is unreadable and was skipped: %s", row.get("id"), e)
+        changed = by_hash != self._by_hash
         self._by_hash, self._version = by_hash, version
+        if changed:  # after the swap: whoever waits for this line sees the new keys in use
+            usable = sum(k.problem() is None for k in by_hash.values())
+            log.info("tapgate: %d gateway keys (%d usable) from %s", len(by_hash), usable, self._path)
 
     def _follow(self) -> None:
         while not self._stop.wait(REFRESH_SECONDS):

@@ -16,8 +16,8 @@ from rich.text import Text
 from rich.tree import Tree
 
 from addons.console import cost_text, status_text, tokens_text
-from addons.snapshot import Snapshot, Spend
 from addons.ledger import fmt
+from addons.snapshot import Snapshot, Spend
 from providers import transcript
 
 DASH = "–"  # no figure: nothing to compute it from (no calls, no streams, no cache hits recorded)

@@ -1,0 +1,212 @@
+"""Gateway key administration behind `tapgate keys`: budget specs parsed, rows written with only the
+secret's hash, so the command stays a thin layer and the running gateway's KeyRing picks changes up."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from typing import Any, get_args
+
+from pydantic import ValidationError
+from sqlite_utils import Database
+from sqlite_utils.db import NotFoundError
+
+from addons.config import Budget, Period, RateLimit, Unit
+from addons.keys import GatewayKey, hash_secret, new_secret
+from addons.queries import StoreError
+
+PREFIX_CHARS = 8  # of the secret, kept so a key can be recognised in a list ("tg-AbCdE")
+_SPEC = re.compile(r"^(?P<cap>(?:\d+(?:\.\d*)?|\.\d+)(?:e[-+]?\d+)?)?(?P<unit>[a-z]+)/(?P<period>[a-z]+)(?:@(?P<soft>.*))?$")
+_DURATION = re.compile(r"^(\d+)([mhdw])$")
+_SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+class KeyAdminError(StoreError):
+    """A key command that cannot be done as asked; the message is for the user."""
+
+
+def parse_budget(spec: str) -> Budget:
+    """`<cap><unit>/<period>[@soft1,soft2]`, e.g. `100usd/month@50,80`, `10requests/day`, `usd/month@5,8`."""
+    text = spec.strip().lower().replace(" ", "")
+    m = _SPEC.match(text)
+    if not m:
+        raise KeyAdminError(
+            f"budget {spec!r}: expected <cap><unit>/<period>[@soft,...], e.g. 100usd/month@50,80 or 10requests/day"
+        )
+    try:
+        soft = [float(s) for s in m["soft"].split(",")] if m["soft"] else []
+    except ValueError:
+        raise KeyAdminError(f"budget {spec!r}: soft thresholds after @ must be numbers, e.g. @50,80") from None
+    fields: dict[str, Any] = {"unit": m["unit"], "period": m["period"], "soft": soft}
+    if m["cap"]:
+        fields["cap"] = float(m["cap"])
+    try:
+        budget = Budget.model_validate(fields)
+    except ValidationError as e:
+        raise KeyAdminError(f"budget {spec!r}: {_readable(e)}") from None
+    if budget.cap is None and not budget.soft:
+        raise KeyAdminError(f"budget {spec!r}: give a cap (100{budget.unit}/...), soft thresholds (@50,80), or both")
+    if any(s <= 0 for s in budget.soft):
+        raise KeyAdminError(f"budget {spec!r}: soft thresholds must be greater than 0")
+    if budget.cap is not None and any(s >= budget.cap for s in budget.soft):
+        raise KeyAdminError(f"budget {spec!r}: soft thresholds must be below the cap ({_number(budget.cap)})")
+    return budget
+
+
+def budget_spec(budget: Budget) -> str:
+    """The spec a budget was written as: parse_budget's inverse, for lists."""
+    cap = _number(budget.cap) if budget.cap is not None else ""
+    soft = "@" + ",".join(map(_number, budget.soft)) if budget.soft else ""
+    return f"{cap}{budget.unit}/{budget.period}{soft}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _readable(e: ValidationError) -> str:
+    err = e.errors()[0]
+    where = ".".join(str(p) for p in err["loc"])
+    if where == "unit":
+        return f"unit {err['input']!r} is not one of {', '.join(get_args(Unit))}"
+    if where == "period":
+        return f"period {err['input']!r} is not one of {', '.join(get_args(Period))}"
+    if err["type"] == "greater_than":
+        return f"{where} must be greater than {err['ctx']['gt']}"
+    return f"{where}: {err['msg']}"
+
+
+def parse_expiry(text: str, now: datetime) -> str:
+    """`30d`, `12h`, `90m`, `2w` from now, or an ISO date or time (UTC unless it says; a date means
+    midnight at its start); stored as UTC ISO 8601 so it compares as text with GatewayKey.problem."""
+    value = text.strip().lower()
+    if m := _DURATION.match(value):
+        when = now + timedelta(seconds=int(m[1]) * _SECONDS[m[2]])
+    else:
+        try:
+            when = datetime.fromisoformat(text.strip())
+        except ValueError:
+            raise KeyAdminError(f"expires {text!r}: expected 30d, 12h, 90m, 2w or an ISO date or time") from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        if when <= now:
+            raise KeyAdminError(f"expires {text!r}: that is already past")
+    return _iso(when)
+
+
+def parse_meta(items: list[str]) -> dict[str, str]:
+    meta = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise KeyAdminError(f"--meta takes key=value, not {item!r}")
+        meta[key] = value
+    return meta
+
+
+def create_key(
+    db: Database,
+    name: str,
+    budgets: list[Budget] = (),
+    rpm: int | None = None,
+    tpm: int | None = None,
+    models: list[str] = (),
+    expires: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> tuple[GatewayKey, str]:
+    """A new key and its secret; the secret is returned here once and never stored."""
+    now = now or datetime.now(UTC)
+    seen: set[tuple[str, str]] = set()
+    for b in budgets:
+        if (b.unit, b.period) in seen:
+            raise KeyAdminError(f"two budgets in {b.unit} per {b.period}: give one")
+        seen.add((b.unit, b.period))
+    try:
+        limit = RateLimit(rpm=rpm, tpm=tpm)
+    except ValidationError as e:
+        raise KeyAdminError(f"rate limit: {_readable(e)}") from None
+    secret = new_secret()
+    row = {
+        "name": name,
+        "hash": hash_secret(secret),
+        "prefix": secret[:PREFIX_CHARS],
+        "created_at": _iso(now),
+        "expires_at": parse_expiry(expires, now) if expires else None,
+        "revoked_at": None,
+        "rotated_at": None,
+        "models": json.dumps(list(models)),
+        "budgets": json.dumps([b.model_dump(exclude_none=True) for b in budgets]),
+        "rate_limit": limit.model_dump_json(exclude_none=True),
+        "alerts": "{}",
+        "metadata": json.dumps(metadata or {}),
+    }
+    for _ in range(5):  # 32 bits of id: a clash is unlikely, and harmless when retried
+        row["id"] = "key_" + secrets.token_hex(4)
+        try:
+            db["keys"].insert(row)
+            break
+        except sqlite3.IntegrityError:
+            continue
+    else:
+        raise KeyAdminError("could not find a free key id")
+    return GatewayKey.from_row(row), secret
+
+
+def list_keys(db: Database) -> list[dict[str, Any]]:
+    """Every key, oldest first, as shown to a user: never the hash."""
+    return [describe(row) for row in db["keys"].rows_where(order_by="created_at, id")]
+
+
+def describe(row: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    key = GatewayKey.from_row(row)
+    problem = key.problem(now)
+    status = "active" if problem is None else "revoked" if key.revoked_at else "expired"
+    return {
+        "id": key.id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "status": status,
+        "created_at": key.created_at,
+        "expires_at": key.expires_at,
+        "revoked_at": key.revoked_at,
+        "rotated_at": row.get("rotated_at"),
+        "budgets": [budget_spec(b) for b in key.budgets],
+        "rate_limit": key.rate_limit.model_dump(exclude_none=True),
+        "models": list(key.models),
+        "metadata": key.metadata,
+    }
+
+
+def revoke_key(db: Database, key_id: str, now: datetime | None = None) -> dict[str, Any]:
+    """Stop a key working; revoking twice keeps the first time."""
+    row = _row(db, key_id)
+    if not row["revoked_at"]:
+        row["revoked_at"] = _iso(now or datetime.now(UTC))
+        db["keys"].update(key_id, {"revoked_at": row["revoked_at"]})
+    return describe(row)
+
+
+def rotate_key(db: Database, key_id: str, now: datetime | None = None) -> tuple[dict[str, Any], str]:
+    """A new secret for the same key: id, budgets and spend carry over; the old secret stops working."""
+    row = _row(db, key_id)
+    if row["revoked_at"]:
+        raise KeyAdminError(f"key {key_id} was revoked at {row['revoked_at']}; create a new one")
+    secret = new_secret()
+    updates = {"hash": hash_secret(secret), "prefix": secret[:PREFIX_CHARS], "rotated_at": _iso(now or datetime.now(UTC))}
+    db["keys"].update(key_id, updates)
+    return describe({**row, **updates}), secret
+
+
+def _row(db: Database, key_id: str) -> dict[str, Any]:
+    try:
+        return db["keys"].get(key_id)
+    except NotFoundError:
+        raise KeyAdminError(f"no key {key_id!r} (see tapgate keys list)") from None
+
+
+def _iso(when: datetime) -> str:
+    return when.astimezone(UTC).isoformat(timespec="seconds")
