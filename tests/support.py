@@ -50,3 +50,15 @@ def parse_stream(route: Route, pieces: list[bytes], content_type: str = "text/ev
         parser.feed(piece)
     parser.close()
     return parser.state
+
+
+class Rows:
+    """Stands in for the Store in addon tests: keeps what would be written."""
+
+    salt = "test-salt"
+
+    def __init__(self):
+        self.tables = {"requests": [], "spans": []}
+
+    def add(self, table, row):
+        self.tables.setdefault(table, []).append(row)

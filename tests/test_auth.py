@@ -8,6 +8,7 @@ import time
 import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow, tutils
+from support import Rows
 
 from addons import keyadmin
 from addons.auth import Auth, proxy_secret
@@ -18,18 +19,6 @@ from addons.store import Store, open_db
 from addons.tunnel import Tunnel
 
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
-
-
-class Rows:
-    """Stands in for the Store: keeps what would be written."""
-
-    salt = "test-salt"
-
-    def __init__(self):
-        self.tables = {"requests": [], "spans": []}
-
-    def add(self, table, row):
-        self.tables[table].append(row)
 
 
 def basic(user, password=""):

@@ -6,22 +6,10 @@ import time
 import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow, tutils
-from support import fixture_bytes
+from support import Rows, fixture_bytes
 
 from addons.capture import Capture, _with_fields
 from addons.settings import Settings
-
-
-class Rows:
-    """Stands in for the Store: keeps what would be written."""
-
-    salt = "test-salt"
-
-    def __init__(self):
-        self.tables = {"requests": [], "spans": []}
-
-    def add(self, table, row):
-        self.tables[table].append(row)
 
 
 def make_flow(body: dict, host="api.openai.com", path="/v1/chat/completions", **headers):
