@@ -29,7 +29,7 @@ from sqlite_utils import Database
 from addons import config
 from addons.call import iso
 from addons.channels import TIMEOUT_SECONDS, DeliveryError, send_email, send_slack, send_webhook
-from addons.ledger import LIFETIME, Crossing, Ledger, Scope, fmt, period_bounds
+from addons.ledger import LIFETIME, Crossing, Ledger, Scope, fmt, period_bounds, who
 from addons.settings import Settings
 from addons.store import open_db
 
@@ -48,10 +48,6 @@ SENDERS = {
     "webhook": send_webhook,
     "email": lambda email, alert: send_email(email, alert, subject(alert)),
 }
-
-
-def who(scope: str, scope_id: str) -> str:
-    return "the gateway" if scope == "global" else f"{scope} {scope_id}"
 
 
 def alert_row(crossing: Crossing, now: float) -> dict[str, Any]:

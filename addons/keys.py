@@ -91,7 +91,7 @@ class KeyRing:
         self._path: Path | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._version: tuple[float, int] | None = None
+        self._version: str | None = None
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -121,16 +121,21 @@ class KeyRing:
             self._thread = None
 
     def reload(self) -> None:
+        """Re-read the keys when one was created, rotated or revoked; otherwise only a one-row query
+        (file stamps would not do: the store changes with every recorded call)."""
         assert self._path is not None
-        version = _file_version(self._path)
-        if version == self._version:
-            return
         conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=5)
         conn.row_factory = sqlite3.Row
         try:
+            # what create, rotate and revoke change, in one short string
+            version = conn.execute(
+                "SELECT group_concat(id || hash || coalesce(revoked_at, ''), ',') FROM (SELECT * FROM keys ORDER BY id)"
+            ).fetchone()[0]
+            if version == self._version:
+                return
             rows = [dict(r) for r in conn.execute("SELECT * FROM keys")]
         except sqlite3.OperationalError:
-            rows = []  # a store from before m004: no keys yet
+            version, rows = None, []  # a store from before m004: no keys yet
         finally:
             conn.close()
         by_hash = {}
@@ -152,15 +157,3 @@ class KeyRing:
             except sqlite3.Error as e:
                 log.warning("tapgate: could not re-read gateway keys: %s", e)
 
-
-def _file_version(path: Path) -> tuple[float, int]:
-    """Changes whenever the database or its WAL is written."""
-    stamp = 0.0
-    size = 0
-    for p in (path, path.with_name(path.name + "-wal")):
-        try:
-            st = p.stat()
-        except FileNotFoundError:
-            continue
-        stamp, size = max(stamp, st.st_mtime), size + st.st_size
-    return stamp, size

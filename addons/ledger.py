@@ -58,10 +58,9 @@ class Refusal:
 
     def message(self) -> str:
         unit, cap = self.budget.unit, self.budget.cap
-        who = "the gateway" if self.scope[0] == "global" else f"{self.scope[0]} {self.scope[1]}"
         resets = f"; it resets at {self.resets_at.isoformat()}" if self.resets_at else " (a lifetime budget)"
         return (
-            f"Budget exceeded for {who}: {fmt(self.spent, unit)} of {fmt(cap, unit)} per "
+            f"Budget exceeded for {who(*self.scope)}: {fmt(self.spent, unit)} of {fmt(cap, unit)} per "
             f"{self.budget.period} spent or reserved by calls in flight{resets}."
         )
 
@@ -86,6 +85,11 @@ class Reservation:
     counters: list[tuple[Scope, str, str]] = field(default_factory=list)  # (scope, period, start)
     budgets: list[tuple[Scope, Budget]] = field(default_factory=list)
     settled: bool = False
+
+
+def who(scope: str, scope_id: str) -> str:
+    """How a message names a scope: "the gateway", "key key_1a2b", "customer acme"."""
+    return "the gateway" if scope == "global" else f"{scope} {scope_id}"
 
 
 def fmt(value: float | None, unit: str) -> str:
