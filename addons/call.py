@@ -60,6 +60,14 @@ class Call:
     refused: str | None = None
     # What the call booked in the ledger before it went upstream (addons/spend.py).
     reservation: Any = None
+    # Router calls: the deployment model prices are looked up under (the client may have sent an alias).
+    priced_as: str | None = None
+    # Router calls: which deployment answered, after how many attempts, one span per attempt, and
+    # notes for the trace (parameters dropped in translation).
+    routed_to: str | None = None
+    attempts: int | None = None
+    attempt_spans: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         # Short on purpose: mitmproxy formats flow.metadata for filters (~meta) and views on every flow.
@@ -124,6 +132,8 @@ class Call:
             "thread_identifier": self.thread_identifier,
             "metadata": json.dumps(self.metadata, ensure_ascii=False, default=str),
             "key_id": self.key_id,
+            "routed_to": self.routed_to,
+            "attempts": self.attempts,
             "request_body": self.request_body,
             "response_body": response_body,
         }
@@ -139,11 +149,13 @@ class Call:
                 "duration_ms": ms(self.started, ended),
                 "status": span_status,
                 "attributes": json.dumps(
-                    {"model": self.facts.model, "stream": request["stream"], "customer": self.customer_identifier},
+                    {"model": self.facts.model, "stream": request["stream"], "customer": self.customer_identifier,
+                     **({"notes": self.notes} if self.notes else {})},
                     default=str,
                 ),
             }
         ]
+        spans += self.attempt_spans
         if self.upstream_started is not None:
             spans.append(
                 {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
@@ -11,6 +10,7 @@ from typing import Any
 from mitmproxy import ctx, http
 
 from addons.call import Call
+from addons.recorder import Recorder
 from addons.secrets import fingerprint_key, key_from, redact_url
 from addons.settings import Settings
 from addons.store import Store
@@ -38,8 +38,7 @@ class Capture:
     def __init__(self, settings: Settings, store: Store, listeners=()) -> None:
         self.settings = settings
         self.store = store
-        self.listeners = list(listeners)  # each called with (row, call) for every recorded call
-        self._unpriced: set[str] = set()
+        self.recorder = Recorder(settings, store, listeners)  # the router records through it too
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -178,40 +177,8 @@ class Capture:
             facts, response_body = ResponseFacts(), None
 
         status, error = _status(flow, status_code, finished, facts.error)
-        if call.refused:
-            status = "refused"
-        usage, estimated = facts.usage, False
-        if status_code is not None and status_code < 400:
-            if not usage.known:
-                usage, estimated = call.estimate(output_chars), True
-                error = error or "the provider reported no usage; tokens are estimated"
-            elif not finished and (seen := call.estimate(output_chars).output_tokens) > (usage.output_tokens or 0):
-                # A cut stream's last count (Anthropic's message_start) lags what was already sent.
-                usage, estimated = dataclasses.replace(usage, output_tokens=seen), True
-        # Price on the model that answered (a dated snapshot), else on the one asked for.
-        cost, model = None, facts.response_model or call.facts.model
-        for candidate in dict.fromkeys(m for m in (facts.response_model, call.facts.model) if m):
-            if (cost := self.settings.prices.cost(call.route.prices_under, candidate, usage)) is not None:
-                break
-        if cost is None and usage.known and model and (key := f"{call.provider}/{model}") not in self._unpriced:
-            self._unpriced.add(key)
-            log.warning("tapgate: no price for %s; its calls are recorded with cost_usd NULL", key)
-        request, spans = call.rows(
-            ended=ended,
-            status_code=status_code,
-            status=status,
-            error=error,
-            usage=usage,
-            usage_estimated=estimated,
-            cost_usd=cost,
-            response_model=facts.response_model,
-            response_body=response_body,
-        )
-        self.store.add("requests", request)
-        for span in spans:
-            self.store.add("spans", span)
-        for listener in self.listeners:
-            listener(request, call)
+        self.recorder.record(call, ended=ended, status_code=status_code, status=status, error=error, facts=facts,
+                             finished=finished, output_chars=output_chars, response_body=response_body)
 
 
 def refuse(flow: http.HTTPFlow, call: Call, status: int, message: str, code: str, param: str | None = None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class Strict(BaseModel):
@@ -81,6 +81,76 @@ class Alerts(Strict):
     email: EmailAlerts | None = None
 
 
+class Deployment(Strict):
+    """One place a model can be served: a provider, its model name, where and with whose key."""
+
+    provider: str = Field(description="openai, anthropic, gemini, or an OpenAI-compatible provider name")
+    model: str
+    # Where the provider's API lives; the provider's public URL when empty. Only config sets it:
+    # a client that could choose it could send the gateway's provider key anywhere.
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    # The name of the environment variable holding the provider key, never the key.
+    api_key_env: str | None = None
+    weight: float = Field(default=1.0, gt=0)
+    headers: dict[str, str] = {}  # extra request headers (OpenRouter's HTTP-Referer, X-Title)
+
+
+class ModelAlias(Strict):
+    """A model name clients send, served by one or more deployments split by weight."""
+
+    deployments: list[Deployment] = Field(min_length=1)
+    fallback_models: list[str] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_is_deployments(cls, value: Any) -> Any:
+        return {"deployments": value} if isinstance(value, list) else value
+
+
+class ProviderAccess(Strict):
+    """Where a provider is reached and which variable holds its key, for `provider/model` names."""
+
+    base_url: str | None = Field(default=None, pattern=r"^https?://")
+    api_key_env: str | None = None
+
+
+class RetryPolicy(Strict):
+    """Respan's retry_params: retries per model with full-jitter exponential backoff."""
+
+    retry_enabled: bool = True
+    num_retries: int = Field(default=2, ge=0, le=10)
+    # Seconds: the first backoff's ceiling; each retry doubles it up to max_backoff.
+    retry_after: float = Field(default=0.5, ge=0)
+    max_backoff: float = Field(default=8.0, ge=0)
+
+
+class Cooldown(Strict):
+    """A deployment failing `failures` times in a row is skipped for `seconds`, then probed by one call."""
+
+    failures: int = Field(default=3, ge=1)
+    seconds: float = Field(default=30.0, ge=0)
+
+
+class RouterConfig(Strict):
+    # The gateway master key, from this variable (or `master_key`, for tests and demos).
+    master_key_env: str = "TAPGATE_MASTER_KEY"
+    master_key: str | None = None
+    providers: dict[str, ProviderAccess] = {}
+    models: dict[str, ModelAlias] = {}
+    # Fallbacks for a model name when the request names none.
+    fallback_models: dict[str, list[str]] = {}
+    retry: RetryPolicy = RetryPolicy()
+    connect_timeout: float = Field(default=5.0, gt=0)
+    # From sending the request to the first byte of the answer (for a stream: its first event).
+    first_byte_timeout: float = Field(default=60.0, gt=0)
+    # One deadline for the whole call, every retry and fallback included.
+    timeout: float = Field(default=600.0, gt=0)
+    cooldown: Cooldown = Cooldown()
+    # A parameter the target provider has no equivalent for: dropped (noted on the trace) or refused (400).
+    unsupported_params: Literal["drop", "refuse"] = "drop"
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+
+
 class TapgateConfig(Strict):
     custom_hosts: list[CustomHost] = []
     # Keys as in providers/prices.json: "gpt-4o", "gemini/gemini-2.5-flash", "ollama/llama3".
@@ -97,6 +167,7 @@ class TapgateConfig(Strict):
     customers: dict[str, Policy] = {}
     customer_default: Policy = Policy()
     alerts: Alerts = Alerts()
+    router: RouterConfig = RouterConfig()
 
 
 class ConfigError(ValueError):

@@ -5,6 +5,7 @@ from addons.auth import Auth
 from addons.capture import Capture
 from addons.console import Console
 from addons.dashboard import Dashboard
+from addons.router import Router
 from addons.settings import Settings
 from addons.spend import Spend
 from addons.store import Store
@@ -15,6 +16,8 @@ settings = Settings()
 store = Store()
 console = Console()
 spend = Spend(settings, store)
+capture = Capture(settings, store, listeners=[spend.settle, console.show])
+auth = Auth(settings)
 alerts = Alerts(settings, spend)
 spend.on_crossing.append(alerts.fire)  # thresholds crossed become alerts, sent off the event loop
 
@@ -32,9 +35,12 @@ addons = [
     settings,
     Trim(),  # tapgate_trim: fewer mitmproxy addons on every hook of every flow
     Tunnel(settings),
-    Capture(settings, store, listeners=[spend.settle, console.show]),
-    Auth(settings),  # gateway keys: proxy authentication, X-Tapgate-Key, require_key, allowed models
+    capture,
+    auth,  # gateway keys: proxy authentication, X-Tapgate-Key, require_key, allowed models
     spend,
+    # The router serves its own port; it records through Capture's recorder and asks Auth's key ring
+    # and Spend, so it comes after them.
+    Router(settings, capture.recorder, auth, spend),
     alerts,  # budget alerts: Slack, webhook, email; its own thread and store connection
     console,
     Dashboard(),  # tapgate_dashboard: Console hands it each row and stays quiet while it draws

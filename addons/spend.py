@@ -90,10 +90,16 @@ class Spend:
         call: Call | None = flow.metadata.get("tapgate")
         if call is None or flow.response is not None:
             return
-        key = flow.metadata.get("tapgate_key")
+        if (refusal := self.admit(call, flow.metadata.get("tapgate_key"))) is not None:
+            message, code, headers = refusal
+            refuse(flow, call, 429, message, code, headers=headers)
+
+    def admit(self, call: Call, key) -> tuple[str, str, dict[str, str] | None] | None:
+        """Check rate limits, then reserve the call's worst case in one step (no await between check
+        and reserve). None when the call may go on; else (message, code, headers) for a 429."""
         budgets, limits = self._policies(call, key)
         if not budgets and not limits:
-            return  # nothing to enforce: keep the hot path free
+            return None  # nothing to enforce: keep the hot path free
         now = time.monotonic()
         for scope, limit in limits:
             if over := self.windows.setdefault(scope, Window()).check(limit.rpm, limit.tpm, now):
@@ -102,17 +108,16 @@ class Spend:
                     f"Rate limit exceeded for {scope[0]} {scope[1]}: {which} per minute "
                     f"({limit.rpm if which == 'requests' else limit.tpm}); retry after {retry_after} s."
                 )
-                refuse(flow, call, 429, message, "rate_limit_exceeded", headers={"retry-after": str(retry_after)})
-                return
+                return message, "rate_limit_exceeded", {"retry-after": str(retry_after)}
         result = self.ledger.reserve(budgets, self._worst_case(call))
         if isinstance(result, Refusal):
-            refuse(flow, call, 429, result.message(), "budget_exceeded")
-            return
+            return result.message(), "budget_exceeded", None
         call.reservation = result
         for scope, budget in budgets:
             self.seen[scope, budget.label] = budget
         for scope, _ in limits:
             self.windows[scope].add_request(now)
+        return None
 
     def _policies(self, call: Call, key) -> tuple[list[tuple[Scope, Budget]], list[tuple[Scope, RateLimit]]]:
         config = self.settings.config
@@ -137,12 +142,12 @@ class Spend:
         facts = call.facts
         tokens_in = math.ceil(facts.prompt_chars / 2)
         tokens_out = facts.max_tokens or self.settings.config.default_max_tokens
-        usd = None
-        if facts.model:
-            usd = self.settings.prices.cost(call.route.prices_under, facts.model, Usage(tokens_in, tokens_out))
-            if usd is None and facts.model not in self._unpriced:
-                self._unpriced.add(facts.model)
-                log.warning("tapgate: no price for %s: USD budgets cannot reserve its calls ahead", facts.model)
+        usd, model = None, call.priced_as or facts.model
+        if model:
+            usd = self.settings.prices.cost(call.route.prices_under, model, Usage(tokens_in, tokens_out))
+            if usd is None and model not in self._unpriced:
+                self._unpriced.add(model)
+                log.warning("tapgate: no price for %s: USD budgets cannot reserve its calls ahead", model)
         return Amount(usd or 0.0, tokens_in + tokens_out, 1)
 
     # -- a call ends: settle ---------------------------------------------------------------------

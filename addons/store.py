@@ -327,3 +327,11 @@ def m004_keys_budgets_alerts(db: Database) -> None:
         },
         pk="id",
     )
+
+
+@migrations()
+def m005_router_columns(db: Database) -> None:
+    # Router calls (mode "router"): the deployment that answered ("anthropic/claude-sonnet-4-5") and
+    # how many attempts it took, retries and fallbacks included; NULL for passthrough calls.
+    db["requests"].add_column("routed_to", str)
+    db["requests"].add_column("attempts", int)

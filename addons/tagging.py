@@ -110,3 +110,35 @@ def new_trace_id() -> str:
 
 def new_span_id() -> str:
     return os.urandom(8).hex()
+
+
+# Respan's request fields, sent at the top level of a router body (the OpenAI SDK's extra_body):
+# for the gateway, never the provider.
+ROUTER_FIELDS = ("customer_identifier", "thread_identifier", "metadata", "customer_params", "disable_log",
+                 "fallback_models", "retry_params", "cache_enabled", "cache_ttl", "cache_options")
+
+
+def pop_router_fields(body: dict[str, Any]) -> dict[str, Any]:
+    """Take the gateway's fields out of a router request body (in place) and return them; raises BadTag."""
+    fields = {name: body.pop(name) for name in ROUTER_FIELDS if name in body}
+    for name in ("customer_identifier", "thread_identifier"):
+        fields[name] = _identifier(name, fields.get(name))
+    for name in ("metadata", "customer_params", "retry_params", "cache_options"):
+        if fields.get(name) is not None and not isinstance(fields[name], dict):
+            raise BadTag(name, f"{name} must be a JSON object")
+    fallbacks = fields.get("fallback_models")
+    if fallbacks is not None and not (isinstance(fallbacks, list) and all(isinstance(m, str) for m in fallbacks)):
+        raise BadTag("fallback_models", "fallback_models must be a list of model names")
+    return fields
+
+
+def router_tags(headers, body_user: str | None, fields: dict[str, Any]) -> Tags:
+    """Tags of a routed call: X-Tapgate-* headers win over the body's Respan fields, which win over `user`."""
+    tags = tags_from(headers, fields.get("customer_identifier") or body_user, fields.get("metadata") or {})
+    tags.thread_identifier = tags.thread_identifier or fields.get("thread_identifier")
+    if not tags.customer_params and fields.get("customer_params"):
+        tags.customer_params = fields["customer_params"]
+        if tags.customer_identifier is None:
+            tags.customer_identifier = _identifier("customer_params.customer_identifier",
+                                                   tags.customer_params.get("customer_identifier"))
+    return tags

@@ -105,6 +105,10 @@ class PriceTable:
             prices[key.lower()] = Price.from_dict(key, row)
         return cls(MappingProxyType(prices))
 
+    def has(self, key: str) -> bool:
+        """Whether the table has a row under exactly this key ("gemini/gemini-2.5-flash")."""
+        return key.lower() in self._prices
+
     def price(self, price_prefix: str, model: str | None) -> Price | None:
         """The row for a provider's model, or None: OpenRouter has no rows (it reports cost itself)."""
         if not model:

@@ -101,13 +101,33 @@ def start_gateway(
     args = [str(BIN / "mitmdump"), "--listen-port", "0", "--set", f"confdir={confdir}"]
     args += ["--set", "connection_strategy=lazy", "--map-remote", map_remote_to(mock_port)]
     if addons:
-        args += ["-s", str(ROOT / "addons" / "gateway.py"), "--set", f"tapgate_db={db}"]
+        # The router on any free port: several gateways run at once in the suite, never on 4000.
+        args += ["-s", str(ROOT / "addons" / "gateway.py"), "--set", f"tapgate_db={db}",
+                 "--set", "tapgate_router=127.0.0.1:0"]
     p = Process.start([*args, *extra], env={**os.environ, "PYTHONUNBUFFERED": "1"})
     host = r"127\.0\.0\.1" if addons else r"\S+"
     port = int(p.wait_for(rf"proxy listening at {host}:(\d+)").group(1))
     if addons:
         p.wait_for(r"tapgate ready")
     return p, port
+
+
+def router_url(process: Process) -> str:
+    """The router's base URL for an OpenAI client, from the gateway's start-up line."""
+    return process.wait_for(r"tapgate router listening at (http://\S+)").group(1) + "/v1"
+
+
+def admin(mock_port: int, method: str, path: str, body: dict | None = None) -> object:
+    """A call to the mock's /_mock/ admin API (programs that make it fail, its request log)."""
+    import json
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(f"http://127.0.0.1:{mock_port}{path}", data=data, method=method,
+                                 headers={"content-type": "application/json"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, never via a proxy
+    with opener.open(req, timeout=10) as resp:
+        return json.loads(resp.read())
 
 
 def query(db: Path, sql: str, params: tuple = ()) -> list[dict]:

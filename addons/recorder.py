@@ -1,0 +1,61 @@
+"""Recorder: one finished call (passthrough or routed) becomes its `requests` row and spans, priced,
+and is handed to the listeners (spend settlement, the console)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from addons.call import Call
+from addons.settings import Settings
+from addons.store import Store
+from providers.base import ResponseFacts
+
+log = logging.getLogger(__name__)
+
+
+class Recorder:
+    def __init__(self, settings: Settings, store: Store, listeners=()) -> None:
+        self.settings = settings
+        self.store = store
+        self.listeners = list(listeners)  # each called with (row, call) for every recorded call
+        self._unpriced: set[str] = set()
+
+    def record(self, call: Call, *, ended: float, status_code: int | None, status: str, error: str | None,
+               facts: ResponseFacts, finished: bool, output_chars: int, response_body: str | None) -> None:
+        if call.refused:
+            status = "refused"
+        usage, estimated = facts.usage, False
+        if status_code is not None and status_code < 400 and status != "refused":
+            if not usage.known:
+                usage, estimated = call.estimate(output_chars), True
+                error = error or "the provider reported no usage; tokens are estimated"
+            elif not finished and (seen := call.estimate(output_chars).output_tokens) > (usage.output_tokens or 0):
+                # A cut stream's last count (Anthropic's message_start) lags what was already sent.
+                usage, estimated = dataclasses.replace(usage, output_tokens=seen), True
+        # Price on the model that answered (a dated snapshot), else on the one asked for (for a routed
+        # call: the deployment's model, not the alias the client sent).
+        asked = call.priced_as or call.facts.model
+        cost, model = None, facts.response_model or asked
+        for candidate in dict.fromkeys(m for m in (facts.response_model, asked) if m):
+            if (cost := self.settings.prices.cost(call.route.prices_under, candidate, usage)) is not None:
+                break
+        if cost is None and usage.known and model and (key := f"{call.provider}/{model}") not in self._unpriced:
+            self._unpriced.add(key)
+            log.warning("tapgate: no price for %s; its calls are recorded with cost_usd NULL", key)
+        request, spans = call.rows(
+            ended=ended,
+            status_code=status_code,
+            status=status,
+            error=error,
+            usage=usage,
+            usage_estimated=estimated,
+            cost_usd=cost,
+            response_model=facts.response_model,
+            response_body=response_body,
+        )
+        self.store.add("requests", request)
+        for span in spans:
+            self.store.add("spans", span)
+        for listener in self.listeners:
+            listener(request, call)

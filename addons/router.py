@@ -1,0 +1,346 @@
+"""Router: one OpenAI-compatible endpoint (and an Anthropic-shaped one) in front of every provider,
+served as plain HTTP inside mitmdump on `tapgate_router`, with fallbacks, retries and timeouts.
+
+It is its own aiohttp server, not a mitmproxy mode: mitmproxy streams a response only from the
+upstream it first connected to, and sends a response set in a hook whole, so a fallback could not
+stream. Here the router holds each attempt until its first chunk and only then answers the client."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import time
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+from mitmproxy import ctx, exceptions
+from pydantic import ValidationError
+
+from addons.auth import Auth
+from addons.call import Call, iso, ms
+from addons.config import RetryPolicy
+from addons.fallback import attempt_in_order
+from addons.keys import GatewayKey, hash_secret
+from addons.recorder import Recorder
+from addons.router_errors import (
+    BadRequest,
+    BodyTooLarge,
+    Failure,
+    Forbidden,
+    ModelNotFound,
+    Refused,
+    RouterError,
+    Unauthorized,
+)
+from addons.routing import Routes, Target, UnknownModel
+from addons.settings import Settings
+from addons.spend import Spend
+from addons.tagging import BadTag, new_span_id, new_trace_id, pop_router_fields, router_tags, trace_context
+from addons.upstream import StreamAnswer, Upstream, WholeAnswer
+from providers.base import ResponseFacts, Route, StreamState
+from providers.chat import InvalidRequest, ProviderStreamError, UnsupportedParam
+from providers.fronts import FRONTS
+from providers.openai import openai
+
+log = logging.getLogger(__name__)
+
+CHAT = Route(openai, "chat.completions")  # how the router reads the OpenAI chat it works in
+
+
+class Router:
+    def __init__(self, settings: Settings, recorder: Recorder, auth: Auth, spend: Spend) -> None:
+        self.settings = settings
+        self.recorder = recorder
+        self.auth = auth
+        self.spend = spend
+        self.routes: Routes | None = None
+        self.upstream = Upstream()
+        self.runner: web.AppRunner | None = None
+        self.address = ""
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "tapgate_router", str, "127.0.0.1:4000",
+            "Address of the OpenAI-compatible router (plain HTTP: POST /v1/chat/completions, /v1/messages, "
+            "/v1/embeddings, GET /v1/models). Empty turns it off.",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "tapgate_config" in updated or self.routes is None:
+            try:
+                self.routes = Routes(self.settings.config.router, self.settings.prices)
+            except ValueError as e:
+                raise exceptions.OptionsError(f"{ctx.options.tapgate_config}: router: {e}") from None
+        if "tapgate_router" in updated and ctx.options.tapgate_router:
+            host, _, port = ctx.options.tapgate_router.rpartition(":")
+            if not port.isdigit():
+                raise exceptions.OptionsError(f"tapgate_router must be host:port, got {ctx.options.tapgate_router!r}")
+
+    async def running(self) -> None:
+        if not ctx.options.tapgate_router:
+            return
+        await self.upstream.start()
+        app = web.Application(client_max_size=self.settings.config.router.max_body_bytes)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/messages", self.chat)
+        app.router.add_post("/chat/completions", self.chat)
+        app.router.add_get("/v1/models", self.models)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        host, _, port = ctx.options.tapgate_router.rpartition(":")
+        site = web.TCPSite(self.runner, host.strip("[]") or "127.0.0.1", int(port))
+        await site.start()
+        bound = site._server.sockets[0].getsockname()  # the port, when 0 asked for any free one
+        self.address = f"http://{bound[0]}:{bound[1]}"
+        if not self._master_key():
+            log.warning("tapgate: router has no master key (set TAPGATE_MASTER_KEY): gateway keys only, "
+                        "or any caller when no key is required")
+        log.info("tapgate router listening at %s", self.address)
+
+    async def done(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        await self.upstream.close()
+
+    # -- endpoints ---------------------------------------------------------------------------------
+
+    async def models(self, request: web.Request) -> web.Response:
+        try:
+            self._authenticate(request)
+        except RouterError as e:
+            return _error(e, FRONTS["/v1/chat/completions"])
+        names = list(self.routes.aliases) + [t.name for ts in self.routes.aliases.values() for t in ts]
+        data = [{"id": n, "object": "model", "created": 0, "owned_by": n.split("/")[0] if "/" in n else "tapgate"}
+                for n in dict.fromkeys(names)]
+        return web.json_response({"object": "list", "data": data})
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        front = FRONTS["/v1/messages" if request.path.endswith("/messages") else "/v1/chat/completions"]
+        config = self.settings.config.router
+        call = self._new_call(request, front)
+        try:
+            key = self._authenticate(request)
+            body = await self._json_body(request, config.max_body_bytes)
+            if key is not None:
+                call.key_id = key.id
+            try:
+                fields = pop_router_fields(body)
+                tags = router_tags(_lower(request.headers), body.get("user") if isinstance(body.get("user"), str)
+                                   else None, fields)
+            except BadTag as e:
+                raise BadRequest(str(e), param=e.param) from None
+            call.customer_identifier, call.thread_identifier = tags.customer_identifier, tags.thread_identifier
+            call.metadata, call.customer_params = tags.metadata, tags.customer_params
+            try:
+                chat_body, call.notes = front.to_chat(body, config.unsupported_params)
+            except (InvalidRequest, UnsupportedParam) as e:
+                raise BadRequest(str(e), param=e.param) from None
+            model = chat_body.get("model")
+            if not isinstance(model, str) or not model:
+                raise BadRequest("model is required", param="model")
+            call.facts = openai.request_facts(CHAT, chat_body)
+            if key is not None and not key.allows(model):
+                raise Forbidden(f"Gateway key {key.name or key.id} may not call model {model!r}.", param="model")
+            try:
+                plan = self.routes.plan([model, *self.routes.fallbacks(model, fields.get("fallback_models"))])
+            except UnknownModel as e:
+                raise ModelNotFound(f"The model {e.args[0]!r} does not exist on this gateway: not an alias in "
+                                    "the config, a provider/model name, or a known model.", param="model") from None
+            self._aim(call, plan[0])
+            if refusal := self.spend.admit(call, key):
+                message, code, headers = refusal
+                raise Refused(message, code=code, headers=headers)
+            return await self._answer(request, front, call, chat_body, plan, fields, front.wants_usage(body))
+        except RouterError as e:
+            if isinstance(e, (Refused, Unauthorized, Forbidden, BadRequest, ModelNotFound, BodyTooLarge)):
+                call.refused = e.code
+            self._record_error(call, e)
+            return _error(e, front)
+
+    # -- one routed call ---------------------------------------------------------------------------
+
+    async def _answer(self, request, front, call: Call, body: dict, plan: list[Target], fields: dict,
+                      wants_usage: bool) -> web.StreamResponse:
+        config = self.settings.config.router
+        stream = body.get("stream") is True
+        policy = _retry_policy(config.retry, fields.get("retry_params"))
+        deadline = time.monotonic() + config.timeout
+        translated: dict[str, object] = {}
+        started = [0.0]
+
+        async def send(target: Target, remaining: float):
+            started[0] = time.time()
+            try:
+                upstream_request = target.endpoint.adapter.chat_request(
+                    body, target.model, stream=stream, unsupported=config.unsupported_params)
+            except (InvalidRequest, UnsupportedParam) as e:
+                raise BadRequest(f"{target.name}: {e}", param=e.param) from None
+            translated[target.name] = upstream_request
+            return await self.upstream.attempt(target, upstream_request, stream=stream, remaining=remaining,
+                                               connect_timeout=config.connect_timeout,
+                                               first_byte_timeout=config.first_byte_timeout)
+
+        answer = await attempt_in_order(plan, send, policy, deadline,
+                                        lambda t, r: self._attempted(call, t, r, started[0]))
+        self._aim(call, answer.target)
+        call.notes += translated[answer.target.name].notes
+        if isinstance(answer, WholeAnswer):
+            payload = front.whole(answer.body, call.facts.model)
+            call.mark_first_chunk()
+            self._record(call, 200, ResponseFacts(*_facts(answer.body)), True, len(answer.raw),
+                         json.dumps(answer.body) if ctx.options.tapgate_store_bodies else None)
+            return web.Response(body=payload, content_type="application/json")
+        return await self._relay(request, front, call, answer, wants_usage)
+
+    async def _relay(self, request, front, call: Call, answer: StreamAnswer, wants_usage: bool):
+        response = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
+                                               "cache-control": "no-cache"})
+        out = front.stream(call.facts.model, wants_usage)
+        state = StreamState()
+        status, error = "ok", None
+        chunks = answer.chunks
+        try:
+            await response.prepare(request)
+            while chunks:
+                for chunk in chunks:
+                    openai.stream_event(CHAT, state, None, chunk)
+                data = out.feed(chunks)
+                if data:
+                    call.mark_first_chunk()
+                    await response.write(data)
+                try:
+                    chunks = await answer.more()
+                except (ProviderStreamError, aiohttp.ClientError, TimeoutError) as e:
+                    # The provider broke off mid-stream: nothing can be retried now; tell the client in its shape.
+                    code = e.status if isinstance(e, ProviderStreamError) else 502
+                    status, error = "upstream_error", f"{answer.target.name}: stream broke: {e or type(e).__name__}"
+                    await response.write(out.error(code, "server_error", error))
+                    break
+            if status == "ok":
+                state.finished = True
+                await response.write(out.close())
+            await response.write_eof()
+        except (ConnectionResetError, ConnectionError) as e:
+            status, error = "client_disconnected", f"the client left mid-stream: {type(e).__name__}"
+        finally:
+            answer.release()
+            facts = ResponseFacts(state.usage, state.response_model, state.error)
+            self._record(call, 200, facts, state.finished, state.output.chars,
+                         state.output.as_json() if ctx.options.tapgate_store_bodies else None, status, error)
+        return response
+
+    # -- pieces ------------------------------------------------------------------------------------
+
+    def _new_call(self, request: web.Request, front) -> Call:
+        trace_id, parent = trace_context(request.headers.get("traceparent"))
+        return Call(id=new_trace_id(), trace_id=trace_id, span_id=new_span_id(), parent_span_id=parent,
+                    started=time.time(), mode="router", route=Route(front.provider, front.endpoint),
+                    host=request.host, path=request.path)
+
+    def _aim(self, call: Call, target: Target) -> None:
+        """Point the call at a deployment: prices, provider and host in the row are that deployment's."""
+        call.route = Route(target.endpoint.provider, call.route.endpoint)
+        call.priced_as = target.model
+        call.routed_to = target.name
+        call.host = urlsplit(target.base_url).netloc
+
+    def _attempted(self, call: Call, target: Target, result, started: float) -> None:
+        """Each attempt becomes a span; the deployment's health follows its results."""
+        ended = time.time()
+        failed = isinstance(result, Failure)
+        if failed:
+            self.routes.cooling.failed(target.name, time.monotonic())
+        else:
+            self.routes.cooling.succeeded(target.name)
+        call.attempts = (call.attempts or 0) + 1
+        call.attempt_spans.append({
+            "span_id": new_span_id(), "trace_id": call.trace_id, "parent_span_id": call.span_id,
+            "request_id": call.id, "name": f"attempt {call.attempts} {target.name}",
+            "started_at": iso(started), "duration_ms": ms(started, ended),
+            "status": "error" if failed else "ok",
+            "attributes": json.dumps({
+                "deployment": target.name, "base_url": target.base_url,
+                "http.status_code": result.status if failed else result.status,
+                "error": result.describe(target.name) if failed else None,
+                "failure": result.kind if failed else None,
+            }),
+        })
+
+    def _authenticate(self, request: web.Request) -> GatewayKey | None:
+        """The caller's gateway key (None for the master key, or an open router). Raises Unauthorized."""
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+        master = self._master_key()
+        if master and token and hmac.compare_digest(token.encode(), master.encode()):
+            return None
+        if token and (key := self.auth.ring.by_hash(hash_secret(token))) is not None:
+            if problem := key.problem():
+                raise Unauthorized(problem[0].upper() + problem[1:] + ".")
+            return key
+        if not master and not self.settings.config.require_key:
+            return None
+        raise Unauthorized("Incorrect API key: send the gateway master key or a gateway key as the Bearer token."
+                           if token else "Missing API key: send a gateway key as the Bearer token.")
+
+    def _master_key(self) -> str | None:
+        config = self.settings.config.router
+        return config.master_key or os.environ.get(config.master_key_env) or None
+
+    async def _json_body(self, request: web.Request, limit: int) -> dict:
+        if request.content_length is not None and request.content_length > limit:
+            raise BodyTooLarge(f"The request body is {request.content_length} bytes; the limit is {limit}.")
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise BodyTooLarge(f"The request body is over the limit of {limit} bytes.") from None
+        try:
+            body = json.loads(raw)
+        except ValueError as e:
+            raise BadRequest(f"The request body is not valid JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise BadRequest("The request body must be a JSON object.")
+        return body
+
+    def _record(self, call: Call, status_code: int | None, facts: ResponseFacts, finished: bool, chars: int,
+                body: str | None, status: str = "ok", error: str | None = None) -> None:
+        if call.recorded:
+            return
+        call.recorded = True
+        try:
+            self.recorder.record(call, ended=time.time(), status_code=status_code, status=status, error=error,
+                                 facts=facts, finished=finished, output_chars=chars, response_body=body)
+        except Exception:  # recording must never break the router
+            log.exception("tapgate: could not record routed call %s", call.id)
+
+    def _record_error(self, call: Call, e: RouterError) -> None:
+        self._record(call, e.status, ResponseFacts(error=e.message), True, 0, None, "error", e.message)
+
+
+def _error(e: RouterError, front) -> web.Response:
+    return web.Response(status=e.status, body=front.error(e.status, e.body()), content_type="application/json",
+                        headers=e.headers)
+
+
+def _facts(body: dict) -> tuple:
+    facts = openai.response_facts(CHAT, body)
+    return facts.usage, facts.response_model, facts.error
+
+
+def _retry_policy(config: RetryPolicy, params: dict | None) -> RetryPolicy:
+    """Respan's retry_params from the request, over config's."""
+    if not params:
+        return config
+    try:
+        return RetryPolicy.model_validate({**config.model_dump(), **params})
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise BadRequest(f"retry_params.{where}: {err['msg']}", param=f"retry_params.{where}") from None
+
+
+def _lower(headers) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}

@@ -1,0 +1,109 @@
+"""What can go wrong in a routed call, as named exceptions the router answers in OpenAI's error shape.
+
+    RouterError                  status, type, code, param: one OpenAI-shaped error reply
+    ├── BadRequest               400 invalid_request_error (malformed body, unsupported parameter)
+    ├── Unauthorized             401 invalid_api_key
+    ├── Forbidden                403 model_not_allowed
+    ├── ModelNotFound            404 model_not_found
+    ├── BodyTooLarge             413 request_too_large
+    ├── Refused                  429 budget_exceeded / rate_limit_exceeded (addons/spend.py decides)
+    ├── ProviderRejected         the provider's own 4xx, not retried (400, 401, 403, 404)
+    └── AllAttemptsFailed        429, 502, 503 or 504 once every retry and fallback failed; lists each
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+
+class RouterError(Exception):
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code or self.code
+        self.headers = headers or {}
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def payload(self) -> bytes:
+        return json.dumps(self.body()).encode()
+
+
+class BadRequest(RouterError):
+    status, type, code = 400, "invalid_request_error", "invalid_request"
+
+
+class Unauthorized(RouterError):
+    status, type, code = 401, "invalid_request_error", "invalid_api_key"
+
+
+class Forbidden(RouterError):
+    status, type, code = 403, "permission_error", "model_not_allowed"
+
+
+class ModelNotFound(RouterError):
+    status, type, code = 404, "invalid_request_error", "model_not_found"
+
+
+class BodyTooLarge(RouterError):
+    status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class Refused(RouterError):
+    status, type = 429, "rate_limit_error"
+
+
+class ProviderRejected(RouterError):
+    """The provider refused the request itself; retrying or failing over would not change that."""
+
+    type = "invalid_request_error"
+
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.status = status
+        self.type = {401: "authentication_error", 403: "permission_error"}.get(status, "invalid_request_error")
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why one attempt failed. kind: connect | connect_timeout | first_byte_timeout | reset | http | stream_error."""
+
+    kind: str
+    message: str
+    status: int | None = None
+    code: str | None = None  # the provider's error code, e.g. insufficient_quota
+    retry_after: float | None = None  # seconds, from Retry-After or retry-after-ms
+
+    def describe(self, target: str) -> str:
+        what = f"HTTP {self.status}" if self.kind == "http" else self.kind.replace("_", " ")
+        return f"{target}: {what}: {self.message}"
+
+
+class AllAttemptsFailed(RouterError):
+    type = "server_error"
+
+    def __init__(self, attempts: list[tuple[str, Failure]]) -> None:
+        failures = [f for _, f in attempts]
+        last = failures[-1] if failures else None
+        if failures and all(f.status == 429 for f in failures):
+            status, code, kind = 429, "rate_limit_exceeded", "rate_limit_error"
+        elif last is not None and last.kind in ("connect_timeout", "first_byte_timeout", "deadline"):
+            status, code, kind = 504, "upstream_timeout", "timeout_error"
+        elif last is not None and last.status in (503, 529):
+            status, code, kind = 503, "upstream_unavailable", "server_error"
+        else:
+            status, code, kind = 502, "upstream_failed", "server_error"
+        lines = "; ".join(f"attempt {i}: {f.describe(t)}" for i, (t, f) in enumerate(attempts, 1))
+        retry_after = max((f.retry_after or 0 for f in failures), default=0)
+        headers = {"retry-after": str(max(1, round(retry_after)))} if status == 429 else {}
+        super().__init__(f"Every deployment failed ({len(attempts)} attempts). {lines}", code=code, headers=headers)
+        self.status, self.type = status, kind
+        self.attempts = attempts

@@ -1,0 +1,144 @@
+"""Which deployments may answer a model name, in which order: aliases split by weight, provider/model
+names, bare names found in the price table, and the cooldown that skips a failing deployment."""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from addons.config import Cooldown, Deployment, RouterConfig
+from providers.endpoints import Endpoint, endpoint
+from providers.pricing import PriceTable
+
+# Price-table prefixes that name a provider the router can call (bare names: see Routes.resolve).
+PRICE_PREFIXES = {"gemini/": "gemini", "groq/": "groq", "mistral/": "mistral", "deepseek/": "deepseek",
+                  "xai/": "xai", "together_ai/": "together", "fireworks_ai/": "fireworks", "openrouter/": "openrouter"}
+
+
+class UnknownModel(LookupError):
+    """A model name no alias, provider or price row names."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One deployment ready to call: where, which model, with which key."""
+
+    name: str  # "anthropic/claude-sonnet-4-5", how it appears in rows, spans and errors
+    endpoint: Endpoint
+    model: str
+    base_url: str
+    key: str | None
+    weight: float = 1.0
+    headers: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def provider(self) -> str:
+        return self.endpoint.name
+
+
+@dataclass(slots=True)
+class Health:
+    """Consecutive failures of one deployment; past the threshold it cools down, then one call probes it."""
+
+    failures: int = 0
+    cooled_until: float = 0.0
+    probing: bool = False
+
+
+@dataclass
+class Cooling:
+    policy: Cooldown
+    health: dict[str, Health] = field(default_factory=dict)
+
+    def available(self, name: str, now: float) -> bool:
+        h = self.health.get(name)
+        if h is None or h.failures < self.policy.failures:
+            return True
+        if now < h.cooled_until or h.probing:
+            return False
+        h.probing = True  # this call is the probe; the others keep skipping it until it answers
+        return True
+
+    def succeeded(self, name: str) -> None:
+        self.health.pop(name, None)
+
+    def failed(self, name: str, now: float) -> None:
+        h = self.health.setdefault(name, Health())
+        h.failures += 1
+        h.probing = False
+        if h.failures >= self.policy.failures:
+            h.cooled_until = now + self.policy.seconds
+
+    def cooling(self, now: float) -> list[str]:
+        return [n for n, h in self.health.items() if h.failures >= self.policy.failures and now < h.cooled_until]
+
+
+class Routes:
+    """Model names to deployments, from config; built again when the config changes."""
+
+    def __init__(self, config: RouterConfig, prices: PriceTable, env: dict[str, str] | None = None) -> None:
+        self.config = config
+        self.prices = prices
+        self.env = os.environ if env is None else env
+        self.cooling = Cooling(config.cooldown)
+        self.aliases = {name: [self._target(d) for d in alias.deployments] for name, alias in config.models.items()}
+
+    def _target(self, d: Deployment) -> Target:
+        access = self.config.providers.get(d.provider)
+        base_url = d.base_url or (access.base_url if access else None)
+        found = endpoint(d.provider, base_url)
+        if found is None:
+            raise ValueError(f"unknown provider {d.provider!r} (give base_url for an OpenAI-compatible server)")
+        key_env = d.api_key_env or (access.api_key_env if access else None) or found.key_env
+        return Target(f"{d.provider}/{d.model}", found, d.model, (base_url or found.base_url).rstrip("/"),
+                      self.env.get(key_env) if key_env else None, d.weight, tuple(d.headers.items()))
+
+    def resolve(self, model: str) -> list[Target]:
+        """Every deployment that serves `model`. Raises UnknownModel."""
+        if (targets := self.aliases.get(model)) is not None:
+            return targets
+        provider, slash, name = model.partition("/")
+        access = self.config.providers.get(provider)
+        if slash and endpoint(provider, access.base_url if access else None):
+            return [self._target(Deployment(provider=provider, model=name))]
+        if (provider := self.known_provider(model)) is not None:
+            return [self._target(Deployment(provider=provider, model=model))]
+        raise UnknownModel(model)
+
+    def known_provider(self, model: str) -> str | None:
+        """The provider of a bare model name, from the price table's rows."""
+        for prefix, provider in PRICE_PREFIXES.items():
+            if self.prices.has(prefix + model):
+                return provider
+        if self.prices.has(model):
+            return "anthropic" if model.startswith("claude") else "openai"
+        return None
+
+    def fallbacks(self, model: str, requested: Iterable[str] | None) -> list[str]:
+        """The request's fallback_models, else the alias's, else config's for the name."""
+        if requested:
+            return [m for m in requested if m != model]
+        alias = self.config.models.get(model)
+        return list(alias.fallback_models if alias and alias.fallback_models else self.config.fallback_models.get(model, []))
+
+    def plan(self, models: list[str], rng: random.Random | None = None) -> list[Target]:
+        """The order to try deployments in: each model in turn, its deployments by weighted draw
+        without replacement, cooling ones left out (unless that would leave nothing to try)."""
+        rng = rng or random
+        now = time.monotonic()
+        ordered: list[Target] = []
+        for model in models:
+            ordered += weighted_order(self.resolve(model), rng)
+        ready = [t for t in ordered if self.cooling.available(t.name, now)]
+        return ready or ordered
+
+
+def weighted_order(targets: list[Target], rng: random.Random | random.Random) -> list[Target]:
+    """A weighted shuffle (Efraimidis–Spirakis): each key u^(1/w), highest first."""
+    if len(targets) < 2:
+        return list(targets)
+    return sorted(targets, key=lambda t: rng.random() ** (1.0 / t.weight), reverse=True)
+

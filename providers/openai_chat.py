@@ -1,0 +1,68 @@
+"""OpenAI-dialect providers behind the router: the body goes through nearly as sent, and the
+answer is already in the client's shape, so the adapter only sets the model and asks for usage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from providers.chat import InvalidRequest, ProviderStreamError, Unsupported, UpstreamRequest
+from providers.openai import OpenAIDialect, error_message
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIChat:
+    """ChatAdapter for OpenAI and the OpenAI-compatible hosts (their quirks live on the dialect)."""
+
+    dialect: OpenAIDialect
+
+    def chat_request(self, body: dict[str, Any], model: str, *, stream: bool,
+                     unsupported: Unsupported = "drop") -> UpstreamRequest:
+        if not isinstance(body.get("messages"), list):
+            raise InvalidRequest("messages", "messages must be a list of chat messages")
+        out = {**body, "model": model}
+        if stream:
+            out["stream"] = True
+            if self.dialect.accepts_stream_options:  # the router always wants usage; it hides it if unasked
+                out["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            else:
+                out.pop("stream_options", None)
+        else:
+            out.pop("stream", None)
+            out.pop("stream_options", None)
+        return UpstreamRequest("/chat/completions", out)
+
+    def chat_response(self, body: Any, model: str) -> dict[str, Any]:
+        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+            raise ProviderStreamError(502, f"{self.dialect.name} answered without choices", "api_error")
+        return body
+
+    def chat_stream(self, model: str, include_usage: bool) -> PassThroughStream:
+        return PassThroughStream(include_usage)
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        return {"authorization": f"Bearer {api_key}"}
+
+
+class PassThroughStream:
+    """OpenAI chunks pass as they are; an error chunk (OpenRouter's mid-stream error) raises, and
+    the usage chunk is dropped unless the client asked for it."""
+
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+
+    def feed(self, event: str | None, data: Any) -> list[dict[str, Any]]:
+        if not isinstance(data, dict):
+            return []
+        if "error" in data and not data.get("choices"):
+            code = (data.get("error") or {}).get("code") if isinstance(data.get("error"), dict) else None
+            status = code if isinstance(code, int) and 400 <= code < 600 else 500
+            raise ProviderStreamError(status, error_message(data) or "error event in the stream")
+        if not self.include_usage:
+            if not data.get("choices"):
+                return []  # the usage chunk the router asked for on the client's behalf
+            data.pop("usage", None)
+        return [data]
+
+    def close(self) -> list[dict[str, Any]]:
+        return []

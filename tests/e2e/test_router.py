@@ -1,0 +1,313 @@
+"""The router through the real openai SDK (sync and async, streamed and not) against loopback
+OpenAI, Anthropic and Gemini mocks told to fail: the fault table, errors, tagging and recording."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+import uuid
+
+import openai
+import pytest
+from harness import admin, query, router_url, start_gateway, wait_rows
+from specs import OPENAI_CHAT, OPENAI_CHAT_CHUNK, OPENAI_ERROR, OPENAI_MODELS, conforms
+
+MASTER = "sk-tapgate-master-test"
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def config(mock: int, dead: int) -> str:
+    base = f"http://127.0.0.1:{mock}"
+    return f"""
+router:
+  master_key_env: TG_TEST_MASTER
+  connect_timeout: 0.5
+  first_byte_timeout: 0.5
+  timeout: 20
+  retry: {{num_retries: 2, retry_after: 0.01, max_backoff: 2}}
+  cooldown: {{failures: 1000, seconds: 1}}
+  providers:
+    openai: {{base_url: "{base}/v1", api_key_env: TG_TEST_OPENAI_KEY}}
+    anthropic: {{base_url: "{base}"}}
+    gemini: {{base_url: "{base}"}}
+  models:
+    oai-first:
+      deployments: [{{provider: openai, model: gpt-4o-mini}}]
+      fallback_models: [anthropic/claude-sonnet-4-5]
+    claude-first:
+      deployments: [{{provider: anthropic, model: claude-sonnet-4-5}}]
+      fallback_models: [gemini/gemini-2.5-flash]
+    dead-first:
+      deployments: [{{provider: openai, model: gpt-4o-mini, base_url: "http://127.0.0.1:{dead}/v1"}}]
+      fallback_models: [anthropic/claude-sonnet-4-5]
+"""
+
+
+@pytest.fixture(scope="module")
+def router(mock, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("router")
+    (tmp / "tapgate.yaml").write_text(config(mock, closed_port()))
+    os.environ["TG_TEST_MASTER"] = MASTER
+    os.environ["TG_TEST_OPENAI_KEY"] = "sk-provider-secret-openai"
+    try:
+        process, _ = start_gateway(mock, tmp / "conf", tmp / "t.db", "--set", f"tapgate_config={tmp / 'tapgate.yaml'}")
+    finally:
+        del os.environ["TG_TEST_MASTER"], os.environ["TG_TEST_OPENAI_KEY"]
+    yield router_url(process), tmp / "t.db", process
+    assert process.stop() == 0, "\n".join(process.lines[-30:])
+
+
+@pytest.fixture(autouse=True)
+def clean_mock(mock):
+    admin(mock, "POST", "/_mock/reset")
+
+
+def client(router, **kw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=router[0], api_key=MASTER, max_retries=0, **kw)
+
+
+def aclient(router) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=router[0], api_key=MASTER, max_retries=0)
+
+
+def row(router, customer: str) -> dict:
+    return wait_rows(router[1], "SELECT * FROM requests WHERE customer_identifier = ?", (customer,))[0]
+
+
+def fail(mock: int, path: str, times: int = 1, **program) -> None:
+    admin(mock, "POST", "/_mock/program", {"path_contains": path, "times": times, **program})
+
+
+def run(router, model: str, stream: bool, customer: str, use_async: bool = False, **extra):
+    """One call; returns (text, chunks or completion). Stream chunks are checked against the spec."""
+    body = dict(model=model, messages=MSG, extra_body={"customer_identifier": customer}, **extra)
+    if use_async:
+        return asyncio.run(_arun(router, body, stream))
+    c = client(router)
+    if not stream:
+        completion = c.chat.completions.create(**body)
+        return completion.choices[0].message.content or "", completion
+    chunks = list(c.chat.completions.create(stream=True, **body))
+    for chunk in chunks:
+        conforms("openai", OPENAI_CHAT_CHUNK, chunk.model_dump(exclude_unset=True))
+    return "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices), chunks
+
+
+async def _arun(router, body, stream):
+    c = aclient(router)
+    if not stream:
+        completion = await c.chat.completions.create(**body)
+        return completion.choices[0].message.content or "", completion
+    chunks = [ch async for ch in await c.chat.completions.create(stream=True, **body)]
+    return "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices), chunks
+
+
+# fault on the first deployment -> (model, what fails, expected routed_to, expected attempts)
+FAULTS = {
+    "429 without Retry-After": ("oai-first", dict(path="/chat/completions", times=3, status=429),
+                                "anthropic/claude-sonnet-4-5", 4),
+    "429 with Retry-After, then ok": ("oai-first", dict(path="/chat/completions", times=1, status=429,
+                                                        headers={"retry-after": "1"}), "openai/gpt-4o-mini", 2),
+    "500 once, retried": ("oai-first", dict(path="/chat/completions", times=1, status=500), "openai/gpt-4o-mini", 2),
+    "500 always, fallback": ("oai-first", dict(path="/chat/completions", times=3, status=500),
+                             "anthropic/claude-sonnet-4-5", 4),
+    "529 overloaded, fallback": ("claude-first", dict(path="/v1/messages", times=3, status=529),
+                                 "gemini/gemini-2.5-flash", 4),
+    "refused connection": ("dead-first", None, "anthropic/claude-sonnet-4-5", 4),
+    "silent upstream": ("oai-first", dict(path="/chat/completions", times=3, fault="silent"),
+                        "anthropic/claude-sonnet-4-5", 4),
+    "slow first byte": ("oai-first", dict(path="/chat/completions", times=3, fault="slow-first-byte:1500"),
+                        "anthropic/claude-sonnet-4-5", 4),
+}
+
+
+@pytest.mark.parametrize("use_async", [False, True], ids=["sync", "async"])
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_fault_table(router, mock, customer, fault, stream, use_async):
+    model, program, routed_to, attempts = FAULTS[fault]
+    if program:
+        program = dict(program)
+        fail(mock, program.pop("path"), **program)
+    started = time.monotonic()
+    text, _ = run(router, model, stream, customer, use_async)
+    elapsed = time.monotonic() - started
+    assert text  # the client got an answer and never saw the fault
+    r = row(router, customer)
+    assert (r["routed_to"], r["attempts"], r["status"], r["mode"]) == (routed_to, attempts, "ok", "router")
+    assert r["model"] == model and r["input_tokens"] and r["output_tokens"] and r["cost_usd"] > 0
+    spans = query(router[1], "SELECT * FROM spans WHERE request_id = ? AND name LIKE 'attempt %' ORDER BY name",
+                  (r["id"],))
+    assert len(spans) == attempts
+    assert [s["status"] for s in spans] == ["error"] * (attempts - 1) + ["ok"]
+    if "Retry-After" in fault and "without" not in fault:
+        assert elapsed >= 1.0  # waited as the provider asked
+    if fault in ("silent upstream", "slow first byte"):
+        assert "first byte timeout" in json.loads(spans[0]["attributes"])["error"]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_cut_mid_stream(router, mock, customer, stream):
+    """A stream cut after bytes reached the client is not retried: the client gets an error event;
+    a whole answer cut short is retried, since nothing reached the client."""
+    fail(mock, "/chat/completions", fault="cut", chunk_delay_ms=5)
+    if stream:
+        with pytest.raises(openai.APIError, match="stream broke"):
+            run(router, "oai-first", True, customer)
+        r = row(router, customer)
+        assert (r["status"], r["attempts"], r["routed_to"]) == ("upstream_error", 1, "openai/gpt-4o-mini")
+        assert r["output_tokens"]  # what was passed on is charged (estimated)
+    else:
+        text, _ = run(router, "oai-first", False, customer)
+        r = row(router, customer)
+        assert text and (r["status"], r["attempts"], r["routed_to"]) == ("ok", 2, "openai/gpt-4o-mini")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_every_deployment_rate_limited_gives_429_with_retry_after(router, mock, customer, stream):
+    fail(mock, "/chat/completions", times=3, status=429)
+    fail(mock, "/v1/messages", times=3, status=429)
+    with pytest.raises(openai.RateLimitError) as e:
+        run(router, "oai-first", stream, customer)
+    assert e.value.response.headers["retry-after"]
+    body = e.value.response.json()
+    conforms("openai", OPENAI_ERROR, body)
+    assert body["error"]["message"].count("attempt ") == 6 and "sk-provider-secret" not in e.value.response.text
+    assert row(router, customer)["status"] == "error"
+
+
+@pytest.mark.parametrize("status, expect", [(500, 502), (529, 503)])
+def test_every_deployment_failing_gives_502_or_503_listing_attempts(router, mock, customer, status, expect):
+    fail(mock, "/chat/completions", times=3, status=status)
+    fail(mock, "/v1/messages", times=3, status=status)
+    with pytest.raises(openai.APIStatusError) as e:
+        run(router, "oai-first", False, customer)
+    assert e.value.status_code == expect
+    assert "attempt 4: anthropic/claude-sonnet-4-5: HTTP" in e.value.response.json()["error"]["message"]
+
+
+def test_all_timeouts_give_504(router, mock, customer):
+    fail(mock, "/chat/completions", times=3, fault="silent")
+    fail(mock, "/v1/messages", times=3, fault="silent")
+    with pytest.raises(openai.APIStatusError) as e:
+        run(router, "oai-first", True, customer)
+    assert e.value.status_code == 504
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404])
+def test_client_errors_are_never_retried(router, mock, customer, status):
+    fail(mock, "/chat/completions", times=1, status=status)
+    with pytest.raises(openai.APIStatusError) as e:
+        run(router, "oai-first", False, customer)
+    assert e.value.status_code == status
+    r = row(router, customer)
+    assert r["attempts"] == 1 and len(admin(mock, "GET", "/_mock/requests")) == 1
+
+
+def test_insufficient_quota_fails_over_without_retrying(router, mock, customer):
+    fail(mock, "/chat/completions", times=1, fixture="openai/error_429_insufficient_quota.json", status=429)
+    text, _ = run(router, "oai-first", False, customer)
+    assert text and row(router, customer)["attempts"] == 2
+
+
+def test_first_token_after_a_fallback_is_not_held_back(router, mock, customer):
+    """The fallback's stream reaches the client event by event: the first chunk arrives long before
+    the last one is sent (events 150 ms apart)."""
+    fail(mock, "/chat/completions", times=3, status=503)
+    fail(mock, "/v1/messages", chunk_delay_ms=150)
+    c = client(router)
+    started = time.monotonic()
+    stamps = []
+    for chunk in c.chat.completions.create(model="oai-first", messages=MSG, stream=True,
+                                           extra_body={"customer_identifier": customer}):
+        if chunk.choices and chunk.choices[0].delta.content:
+            stamps.append(time.monotonic() - started)
+    assert len(stamps) >= 2 and stamps[-1] - stamps[0] > 0.3  # spread out as sent, not buffered
+    r = row(router, customer)
+    assert r["routed_to"] == "anthropic/claude-sonnet-4-5" and r["ttft_ms"] < r["duration_ms"] - 300
+
+
+def test_responses_conform_to_the_openai_spec(router, customer):
+    for model in ("openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"):
+        _, completion = run(router, model, False, customer)
+        conforms("openai", OPENAI_CHAT, completion.model_dump(exclude_unset=True))
+        _, chunks = run(router, model, True, customer, stream_options={"include_usage": True})
+        assert chunks[-1].usage is not None and chunks[-1].choices == []
+        _, chunks = run(router, model, True, customer)
+        assert all(ch.usage is None for ch in chunks) and all(ch.choices for ch in chunks)
+
+
+def test_models_list(router):
+    models = client(router).models.list()
+    conforms("openai", OPENAI_MODELS, {"object": "list", "data": [m.model_dump() for m in models.data]})
+    assert {"oai-first", "claude-first", "openai/gpt-4o-mini"} <= {m.id for m in models.data}
+
+
+def test_tagging_fields_are_recorded_and_never_reach_the_provider(router, mock, customer):
+    c = client(router)
+    c.chat.completions.create(
+        model="openai/gpt-4o-mini", messages=MSG,
+        extra_headers={"X-Tapgate-Thread-Identifier": "th-1"},
+        extra_body={"customer_identifier": customer, "metadata": {"team": "search"}, "disable_log": False,
+                    "customer_params": {"period_budget": 100}, "fallback_models": ["anthropic/claude-sonnet-4-5"],
+                    "retry_params": {"num_retries": 1}})
+    r = row(router, customer)
+    assert (r["thread_identifier"], json.loads(r["metadata"])) == ("th-1", {"team": "search"})
+    (sent,) = admin(mock, "GET", "/_mock/requests")
+    body = json.loads(sent["body"])
+    assert not {"customer_identifier", "metadata", "disable_log", "customer_params", "fallback_models",
+                "retry_params"} & set(body)
+    assert not any(h.lower().startswith("x-tapgate") for h in sent["headers"])
+    assert sent["headers"]["authorization"] == "Bearer sk-provider-secret-openai"  # the gateway's key, not the client's
+
+
+@pytest.mark.parametrize("call, status, code, param", [
+    (lambda c: c.chat.completions.create(model="no-such-model", messages=MSG), 404, "model_not_found", "model"),
+    (lambda c: c.chat.completions.create(model="openai/gpt-4o-mini", messages="hi"), 400, "invalid_request",
+     "messages"),
+    (lambda c: c.chat.completions.create(model="openai/gpt-4o-mini", messages=MSG, extra_body={"metadata": 3}),
+     400, "invalid_request", "metadata"),
+    (lambda c: c.chat.completions.create(model="openai/gpt-4o-mini", messages=MSG,
+                                         extra_body={"retry_params": {"num_retries": -1}}),
+     400, "invalid_request", "retry_params.num_retries"),
+    (lambda c: c.chat.completions.create(model="openai/gpt-4o-mini", messages=MSG,
+                                         extra_body={"padding": "x" * (17 * 1024 * 1024)}),
+     413, "request_too_large", None),
+])
+def test_bad_requests_get_openai_errors_and_the_router_keeps_serving(router, call, status, code, param):
+    with pytest.raises(openai.APIStatusError) as e:
+        call(client(router))
+    assert e.value.status_code == status
+    body = e.value.response.json()
+    conforms("openai", OPENAI_ERROR, body)
+    assert (body["error"]["code"], body["error"]["param"]) == (code, param)
+    assert "Traceback" not in e.value.response.text
+    assert run(router, "openai/gpt-4o-mini", False, f"after-{uuid.uuid4().hex[:6]}")[0]
+
+
+def test_wrong_or_missing_key_is_401(router):
+    for key in ("sk-wrong", ""):
+        c = openai.OpenAI(base_url=router[0], api_key=key or "x", max_retries=0,
+                          default_headers={"authorization": ""} if not key else None)
+        with pytest.raises(openai.AuthenticationError) as e:
+            c.chat.completions.create(model="openai/gpt-4o-mini", messages=MSG)
+        conforms("openai", OPENAI_ERROR, e.value.response.json())
+        assert e.value.response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_provider_keys_never_reach_the_store_or_the_terminal(router, customer):
+    run(router, "openai/gpt-4o-mini", False, customer)
+    row(router, customer)
+    db = router[1]
+    for path in db.parent.glob(db.name + "*"):
+        assert b"sk-provider-secret" not in path.read_bytes() and MASTER.encode() not in path.read_bytes()
+    assert not any("sk-provider-secret" in line or MASTER in line for line in router[2].lines)
