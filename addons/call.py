@@ -68,6 +68,7 @@ class Call:
     attempts: int | None = None
     attempt_spans: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    keep_bodies: bool = True
 
     def __repr__(self) -> str:
         # Short on purpose: mitmproxy formats flow.metadata for filters (~meta) and views on every flow.

@@ -14,17 +14,18 @@ import os
 import time
 from urllib.parse import urlsplit
 
-import aiohttp
 from aiohttp import web
 from mitmproxy import ctx, exceptions
 from pydantic import ValidationError
 
 from addons.auth import Auth
 from addons.call import Call, iso, ms
+from addons.capture import BODY_LIMIT
 from addons.config import RetryPolicy
 from addons.fallback import attempt_in_order
 from addons.keys import GatewayKey, hash_secret
 from addons.recorder import Recorder
+from addons.relay import ChatRelay, RawRelay
 from addons.router_errors import (
     BadRequest,
     BodyTooLarge,
@@ -39,11 +40,12 @@ from addons.routing import Routes, Target, UnknownModel
 from addons.settings import Settings
 from addons.spend import Spend
 from addons.tagging import BadTag, new_span_id, new_trace_id, pop_router_fields, router_tags, trace_context
-from addons.upstream import StreamAnswer, Upstream, WholeAnswer
-from providers.base import ResponseFacts, Route, StreamState
-from providers.chat import InvalidRequest, ProviderStreamError, UnsupportedParam
+from addons.upstream import Upstream, WholeAnswer
+from providers.base import ResponseFacts, Route
+from providers.chat import InvalidRequest, UnsupportedParam, UpstreamRequest
 from providers.fronts import FRONTS
 from providers.openai import openai
+from providers.openai_chat import OpenAIChat
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ class Router:
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/messages", self.chat)
         app.router.add_post("/chat/completions", self.chat)
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/responses", self.responses)
         app.router.add_get("/v1/models", self.models)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
@@ -120,8 +124,19 @@ class Router:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         front = FRONTS["/v1/messages" if request.path.endswith("/messages") else "/v1/chat/completions"]
+        return await self._handle(request, front, None)
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, FRONTS["/v1/chat/completions"], "embeddings")
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, FRONTS["/v1/chat/completions"], "responses")
+
+    async def _handle(self, request: web.Request, front, as_is: str | None) -> web.StreamResponse:
+        """One routed call. `as_is` names an OpenAI endpoint relayed without translation (embeddings,
+        responses), which only OpenAI-compatible deployments serve."""
         config = self.settings.config.router
-        call = self._new_call(request, front)
+        call = self._new_call(request, front, as_is)
         try:
             key = self._authenticate(request)
             body = await self._json_body(request, config.max_body_bytes)
@@ -134,15 +149,19 @@ class Router:
             except BadTag as e:
                 raise BadRequest(str(e), param=e.param) from None
             call.customer_identifier, call.thread_identifier = tags.customer_identifier, tags.thread_identifier
+            # Respan's disable_log: metrics only, neither prompt nor answer kept.
+            call.keep_bodies = ctx.options.tapgate_store_bodies and fields.get("disable_log") is not True
+            if call.keep_bodies:
+                call.request_body = json.dumps(body, ensure_ascii=False)[:BODY_LIMIT]
             call.metadata, call.customer_params = tags.metadata, tags.customer_params
             try:
-                chat_body, call.notes = front.to_chat(body, config.unsupported_params)
+                chat_body, call.notes = (body, []) if as_is else front.to_chat(body, config.unsupported_params)
             except (InvalidRequest, UnsupportedParam) as e:
                 raise BadRequest(str(e), param=e.param) from None
             model = chat_body.get("model")
             if not isinstance(model, str) or not model:
                 raise BadRequest("model is required", param="model")
-            call.facts = openai.request_facts(CHAT, chat_body)
+            call.facts = openai.request_facts(Route(openai, as_is) if as_is else CHAT, chat_body)
             if key is not None and not key.allows(model):
                 raise Forbidden(f"Gateway key {key.name or key.id} may not call model {model!r}.", param="model")
             try:
@@ -150,11 +169,16 @@ class Router:
             except UnknownModel as e:
                 raise ModelNotFound(f"The model {e.args[0]!r} does not exist on this gateway: not an alias in "
                                     "the config, a provider/model name, or a known model.", param="model") from None
+            if as_is:
+                plan = [t for t in plan if isinstance(t.endpoint.adapter, OpenAIChat)]
+                if not plan:
+                    raise BadRequest(f"/v1/{as_is} is served by OpenAI-compatible deployments only; no deployment "
+                                     f"of {model!r} is one.", param="model")
             self._aim(call, plan[0])
             if refusal := self.spend.admit(call, key):
                 message, code, headers = refusal
                 raise Refused(message, code=code, headers=headers)
-            return await self._answer(request, front, call, chat_body, plan, fields, front.wants_usage(body))
+            return await self._answer(request, front, call, chat_body, plan, fields, front.wants_usage(body), as_is)
         except RouterError as e:
             if isinstance(e, (Refused, Unauthorized, Forbidden, BadRequest, ModelNotFound, BodyTooLarge)):
                 call.refused = e.code
@@ -164,81 +188,53 @@ class Router:
     # -- one routed call ---------------------------------------------------------------------------
 
     async def _answer(self, request, front, call: Call, body: dict, plan: list[Target], fields: dict,
-                      wants_usage: bool) -> web.StreamResponse:
+                      wants_usage: bool, as_is: str | None) -> web.StreamResponse:
         config = self.settings.config.router
         stream = body.get("stream") is True
         policy = _retry_policy(config.retry, fields.get("retry_params"))
         deadline = time.monotonic() + config.timeout
-        translated: dict[str, object] = {}
+        translated: dict[str, UpstreamRequest] = {}
         started = [0.0]
 
         async def send(target: Target, remaining: float):
             started[0] = time.time()
             try:
-                upstream_request = target.endpoint.adapter.chat_request(
-                    body, target.model, stream=stream, unsupported=config.unsupported_params)
+                upstream_request = (UpstreamRequest(f"/{as_is}", {**body, "model": target.model}) if as_is else
+                                    target.endpoint.adapter.chat_request(body, target.model, stream=stream,
+                                                                         unsupported=config.unsupported_params))
             except (InvalidRequest, UnsupportedParam) as e:
                 raise BadRequest(f"{target.name}: {e}", param=e.param) from None
             translated[target.name] = upstream_request
             return await self.upstream.attempt(target, upstream_request, stream=stream, remaining=remaining,
                                                connect_timeout=config.connect_timeout,
-                                               first_byte_timeout=config.first_byte_timeout)
+                                               first_byte_timeout=config.first_byte_timeout, as_is=bool(as_is))
 
         answer = await attempt_in_order(plan, send, policy, deadline,
                                         lambda t, r: self._attempted(call, t, r, started[0]))
         self._aim(call, answer.target)
         call.notes += translated[answer.target.name].notes
+        store_bodies = call.keep_bodies
         if isinstance(answer, WholeAnswer):
-            payload = front.whole(answer.body, call.facts.model)
             call.mark_first_chunk()
-            self._record(call, 200, ResponseFacts(*_facts(answer.body)), True, len(answer.raw),
-                         json.dumps(answer.body) if ctx.options.tapgate_store_bodies else None)
+            facts = openai.response_facts(call_route(call), answer.body)
+            payload = answer.raw if as_is else front.whole(answer.body, call.facts.model)
+            self._record(call, 200, facts, True, len(answer.raw),
+                         (answer.raw.decode("utf-8", "replace") if as_is else json.dumps(answer.body))
+                         if store_bodies else None)
             return web.Response(body=payload, content_type="application/json")
-        return await self._relay(request, front, call, answer, wants_usage)
-
-    async def _relay(self, request, front, call: Call, answer: StreamAnswer, wants_usage: bool):
-        response = web.StreamResponse(headers={"content-type": "text/event-stream; charset=utf-8",
-                                               "cache-control": "no-cache"})
-        out = front.stream(call.facts.model, wants_usage)
-        state = StreamState()
-        status, error = "ok", None
-        chunks = answer.chunks
-        try:
-            await response.prepare(request)
-            while chunks:
-                for chunk in chunks:
-                    openai.stream_event(CHAT, state, None, chunk)
-                data = out.feed(chunks)
-                if data:
-                    call.mark_first_chunk()
-                    await response.write(data)
-                try:
-                    chunks = await answer.more()
-                except (ProviderStreamError, aiohttp.ClientError, TimeoutError) as e:
-                    # The provider broke off mid-stream: nothing can be retried now; tell the client in its shape.
-                    code = e.status if isinstance(e, ProviderStreamError) else 502
-                    status, error = "upstream_error", f"{answer.target.name}: stream broke: {e or type(e).__name__}"
-                    await response.write(out.error(code, "server_error", error))
-                    break
-            if status == "ok":
-                state.finished = True
-                await response.write(out.close())
-            await response.write_eof()
-        except (ConnectionResetError, ConnectionError) as e:
-            status, error = "client_disconnected", f"the client left mid-stream: {type(e).__name__}"
-        finally:
-            answer.release()
-            facts = ResponseFacts(state.usage, state.response_model, state.error)
-            self._record(call, 200, facts, state.finished, state.output.chars,
-                         state.output.as_json() if ctx.options.tapgate_store_bodies else None, status, error)
-        return response
+        relay = RawRelay(answer, call_route(call)) if as_is else ChatRelay(answer, front.stream(call.facts.model,
+                                                                                               wants_usage))
+        outcome = await relay.run(request, call.mark_first_chunk)
+        self._record(call, 200, outcome.facts, outcome.finished, outcome.chars,
+                     outcome.body if store_bodies else None, outcome.status, outcome.error)
+        return relay.response
 
     # -- pieces ------------------------------------------------------------------------------------
 
-    def _new_call(self, request: web.Request, front) -> Call:
+    def _new_call(self, request: web.Request, front, as_is: str | None) -> Call:
         trace_id, parent = trace_context(request.headers.get("traceparent"))
         return Call(id=new_trace_id(), trace_id=trace_id, span_id=new_span_id(), parent_span_id=parent,
-                    started=time.time(), mode="router", route=Route(front.provider, front.endpoint),
+                    started=time.time(), mode="router", route=Route(front.provider, as_is or front.endpoint),
                     host=request.host, path=request.path)
 
     def _aim(self, call: Call, target: Target) -> None:
@@ -325,9 +321,9 @@ def _error(e: RouterError, front) -> web.Response:
                         headers=e.headers)
 
 
-def _facts(body: dict) -> tuple:
-    facts = openai.response_facts(CHAT, body)
-    return facts.usage, facts.response_model, facts.error
+def call_route(call: Call) -> Route:
+    """How the router reads what it relays: OpenAI's shapes for the call's endpoint."""
+    return Route(openai, "chat.completions" if call.route.endpoint == "messages" else call.route.endpoint)
 
 
 def _retry_policy(config: RetryPolicy, params: dict | None) -> RetryPolicy:

@@ -55,6 +55,25 @@ class StreamAnswer:
         self.response.release()
 
 
+@dataclass
+class RawStreamAnswer:
+    """A stream relayed byte for byte (/v1/responses): its first bytes are in hand."""
+
+    target: Target
+    status: int
+    response: aiohttp.ClientResponse
+    first: bytes
+    ended: bool = False
+
+    async def more(self) -> bytes:
+        data = await self.response.content.readany()
+        self.ended = not data
+        return data
+
+    def release(self) -> None:
+        self.response.release()
+
+
 def translate(translator: ChatStream, frames) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for frame in frames:
@@ -86,8 +105,10 @@ class Upstream:
             self.session = None
 
     async def attempt(self, target: Target, request: UpstreamRequest, *, stream: bool, remaining: float,
-                      connect_timeout: float, first_byte_timeout: float) -> WholeAnswer | StreamAnswer | Failure:
-        """One try: send, wait for the answer's first byte (a stream: its first chunk), read or hold it."""
+                      connect_timeout: float, first_byte_timeout: float,
+                      as_is: bool = False) -> WholeAnswer | StreamAnswer | RawStreamAnswer | Failure:
+        """One try: send, wait for the answer's first byte (a stream: its first chunk), read or hold it.
+        `as_is`: the provider already speaks the client's shape; nothing is translated."""
         assert self.session is not None, "Upstream.start() first"
         headers = {"content-type": "application/json", **request.headers, **dict(target.headers)}
         if target.key:
@@ -119,10 +140,17 @@ class Upstream:
                 raw = await asyncio.wait_for(response.content.readany(), max(left, 0.001))
                 raw += await asyncio.wait_for(response.content.read(), remaining - (time.monotonic() - started))
                 try:
-                    body = target.endpoint.adapter.chat_response(json.loads(raw), target.model)
+                    parsed = json.loads(raw)
+                    body = parsed if as_is else target.endpoint.adapter.chat_response(parsed, target.model)
                 except ValueError:
                     return Failure("http", "the provider's answer is not JSON", response.status)
                 return WholeAnswer(target, response.status, body, raw)
+            if as_is:
+                first = await asyncio.wait_for(response.content.readany(), max(left, 0.001))
+                if not first:
+                    response.release()
+                    return Failure("reset", "the stream ended before its first byte")
+                return RawStreamAnswer(target, response.status, response, first)
             answer = StreamAnswer(target, response.status, response, SSEDecoder(),
                                   target.endpoint.adapter.chat_stream(target.model, True))
             answer.chunks = await asyncio.wait_for(answer.more(), max(left, 0.001))

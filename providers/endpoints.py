@@ -39,7 +39,7 @@ def _endpoints() -> Mapping[str, Endpoint]:
     from providers.gemini_chat import gemini_chat
 
     rows = [
-        Endpoint("openai", OpenAIChat(openai), openai, "https://api.openai.com/v1", "OPENAI_API_KEY"),
+        Endpoint("openai", OpenAIChat(openai, (("max_tokens", "max_completion_tokens"),)), openai, "https://api.openai.com/v1", "OPENAI_API_KEY"),
         Endpoint("anthropic", anthropic_chat, anthropic, "https://api.anthropic.com", "ANTHROPIC_API_KEY"),
         Endpoint("gemini", gemini_chat, gemini, "https://generativelanguage.googleapis.com", "GEMINI_API_KEY"),
         _compatible("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),

@@ -102,10 +102,9 @@ class AnthropicEvents:
         return self.inner.close()
 
     def error(self, status: int, type: str, message: str) -> bytes:
-        from providers.messages_front import error_event
+        from providers.anthropic import ERROR_TYPES
 
-        kind = {529: "overloaded_error", 429: "rate_limit_error"}.get(status, "api_error")
-        return error_event(kind, message)
+        return self.inner.error_event(ERROR_TYPES.get(status, "api_error"), message)
 
 
 FRONTS = {"/v1/chat/completions": OpenAIChatFront(), "/v1/messages": MessagesFront()}

@@ -60,7 +60,10 @@ def tool_call(part: dict[str, Any]) -> dict[str, Any]:
     call = part["functionCall"]
     call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else f"call_{secrets.token_hex(12)}"
     if isinstance(signature := part.get("thoughtSignature"), str) and signature:
-        call_id = f"{call_id}{SIGNATURE_MARK}{signature}"
+        # URL-safe alphabet, no padding: the id stays within [A-Za-z0-9_-], which Anthropic requires of
+        # tool ids should a fallback model see this conversation.
+        safe = signature.replace("+", "-").replace("/", "_").rstrip("=")
+        call_id = f"{call_id}{SIGNATURE_MARK}{safe}"
     args = call.get("args") if isinstance(call.get("args"), dict) else {}
     return {"id": call_id, "type": "function",
             "function": {"name": call["name"], "arguments": json.dumps(args, ensure_ascii=False)}}
@@ -68,8 +71,11 @@ def tool_call(part: dict[str, Any]) -> dict[str, Any]:
 
 def split_call_id(call_id: str) -> tuple[str, str | None]:
     """(the id Gemini knows, the thoughtSignature or None) from an id made by tool_call."""
-    base, mark, signature = call_id.partition(SIGNATURE_MARK)
-    return base, (signature or None) if mark else None
+    base, mark, safe = call_id.partition(SIGNATURE_MARK)
+    if not mark or not safe:
+        return base, None
+    signature = safe.replace("-", "+").replace("_", "/")
+    return base, signature + "=" * (-len(signature) % 4)
 
 
 def openai_usage(metadata: Any) -> dict[str, Any] | None:

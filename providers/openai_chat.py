@@ -15,12 +15,17 @@ class OpenAIChat:
     """ChatAdapter for OpenAI and the OpenAI-compatible hosts (their quirks live on the dialect)."""
 
     dialect: OpenAIDialect
+    # Parameters this host knows under another name: OpenAI's reasoning models refuse max_tokens.
+    renames: tuple[tuple[str, str], ...] = ()
 
     def chat_request(self, body: dict[str, Any], model: str, *, stream: bool,
                      unsupported: Unsupported = "drop") -> UpstreamRequest:
         if not isinstance(body.get("messages"), list):
             raise InvalidRequest("messages", "messages must be a list of chat messages")
         out = {**body, "model": model}
+        for old, new in self.renames:
+            if old in out and new not in out:
+                out[new] = out.pop(old)
         if stream:
             out["stream"] = True
             if self.dialect.accepts_stream_options:  # the router always wants usage; it hides it if unasked

@@ -10,10 +10,20 @@ import socket
 import time
 import uuid
 
+import anthropic
 import openai
 import pytest
 from harness import admin, query, router_url, start_gateway, wait_rows
-from specs import OPENAI_CHAT, OPENAI_CHAT_CHUNK, OPENAI_ERROR, OPENAI_MODELS, conforms
+from specs import (
+    ANTHROPIC_ERROR,
+    ANTHROPIC_MESSAGE,
+    ANTHROPIC_STREAM_EVENT,
+    OPENAI_CHAT,
+    OPENAI_CHAT_CHUNK,
+    OPENAI_ERROR,
+    OPENAI_MODELS,
+    conforms,
+)
 
 MASTER = "sk-tapgate-master-test"
 MSG = [{"role": "user", "content": "hi"}]
@@ -311,3 +321,70 @@ def test_provider_keys_never_reach_the_store_or_the_terminal(router, customer):
     for path in db.parent.glob(db.name + "*"):
         assert b"sk-provider-secret" not in path.read_bytes() and MASTER.encode() not in path.read_bytes()
     assert not any("sk-provider-secret" in line or MASTER in line for line in router[2].lines)
+
+
+def test_embeddings_and_responses_go_to_openai_compatible_deployments(router, customer):
+    c = client(router)
+    tag = {"customer_identifier": customer}
+    emb = c.embeddings.create(model="openai/text-embedding-3-small", input="hi", extra_body=tag)
+    assert emb.data and emb.usage.prompt_tokens
+    answer = c.responses.create(model="openai/gpt-4o-mini", input="hi", extra_body=tag)
+    assert answer.output_text
+    events = list(c.responses.create(model="openai/gpt-4o-mini", input="hi", stream=True, extra_body=tag))
+    assert events[-1].type == "response.completed"
+    rows = wait_rows(router[1], "SELECT * FROM requests WHERE customer_identifier = ? ORDER BY started_at",
+                     (customer,), 3)
+    assert [(r["endpoint"], r["stream"], r["status"]) for r in rows] == [
+        ("embeddings", 0, "ok"), ("responses", 0, "ok"), ("responses", 1, "ok")]
+    assert all(r["input_tokens"] and r["cost_usd"] is not None for r in rows)
+    with pytest.raises(openai.BadRequestError, match="OpenAI-compatible deployments only"):
+        c.embeddings.create(model="anthropic/claude-sonnet-4-5", input="hi")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash",
+                                   "oai-first"])
+def test_anthropic_sdk_on_v1_messages_reaches_any_provider(router, mock, customer, model, stream):
+    if model == "oai-first":  # with a fallback: the first deployment is overloaded
+        fail(mock, "/chat/completions", times=3, status=503)
+    c = anthropic.Anthropic(base_url=router[0].removesuffix("/v1"), api_key=MASTER, max_retries=0)
+    kw = dict(model=model, max_tokens=100, messages=MSG, extra_body={"customer_identifier": customer})
+    if stream:
+        with c.messages.stream(**kw) as s:
+            events = list(s)
+            message = s.get_final_message()
+        for event in events:
+            if event.type in ("message_start", "message_delta", "message_stop", "content_block_start",
+                              "content_block_delta", "content_block_stop"):
+                conforms("anthropic", ANTHROPIC_STREAM_EVENT, event.model_dump(exclude_unset=True))
+    else:
+        message = c.messages.create(**kw)
+        conforms("anthropic", ANTHROPIC_MESSAGE, message.model_dump())
+    assert message.content and message.usage.output_tokens > 0 and message.stop_reason
+    r = row(router, customer)
+    assert (r["endpoint"], r["mode"], r["status"]) == ("messages", "router", "ok")
+    assert r["routed_to"] == ("anthropic/claude-sonnet-4-5" if model == "oai-first" else model)
+
+
+def test_anthropic_shaped_errors_on_v1_messages(router):
+    c = anthropic.Anthropic(base_url=router[0].removesuffix("/v1"), api_key=MASTER, max_retries=0)
+    with pytest.raises(anthropic.NotFoundError) as e:
+        c.messages.create(model="no-such-model", max_tokens=10, messages=MSG)
+    body = e.value.response.json()
+    conforms("anthropic", ANTHROPIC_ERROR, body)
+    assert body["error"]["type"] == "not_found_error"
+    bad = anthropic.Anthropic(base_url=router[0].removesuffix("/v1"), api_key="sk-wrong", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError):
+        bad.messages.create(model="openai/gpt-4o-mini", max_tokens=10, messages=MSG)
+
+
+def test_dropped_parameters_are_noted_and_disable_log_keeps_no_bodies(router, mock, customer):
+    c = client(router)
+    c.chat.completions.create(model="anthropic/claude-sonnet-4-5", messages=MSG, logprobs=True,
+                              extra_body={"customer_identifier": customer, "disable_log": True})
+    r = row(router, customer)
+    assert r["request_body"] is None and r["response_body"] is None and r["output_tokens"]
+    (root,) = query(router[1], "SELECT * FROM spans WHERE request_id = ? AND parent_span_id IS NULL", (r["id"],))
+    assert any("logprobs" in note for note in json.loads(root["attributes"])["notes"])
+    (sent,) = admin(mock, "GET", "/_mock/requests")
+    assert "logprobs" not in json.loads(sent["body"])

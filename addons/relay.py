@@ -1,0 +1,102 @@
+"""Relay: a routed stream from the deployment that answered to the client, chunk by chunk as it
+arrives, read for the trace as it passes; a break after the first byte is told to the client in its
+own shape, since nothing can be retried once the client has seen part of an answer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import aiohttp
+from aiohttp import web
+
+from addons.upstream import RawStreamAnswer, StreamAnswer
+from providers.base import ResponseFacts, Route, StreamState
+from providers.chat import ProviderStreamError
+from providers.openai import openai
+from providers.stream import StreamParser
+
+SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+CHAT = Route(openai, "chat.completions")
+
+
+@dataclass
+class Outcome:
+    facts: ResponseFacts
+    finished: bool
+    chars: int
+    body: str | None
+    status: str = "ok"
+    error: str | None = None
+
+
+class ChatRelay:
+    """OpenAI chunks from the translator, written in the client's shape (OpenAI SSE or Anthropic events)."""
+
+    def __init__(self, answer: StreamAnswer, out) -> None:
+        self.answer, self.out = answer, out
+        self.response = web.StreamResponse(headers=SSE_HEADERS)
+
+    async def run(self, request: web.Request, first_chunk: Callable[[], None]) -> Outcome:
+        answer, out, state = self.answer, self.out, StreamState()
+        status, error, chunks = "ok", None, answer.chunks
+        try:
+            await self.response.prepare(request)
+            while chunks:
+                for chunk in chunks:
+                    openai.stream_event(CHAT, state, None, chunk)
+                if data := out.feed(chunks):
+                    first_chunk()
+                    await self.response.write(data)
+                try:
+                    chunks = await answer.more()
+                except (ProviderStreamError, aiohttp.ClientError, TimeoutError) as e:
+                    code = e.status if isinstance(e, ProviderStreamError) else 502
+                    status, error = "upstream_error", f"{answer.target.name}: stream broke: {e or type(e).__name__}"
+                    await self.response.write(out.error(code, "server_error", error))
+                    break
+            if status == "ok":
+                state.finished = True
+                await self.response.write(out.close())
+            await self.response.write_eof()
+        except ConnectionError as e:
+            status, error = "client_disconnected", f"the client left mid-stream: {type(e).__name__}"
+        finally:
+            answer.release()
+        facts = ResponseFacts(state.usage, state.response_model, state.error)
+        return Outcome(facts, state.finished, state.output.chars, state.output.as_json(), status, error)
+
+
+class RawRelay:
+    """Bytes as the provider sent them (the client speaks the provider's shape), parsed as they pass."""
+
+    def __init__(self, answer: RawStreamAnswer, route: Route) -> None:
+        self.answer = answer
+        self.parser = StreamParser(route, answer.response.headers.get("content-type", "text/event-stream"))
+        self.response = web.StreamResponse(headers=SSE_HEADERS)
+
+    async def run(self, request: web.Request, first_chunk: Callable[[], None]) -> Outcome:
+        answer, status, error = self.answer, "ok", None
+        data = answer.first
+        try:
+            await self.response.prepare(request)
+            while data:
+                self.parser.feed(data)
+                first_chunk()
+                await self.response.write(data)
+                try:
+                    data = await answer.more()
+                except (aiohttp.ClientError, TimeoutError) as e:
+                    status, error = "upstream_error", f"{answer.target.name}: stream broke: {type(e).__name__}"
+                    break
+            self.parser.close()
+            await self.response.write_eof()
+        except ConnectionError as e:
+            status, error = "client_disconnected", f"the client left mid-stream: {type(e).__name__}"
+        finally:
+            answer.release()
+        state = self.parser.state
+        if status == "ok" and not state.finished:
+            status, error = "incomplete", "the stream ended before its final event"
+        facts = ResponseFacts(state.usage, state.response_model, state.error)
+        return Outcome(facts, state.finished, state.output.chars, state.output.as_json(), status, error)
