@@ -220,8 +220,10 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
     budgets = [keyadmin.parse_budget(spec) for spec in args.budget]
     meta = keyadmin.parse_meta(args.meta)
+    downgrade = [keyadmin.parse_downgrade(spec) for spec in args.downgrade]
     with keys_db(args.db) as db:
-        key, secret = keyadmin.create_key(db, args.name, budgets, args.rpm, args.tpm, args.models, args.expires, meta)
+        key, secret = keyadmin.create_key(db, args.name, budgets, args.rpm, args.tpm, args.models, args.expires, meta,
+                                          downgrade=downgrade)
     show_secret(args, "created", key.id, key.name, secret)
     return 0
 
@@ -360,6 +362,9 @@ def parser() -> argparse.ArgumentParser:
                    help="a model the key may call, * and ? as wildcards, e.g. gpt-4o* (repeatable; none: every model)")
     s.add_argument("--expires", metavar="WHEN", help="30d, 12h, 90m, 2w from now, or an ISO date or time (UTC)")
     s.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="a metadata entry (repeatable)")
+    s.add_argument("--downgrade", action="append", default=[], metavar="RULE",
+                   help="<share>:<model>=<cheaper>: router calls for model go to the cheaper one once a budget of "
+                   "the key is past share, e.g. 0.8:gpt-4o=gpt-4o-mini (repeatable)")
     secret_format(s)
     s = store_command(actions, "list", cmd_keys_list, "every key and its settings (never a secret)",
                       "Every key with its status, budgets, rate limits, models and metadata.")

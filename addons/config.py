@@ -58,9 +58,19 @@ class RateLimit(Strict):
     tpm: int | None = Field(default=None, gt=0)
 
 
+class Downgrade(Strict):
+    """Router mode: once a budget of the key or customer is `above` this share spent, calls for `model`
+    (a glob) go to the cheaper `to` instead; noted on the trace."""
+
+    above: float = Field(gt=0, le=1)
+    model: str
+    to: str
+
+
 class Policy(Strict):
     budgets: list[Budget] = []
     rate_limit: RateLimit = RateLimit()
+    downgrade: list[Downgrade] = []
 
 
 class EmailAlerts(Strict):

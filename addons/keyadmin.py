@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
-from addons.config import Budget, Period, RateLimit, Unit
+from addons.config import Budget, Downgrade, Period, RateLimit, Unit
 from addons.keys import GatewayKey, hash_secret, new_secret
 from addons.queries import StoreError
 
@@ -26,6 +26,17 @@ _SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 class KeyAdminError(StoreError):
     """A key command that cannot be done as asked; the message is for the user."""
+
+
+def parse_downgrade(spec: str) -> Downgrade:
+    """`<share>:<model glob>=<cheaper model>`, e.g. `0.8:gpt-4o=gpt-4o-mini`."""
+    share, _, rule = spec.partition(":")
+    model, _, to = rule.partition("=")
+    try:
+        return Downgrade(above=float(share), model=model.strip(), to=to.strip())
+    except (ValueError, ValidationError):
+        raise KeyAdminError(f"downgrade {spec!r}: expected <share>:<model>=<cheaper model> with a share in (0, 1], "
+                            "e.g. 0.8:gpt-4o=gpt-4o-mini") from None
 
 
 def parse_budget(spec: str) -> Budget:
@@ -117,6 +128,7 @@ def create_key(
     expires: str | None = None,
     metadata: dict[str, Any] | None = None,
     now: datetime | None = None,
+    downgrade: list[Downgrade] = (),
 ) -> tuple[GatewayKey, str]:
     """A new key and its secret; the secret is returned here once and never stored."""
     now = now or datetime.now(UTC)
@@ -143,6 +155,7 @@ def create_key(
         "rate_limit": limit.model_dump_json(exclude_none=True),
         "alerts": "{}",
         "metadata": json.dumps(metadata or {}),
+        "downgrade": json.dumps([d.model_dump() for d in downgrade]),
     }
     for _ in range(5):  # 32 bits of id: a clash is unlikely, and harmless when retried
         row["id"] = "key_" + secrets.token_hex(4)

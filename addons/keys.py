@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from addons.config import Alerts, Budget, RateLimit
+from addons.config import Alerts, Budget, Downgrade, RateLimit
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ class GatewayKey:
     rate_limit: RateLimit = field(default_factory=RateLimit)  # pydantic models are unhashable: no plain default
     alerts: Alerts = field(default_factory=Alerts)
     metadata: dict[str, Any] = field(default_factory=dict)
+    downgrade: tuple[Downgrade, ...] = ()
 
     def __repr__(self) -> str:
         # Short: it sits in flow.metadata, which mitmproxy formats for filters and views on every flow.
@@ -78,6 +79,7 @@ class GatewayKey:
             budgets=tuple(Budget.model_validate(b) for b in json.loads(row["budgets"] or "[]")),
             rate_limit=RateLimit.model_validate(json.loads(row["rate_limit"] or "{}")),
             alerts=Alerts.model_validate(json.loads(row["alerts"] or "{}")),
+            downgrade=tuple(Downgrade.model_validate(d) for d in json.loads(row.get("downgrade") or "[]")),
             metadata=json.loads(row["metadata"] or "{}"),
         )
 

@@ -164,6 +164,9 @@ class Router:
             call.facts = openai.request_facts(Route(openai, as_is) if as_is else CHAT, chat_body)
             if key is not None and not key.allows(model):
                 raise Forbidden(f"Gateway key {key.name or key.id} may not call model {model!r}.", param="model")
+            if (cheaper := self.spend.downgrade(call, key, model)) is not None:
+                model, note = cheaper
+                call.notes.append(note)
             try:
                 plan = self.routes.plan([model, *self.routes.fallbacks(model, fields.get("fallback_models"))])
             except UnknownModel as e:

@@ -4,6 +4,7 @@ before any byte goes upstream when it would pass a cap, and settled to what it c
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import logging
 import math
 import time
@@ -117,6 +118,33 @@ class Spend:
             self.seen[scope, budget.label] = budget
         for scope, _ in limits:
             self.windows[scope].add_request(now)
+        return None
+
+    def downgrade(self, call: Call, key, model: str) -> tuple[str, str] | None:
+        """(cheaper model, note) when a downgrade rule of the caller's key or customer applies to model:
+        some budget of that scope with a cap is at least the rule's share spent (reservations count)."""
+        config = self.settings.config
+        candidates = []
+        if key is not None and key.downgrade:
+            candidates.append((("key", key.id), list(key.budgets), key.downgrade))
+        if (customer := call.customer_identifier) and (policy := config.customers.get(customer, config.customer_default)):
+            if policy.downgrade:
+                budgets = list(policy.budgets) + customer_params_budgets(call.customer_params)
+                candidates.append((("customer", customer), budgets, policy.downgrade))
+        now = self.ledger.now()
+        for scope, budgets, rules in candidates:
+            standing = []
+            for b in budgets:
+                if b.cap:
+                    spent, reserved, _ = self.ledger.standing(scope, b, now)
+                    standing.append(((spent + reserved) / b.cap, b.label))
+            if not standing:
+                continue
+            share, label = max(standing)
+            for rule in rules:
+                if share >= rule.above and fnmatch.fnmatchcase(model, rule.model) and rule.to != model:
+                    return rule.to, (f"downgraded {model} to {rule.to}: {scope[0]} {scope[1]} has spent "
+                                     f"{share:.0%} of its {label} budget (rule: above {rule.above:.0%})")
         return None
 
     def _policies(self, call: Call, key) -> tuple[list[tuple[Scope, Budget]], list[tuple[Scope, RateLimit]]]:

@@ -335,3 +335,9 @@ def m005_router_columns(db: Database) -> None:
     # how many attempts it took, retries and fallbacks included; NULL for passthrough calls.
     db["requests"].add_column("routed_to", str)
     db["requests"].add_column("attempts", int)
+
+
+@migrations()
+def m006_key_downgrade(db: Database) -> None:
+    # Per key: model downgrade rules for router calls as a budget nears its end (JSON list of Downgrade).
+    db["keys"].add_column("downgrade", str)

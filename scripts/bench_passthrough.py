@@ -4,43 +4,35 @@ with a minimal streaming addon, and through mitmdump with tapgate, measured in o
     python scripts/bench_passthrough.py [--duration 5] [--warmup 1] [--repeat 1] [--quick] [--json out.json]
 
 Every mitmdump is started by tests/e2e/harness.py exactly as the e2e tests start it (map_remote to the mock,
-lazy connections, default output drained through a pipe). The load generator is raw asyncio streams in its
-own process per cell: N keep-alive connections (CONNECT + TLS through a proxy), each sending requests one
-after another. Bare mitmdump buffers a streamed response whole, so "mitmdump+stream" (one addon line:
-`flow.response.stream = True`) is the fair baseline for time to first chunk. The goals (issue): tapgate keeps
->= 90% of bare mitmdump's req/s at concurrency 16, and its TTFT at concurrency 1 is within 5 ms of direct.
+lazy connections, default output drained through a pipe). The load generator (scripts/bench_common.py) is
+raw asyncio streams in its own process per cell: N keep-alive connections (CONNECT + TLS through a proxy),
+each sending requests one after another. Bare mitmdump buffers a streamed response whole, so
+"mitmdump+stream" (one addon line: `flow.response.stream = True`) is the fair baseline for time to first
+chunk. The goals (issue): tapgate keeps >= 90% of bare mitmdump's req/s at concurrency 16, and its TTFT at
+concurrency 1 is within 5 ms of direct.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import math
 import os
 import platform
 import signal
-import ssl
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
+
+try:
+    from .bench_common import Cell, cell_label, fmt, median, proc_stats, run_cell  # as scripts.bench_passthrough
+except ImportError:
+    from bench_common import Cell, cell_label, fmt, median, proc_stats, run_cell  # run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("direct", "mitmdump", "mitmdump+stream", "tapgate")
 STREAM_ADDON = "def responseheaders(flow):\n    flow.response.stream = True\n"
-MESSAGES = [{"role": "user", "content": "What is the capital of the UK?"}]
-
-
-@dataclass(frozen=True)
-class Cell:
-    name: str
-    stream: bool
-    concurrency: int
-    chunk_delay_ms: int = 0
 
 
 CELLS = (
@@ -51,166 +43,6 @@ CELLS = (
     # Events 20 ms apart: a proxy that buffers shows TTFT ~ the whole stream (~10 events).
     Cell("stream, events 20 ms apart", True, 1, 20),
 )
-
-
-# -- load generator (runs in its own process: `--loadgen SPEC`) ------------------------------------
-
-
-def request_bytes(stream: bool, chunk_delay_ms: int, include_usage: bool = False) -> bytes:
-    doc = {"model": "gpt-4o-mini", "messages": MESSAGES}
-    if stream:
-        doc["stream"] = True
-        if include_usage:
-            doc["stream_options"] = {"include_usage": True}
-    body = json.dumps(doc, separators=(",", ":")).encode()
-    extra = f"x-mock-chunk-delay-ms: {chunk_delay_ms}\r\n" if chunk_delay_ms else ""
-    head = (
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: api.openai.com\r\nAuthorization: Bearer sk-bench\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
-    )
-    return head.encode() + body
-
-
-async def open_connection(spec: dict, tls: ssl.SSLContext | None):
-    reader, writer = await asyncio.open_connection("127.0.0.1", spec["port"])
-    if tls is not None:
-        writer.write(b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n")
-        head = await reader.readuntil(b"\r\n\r\n")
-        if not head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
-            writer.close()
-            raise ConnectionError(f"CONNECT answered {head.splitlines()[0]!r}")
-        await writer.start_tls(tls, server_hostname="api.openai.com")
-    return reader, writer
-
-
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, float | None, bool]:
-    """(status, perf_counter at the first body bytes, keep-alive) after reading one whole response."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    status = int(head[9:12])
-    headers = {}
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip().lower()
-    first = None
-    if b"chunked" in headers.get(b"transfer-encoding", b""):
-        while True:
-            size = int((await reader.readline()).split(b";")[0], 16)
-            if size == 0:
-                while (await reader.readline()) not in (b"\r\n", b""):  # trailers, then the empty line
-                    pass
-                break
-            await reader.readexactly(size + 2)
-            if first is None:
-                first = time.perf_counter()
-    else:
-        length = int(headers.get(b"content-length", b"0"))
-        if length:
-            got = len(await reader.read(length))
-            first = time.perf_counter()
-            if got < length:
-                await reader.readexactly(length - got)
-    return status, first, headers.get(b"connection") != b"close"
-
-
-async def load(spec: dict) -> dict:
-    tls = ssl.create_default_context(cafile=spec["ca"]) if spec.get("ca") else None
-    payload = request_bytes(spec["stream"], spec["chunk_delay_ms"], spec["include_usage"])
-    now = time.perf_counter()
-    measure_from, end = now + spec["warmup"], now + spec["warmup"] + spec["duration"]
-    lat: list[float] = []
-    ttft: list[float] = []
-    counts = {"sent": 0, "done": 0, "errors": 0}
-    last_end = [measure_from]
-    first_error: list[str] = []
-
-    async def worker() -> None:
-        conn = None
-        while time.perf_counter() < end:
-            try:
-                if conn is None:
-                    conn = await open_connection(spec, tls)
-                reader, writer = conn
-                t0 = time.perf_counter()
-                writer.write(payload)
-                counts["sent"] += 1
-                status, first, keep = await asyncio.wait_for(read_response(reader), 30)
-                t1 = time.perf_counter()
-                counts["done"] += 1
-                if status != 200:
-                    raise ConnectionError(f"HTTP {status}")
-                if t0 >= measure_from:
-                    lat.append(t1 - t0)
-                    if first is not None:
-                        ttft.append(first - t0)
-                    last_end[0] = max(last_end[0], t1)
-                if not keep:
-                    writer.close()
-                    conn = None
-            except Exception as e:  # counted and reported; the connection is replaced
-                counts["errors"] += 1
-                first_error[:] = first_error or [f"{type(e).__name__}: {e}"]
-                if conn is not None:
-                    conn[1].close()
-                conn = None
-                await asyncio.sleep(0.01)
-        if conn is not None:
-            conn[1].close()
-
-    await asyncio.gather(*(worker() for _ in range(spec["concurrency"])))
-    elapsed = last_end[0] - measure_from
-    return {
-        "requests": len(lat),
-        "elapsed_s": elapsed,
-        "rps": len(lat) / elapsed if elapsed > 0 else 0.0,
-        "p50_ms": pct(lat, 0.50),
-        "p99_ms": pct(lat, 0.99),
-        "ttft_p50_ms": pct(ttft, 0.50),
-        "ttft_p99_ms": pct(ttft, 0.99),
-        **counts,
-        "first_error": first_error[0] if first_error else None,
-    }
-
-
-def pct(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile, in milliseconds."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] * 1000
-
-
-# -- orchestration -----------------------------------------------------------------------------------
-
-
-def proc_stats(pid: int) -> tuple[float, float]:
-    """(CPU seconds so far, peak RSS in MiB) of a process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-    hwm = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM"))
-    return cpu, int(hwm.split()[1]) / 1024
-
-
-def run_cell(spec: dict) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--loadgen", json.dumps(spec)],
-        capture_output=True, text=True, timeout=spec["warmup"] + spec["duration"] + 120,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"load generator failed:\n{out.stderr}")
-    return json.loads(out.stdout)
-
-
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def fmt(value, spec: str = ".1f") -> str:
-    return "—" if value is None else format(value, spec)
-
-
-def cell_label(cell: Cell) -> str:
-    return f"{cell.name}, c{cell.concurrency}"
 
 
 def table(results: dict) -> str:
@@ -278,11 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--include-usage", action="store_true",
                         help="streams ask for usage themselves, so tapgate neither injects nor hides it and "
                         "every config gets the same upstream events (default: they do not, as most clients)")
-    parser.add_argument("--loadgen", metavar="SPEC", help=argparse.SUPPRESS)  # the child process
     args = parser.parse_args(argv)
-    if args.loadgen:
-        print(json.dumps(asyncio.run(load(json.loads(args.loadgen)))))
-        return 0
     if args.quick:
         args.duration, args.warmup, args.repeat = 1.0, 0.3, 1
 

@@ -1,0 +1,229 @@
+"""The pieces the benchmarks share: an HTTP/1.1 load generator, nearest-rank percentiles, /proc CPU and RSS.
+
+The load generator runs in its own process per cell (`python scripts/bench_common.py SPEC`, started by
+run_cell) so that its event loop never shares a GIL with the orchestrator's output-draining threads. A spec
+is JSON: port, concurrency, stream, warmup, duration, and optionally ca (CONNECT + TLS through a proxy to
+api.openai.com), host, path, authorization, model, chunk_delay_ms, include_usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import ssl
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MESSAGES = [{"role": "user", "content": "What is the capital of the UK?"}]
+
+
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    stream: bool
+    concurrency: int
+    chunk_delay_ms: int = 0
+
+
+def cell_label(cell: Cell) -> str:
+    return f"{cell.name}, c{cell.concurrency}"
+
+
+# -- load generator ----------------------------------------------------------------------------------
+
+
+def request_bytes(spec: dict) -> bytes:
+    doc = {"model": spec.get("model", "gpt-4o-mini"), "messages": MESSAGES}
+    if spec["stream"]:
+        doc["stream"] = True
+        if spec.get("include_usage"):
+            doc["stream_options"] = {"include_usage": True}
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    delay = spec.get("chunk_delay_ms")
+    extra = f"x-mock-chunk-delay-ms: {delay}\r\n" if delay else ""
+    head = (
+        f"POST {spec.get('path', '/v1/chat/completions')} HTTP/1.1\r\nHost: {spec.get('host', 'api.openai.com')}\r\n"
+        f"Authorization: {spec.get('authorization', 'Bearer sk-bench')}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    )
+    return head.encode() + body
+
+
+async def open_connection(spec: dict, tls: ssl.SSLContext | None):
+    reader, writer = await asyncio.open_connection("127.0.0.1", spec["port"])
+    if tls is not None:
+        writer.write(b"CONNECT api.openai.com:443 HTTP/1.1\r\nHost: api.openai.com:443\r\n\r\n")
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200")):
+            writer.close()
+            raise ConnectionError(f"CONNECT answered {head.splitlines()[0]!r}")
+        await writer.start_tls(tls, server_hostname="api.openai.com")
+    return reader, writer
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, float | None, bool]:
+    """(status, perf_counter at the first body bytes, keep-alive) after reading one whole response."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    headers = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip().lower()
+    first = None
+    keep = headers.get(b"connection") != b"close"
+    if b"chunked" in headers.get(b"transfer-encoding", b""):
+        while True:
+            size = int((await reader.readline()).split(b";")[0], 16)
+            if size == 0:
+                while (await reader.readline()) not in (b"\r\n", b""):  # trailers, then the empty line
+                    pass
+                break
+            await reader.readexactly(size + 2)
+            if first is None:
+                first = time.perf_counter()
+    elif b"content-length" in headers:
+        length = int(headers[b"content-length"])
+        if length:
+            got = len(await reader.read(length))
+            first = time.perf_counter()
+            if got < length:
+                await reader.readexactly(length - got)
+    else:  # neither: the body runs to the end of the connection (RFC 9112 section 6.3)
+        if await reader.read(65536):
+            first = time.perf_counter()
+            while await reader.read(65536):
+                pass
+        keep = False
+    return status, first, keep
+
+
+async def load(spec: dict) -> dict:
+    tls = ssl.create_default_context(cafile=spec["ca"]) if spec.get("ca") else None
+    payload = request_bytes(spec)
+    now = time.perf_counter()
+    measure_from, end = now + spec["warmup"], now + spec["warmup"] + spec["duration"]
+    lat: list[float] = []
+    ttft: list[float] = []
+    counts = {"sent": 0, "done": 0, "errors": 0}
+    last_end = [measure_from]
+    first_error: list[str] = []
+
+    async def worker() -> None:
+        conn = None
+        while time.perf_counter() < end:
+            try:
+                if conn is None:
+                    conn = await open_connection(spec, tls)
+                reader, writer = conn
+                t0 = time.perf_counter()
+                writer.write(payload)
+                counts["sent"] += 1
+                status, first, keep = await asyncio.wait_for(read_response(reader), 30)
+                t1 = time.perf_counter()
+                counts["done"] += 1
+                if status != 200:
+                    raise ConnectionError(f"HTTP {status}")
+                if t0 >= measure_from:
+                    lat.append(t1 - t0)
+                    if first is not None:
+                        ttft.append(first - t0)
+                    last_end[0] = max(last_end[0], t1)
+                if not keep:
+                    writer.close()
+                    conn = None
+            except Exception as e:  # counted and reported; the connection is replaced
+                counts["errors"] += 1
+                first_error[:] = first_error or [f"{type(e).__name__}: {e}"]
+                if conn is not None:
+                    conn[1].close()
+                conn = None
+                await asyncio.sleep(0.01)
+        if conn is not None:
+            conn[1].close()
+
+    await asyncio.gather(*(worker() for _ in range(spec["concurrency"])))
+    elapsed = last_end[0] - measure_from
+    return {
+        "requests": len(lat),
+        "elapsed_s": elapsed,
+        "rps": len(lat) / elapsed if elapsed > 0 else 0.0,
+        "p50_ms": pct(lat, 0.50),
+        "p99_ms": pct(lat, 0.99),
+        "ttft_p50_ms": pct(ttft, 0.50),
+        "ttft_p99_ms": pct(ttft, 0.99),
+        **counts,
+        "first_error": first_error[0] if first_error else None,
+    }
+
+
+def run_cell(spec: dict) -> dict:
+    """One cell's results, measured by a fresh load generator process."""
+    out = subprocess.run(
+        [sys.executable, __file__, json.dumps(spec)],
+        capture_output=True, text=True, timeout=spec["warmup"] + spec["duration"] + 120,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed:\n{out.stderr}")
+    return json.loads(out.stdout)
+
+
+# -- numbers -----------------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile, in milliseconds."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] * 1000
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def fmt(value, spec: str = ".1f") -> str:
+    return "—" if value is None else format(value, spec)
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and its living descendants, found through the parent field of /proc/*/stat."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):  # exited while we looked
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(p := todo.pop())
+        todo.extend(parents.get(p, ()))
+    return tree
+
+
+def proc_stats(pid: int) -> tuple[float, float]:
+    """(CPU seconds so far, peak RSS in MiB) of a process and its living children, from /proc: the sum of
+    each one's VmHWM, which is exact for one process and an upper bound for several."""
+    cpu = hwm = 0.0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            status = Path(f"/proc/{p}/status").read_text().splitlines()
+        except OSError:
+            continue
+        cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        hwm += next((int(line.split()[1]) for line in status if line.startswith("VmHWM")), 0) / 1024
+    return cpu, hwm
+
+
+if __name__ == "__main__":  # the load generator process: one JSON spec in, one JSON result out
+    print(json.dumps(asyncio.run(load(json.loads(sys.argv[1])))))

@@ -1,0 +1,401 @@
+"""What routing costs: one OpenAI-shaped chat request sent to the loopback mock direct, through LiteLLM's proxy
+and through tapgate's router, measured in one interleaved run.
+
+    python scripts/bench_router.py [--duration 5] [--warmup 1] [--repeat 1] [--quick] [--skip-litellm]
+                                   [--json out.json]
+
+All three answer plain HTTP on loopback at POST /v1/chat/completions, so the load generator
+(scripts/bench_common.py: N keep-alive connections, requests one after another, its own process per cell)
+sends the same bytes to each; only the port, the bearer key and the model name differ. The mock provider is
+shared. LiteLLM runs from its own venv, <repo>/.bench/litellm-venv, created on first use (python3.13, else
+python3.11) so that it never touches tapgate's: `litellm --config` with one model, a master key, one uvicorn
+worker, LITELLM_LOG=ERROR, no database, the bundled cost map (no fetch). tapgate is `mitmdump -s
+addons/gateway.py --set tapgate_router=127.0.0.1:0` with a router config naming the mock as openai; if its
+router is not listening within 30 s it is reported unavailable and the others still run. The goals (issue):
+at concurrency 16 tapgate serves >= 5x LiteLLM's req/s, and what tapgate adds to p50, p99 and time to first
+chunk is <= 0.25 of what LiteLLM adds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+try:
+    from .bench_common import MESSAGES, Cell, cell_label, fmt, median, proc_stats, run_cell  # as scripts.bench_router
+except ImportError:
+    from bench_common import MESSAGES, Cell, cell_label, fmt, median, proc_stats, run_cell  # run as a script
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from harness import BIN, Process, start_mock  # noqa: E402  (tests/e2e is not a package)
+
+CONFIGS = ("direct", "litellm", "tapgate")
+CELLS = (
+    Cell("non-stream", False, 1),
+    Cell("non-stream", False, 16),
+    Cell("stream", True, 1),
+    Cell("stream", True, 16),
+)
+LITELLM_VENV = ROOT / ".bench" / "litellm-venv"
+LITELLM_PYTHONS = ("python3.13", "python3.11")  # the first that installs litellm[proxy] cleanly
+MASTER_KEY = "sk-bench-master"  # both gateways check the same bearer key
+MOCK_KEY = "sk-mock"
+ROUTER_LINE = r"tapgate router listening at http://127\.0\.0\.1:(\d+)"
+ROUTER_TIMEOUT = 30.0
+LITELLM_TIMEOUT = 180.0  # it imports a great deal before it listens
+
+
+@dataclass
+class Server:
+    """One config under test: where its chat endpoint is and which process to account CPU and RSS to."""
+
+    name: str
+    port: int | None = None
+    pid: int | None = None
+    authorization: str = f"Bearer {MASTER_KEY}"
+    model: str = "gpt-4o-mini"
+    process: Process | None = None
+    unavailable: str | None = None
+
+
+# -- LiteLLM -----------------------------------------------------------------------------------------
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def install_litellm(venv: Path = LITELLM_VENV) -> None:
+    """Create the venv with the first Python in LITELLM_PYTHONS that installs and imports litellm[proxy]."""
+    tried = []
+    for name in LITELLM_PYTHONS:
+        python = shutil.which(name)
+        if python is None:
+            tried.append(f"{name}: not found")
+            continue
+        shutil.rmtree(venv, ignore_errors=True)
+        print(f"creating {venv} with {name} and installing litellm[proxy] (once; minutes)",
+              flush=True)
+        steps = (
+            [python, "-m", "venv", str(venv)],
+            [str(venv_python(venv)), "-m", "pip", "install", "-q", "--upgrade", "pip"],
+            [str(venv_python(venv)), "-m", "pip", "install", "-q", "litellm[proxy]"],
+            [str(venv_python(venv)), "-c", "import litellm.proxy.proxy_server"],
+        )
+        for step in steps:
+            out = subprocess.run(step, capture_output=True, text=True)
+            if out.returncode != 0:
+                tried.append(f"{name}: {' '.join(step[-2:])} failed: {out.stderr.strip().splitlines()[-1:]}")
+                break
+        else:
+            return
+    shutil.rmtree(venv, ignore_errors=True)
+    raise SystemExit("could not install litellm[proxy]:\n  " + "\n  ".join(tried)
+                     + "\n(--skip-litellm runs the benchmark without it)")
+
+
+def litellm_versions(venv: Path = LITELLM_VENV) -> dict:
+    code = "import importlib.metadata as m, platform; print(m.version('litellm'), platform.python_version())"
+    litellm, python = subprocess.run([str(venv_python(venv)), "-c", code], capture_output=True, text=True,
+                                     check=True).stdout.split()
+    return {"litellm": litellm, "litellm_python": python}
+
+
+def litellm_config(mock_port: int) -> str:
+    # JSON is YAML. telemetry is a no-op in current releases, kept for older ones; without a database
+    # LiteLLM keeps no spend logs, and general_settings.master_key is its only key check.
+    return json.dumps({
+        "model_list": [{
+            "model_name": "gpt-4o-mini",
+            "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": f"http://127.0.0.1:{mock_port}/v1",
+                               "api_key": MOCK_KEY},
+        }],
+        "litellm_settings": {"telemetry": False, "set_verbose": False},
+        "general_settings": {"master_key": MASTER_KEY},
+    }, indent=2)
+
+
+def start_litellm(tmp: Path, mock_port: int) -> Server:
+    config = tmp / "litellm.yaml"
+    config.write_text(litellm_config(mock_port))
+    port = free_port()
+    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_LOCAL_MODEL_COST_MAP": "True", "PYTHONUNBUFFERED": "1"}
+    for name in ("DATABASE_URL", "LITELLM_MASTER_KEY", "REDIS_HOST", "REDIS_URL", "VIRTUAL_ENV"):
+        env.pop(name, None)
+    args = [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(config), "--host", "127.0.0.1",
+            "--port", str(port), "--num_workers", "1"]
+    process = Process.start(args, env=env, cwd=tmp)
+    server = Server("litellm", port, process.proc.pid, process=process)
+    deadline = time.monotonic() + LITELLM_TIMEOUT
+    while not answers(port, "GET", "/health/liveliness"):
+        if process.proc.poll() is not None or time.monotonic() > deadline:
+            server.unavailable = ("exited" if process.proc.poll() is not None else "not listening after "
+                                  f"{LITELLM_TIMEOUT:g} s") + ": " + tail(process)
+            return server
+        time.sleep(0.25)
+    return server
+
+
+# -- tapgate -----------------------------------------------------------------------------------------
+
+
+def start_tapgate(tmp: Path, mock_port: int, model: str) -> Server:
+    config = tmp / "tapgate.yaml"
+    config.write_text(
+        "router:\n"
+        "  master_key_env: TAPGATE_MASTER_KEY\n"
+        "  providers:\n"
+        f'    openai: {{base_url: "http://127.0.0.1:{mock_port}/v1", api_key_env: OPENAI_API_KEY}}\n'
+    )
+    # No -q: it would hide the info line that says where the router listens (tests/e2e/harness.py also
+    # runs mitmdump without it); a thread drains the output.
+    args = [str(BIN / "mitmdump"), "-s", str(ROOT / "addons" / "gateway.py"), "--listen-port", "0",
+            "--set", f"tapgate_db={tmp / 't.db'}", "--set", f"confdir={tmp / 'conf'}",
+            "--set", f"tapgate_config={config}", "--set", "tapgate_router=127.0.0.1:0"]
+    env = {**os.environ, "TAPGATE_MASTER_KEY": MASTER_KEY, "OPENAI_API_KEY": MOCK_KEY, "PYTHONUNBUFFERED": "1"}
+    process = Process.start(args, env=env)
+    server = Server("tapgate", pid=process.proc.pid, model=model, process=process)
+    try:
+        server.port = int(process.wait_for(ROUTER_LINE, timeout=ROUTER_TIMEOUT).group(1))
+    except TimeoutError:
+        server.unavailable = f"router not listening after {ROUTER_TIMEOUT:g} s: {tail(process)}"
+    except RuntimeError:
+        server.unavailable = f"mitmdump exited ({process.proc.returncode}): {tail(process)}"
+    return server
+
+
+# -- common ------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tail(process: Process, lines: int = 3) -> str:
+    return " | ".join(line.strip() for line in process.lines if line.strip())[-lines * 120:] or "(no output)"
+
+
+def answers(port: int, method: str, path: str) -> bool:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request(method, path)
+        ok = conn.getresponse().status == 200
+        conn.close()
+        return ok
+    except OSError:
+        return False
+
+
+def check(server: Server) -> str | None:
+    """Why the server does not answer one plain and one streamed chat completion correctly, or None."""
+    for stream in (False, True):
+        body = json.dumps({"model": server.model, "messages": MESSAGES, **({"stream": True} if stream else {})})
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+            conn.request("POST", "/v1/chat/completions", body,
+                         {"Authorization": server.authorization, "Content-Type": "application/json"})
+            response = conn.getresponse()
+            data = response.read()
+            conn.close()
+        except OSError as e:
+            return f"{'stream' if stream else 'non-stream'} check failed: {type(e).__name__}: {e}"
+        good = b"data:" in data and b"[DONE]" in data if stream else b'"choices"' in data
+        if response.status != 200 or not good:
+            return f"{'stream' if stream else 'non-stream'} check answered {response.status}: {data[:300]!r}"
+    return None
+
+
+def spec_for(server: Server, cell: Cell, warmup: float, duration: float) -> dict:
+    return {**asdict(cell), "warmup": warmup, "duration": duration, "port": server.port, "ca": None,
+            "host": f"127.0.0.1:{server.port}", "authorization": server.authorization, "model": server.model}
+
+
+def added(results: dict, cell: Cell, config: str, key: str) -> float | None:
+    a, d = results.get((cell, config), {}).get(key), results.get((cell, "direct"), {}).get(key)
+    return None if config == "direct" or a is None or d is None else a - d
+
+
+def table(results: dict, configs: tuple[str, ...]) -> str:
+    head = ("| cell | config | req/s | p50 ms | p99 ms | added p50 ms | added p99 ms | TTFC p50 ms | TTFC p99 ms "
+            "| added TTFC p50 ms | server CPU ms/req | server peak RSS MiB | errors |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for cell in CELLS:
+        for config in configs:
+            r = results[cell, config]
+            s = cell.stream
+            lines.append(
+                f"| {cell_label(cell)} | {config} | {fmt(r['rps'], '.0f')} | {fmt(r['p50_ms'], '.2f')} "
+                f"| {fmt(r['p99_ms'], '.2f')} | {fmt(added(results, cell, config, 'p50_ms'), '+.2f')} "
+                f"| {fmt(added(results, cell, config, 'p99_ms'), '+.2f')} "
+                f"| {fmt(r['ttft_p50_ms'] if s else None, '.2f')} | {fmt(r['ttft_p99_ms'] if s else None, '.2f')} "
+                f"| {fmt(added(results, cell, config, 'ttft_p50_ms') if s else None, '+.2f')} "
+                f"| {fmt(r['cpu_ms_per_req'], '.2f')} | {fmt(r['peak_rss_mib'], '.0f')} | {r['errors']} |"
+            )
+    return "\n".join(lines)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b <= 0 else a / b
+
+
+def goals(results: dict) -> list[dict]:
+    """tapgate against LiteLLM per cell; a verdict where the goal applies (rps only at c16)."""
+    rows = []
+    for cell in CELLS:
+        rps = ratio(results.get((cell, "tapgate"), {}).get("rps"), results.get((cell, "litellm"), {}).get("rps"))
+        rows.append({"goal": "tapgate rps / litellm rps", "cell": cell_label(cell), "value": rps,
+                     "target": ">= 5", "ok": None if rps is None or cell.concurrency < 16 else rps >= 5})
+        keys = [("p50_ms", "p50"), ("p99_ms", "p99")]
+        if cell.stream:
+            keys += [("ttft_p50_ms", "TTFC p50"), ("ttft_p99_ms", "TTFC p99")]
+        for key, name in keys:
+            v = ratio(added(results, cell, "tapgate", key), added(results, cell, "litellm", key))
+            rows.append({"goal": f"tapgate added {name} / litellm added {name}", "cell": cell_label(cell),
+                         "value": v, "target": "<= 0.25", "ok": None if v is None else v <= 0.25})
+    return rows
+
+
+def goal_table(rows: list[dict]) -> str:
+    names = list(dict.fromkeys(r["goal"] for r in rows))
+    cells = [cell_label(c) for c in CELLS]
+    by = {(r["goal"], r["cell"]): r for r in rows}
+    lines = ["| goal | target | " + " | ".join(cells) + " |", "|" + "---|" * (len(cells) + 2)]
+    for name in names:
+        target = next(r["target"] for r in rows if r["goal"] == name)
+        marks = []
+        for c in cells:
+            r = by.get((name, c))
+            if r is None:
+                marks.append("n/a")
+                continue
+            verdict = "" if r["ok"] is None else " PASS" if r["ok"] else " FAIL"
+            marks.append(fmt(r["value"], ".2f") + ("x" if r["value"] is not None and "rps" in name else "") + verdict)
+        lines.append(f"| {name} | {target} | " + " | ".join(marks) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell (default 5)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell (default 1)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; each metric is the median (default 1)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 s cells, 0.3 s warm-up, one round")
+    parser.add_argument("--skip-litellm", action="store_true",
+                        help=f"leave LiteLLM out (and do not create {LITELLM_VENV.relative_to(ROOT)})")
+    parser.add_argument("--tapgate-model", default="openai/gpt-4o-mini",
+                        help="the model name sent to tapgate's router (default openai/gpt-4o-mini)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.repeat = 1.0, 0.3, 1
+
+    from mitmproxy.version import VERSION
+
+    versions = {"python": platform.python_version(), "mitmproxy": VERSION}
+    if not args.skip_litellm:
+        if not (LITELLM_VENV / "bin" / "litellm").exists():
+            install_litellm()
+        versions |= litellm_versions()
+    started = time.monotonic()
+    nproc = len(os.sched_getaffinity(0))
+    print(f"Python {versions['python']}, mitmproxy {VERSION}, "
+          + (f"LiteLLM {versions['litellm']} on Python {versions['litellm_python']}, " if "litellm" in versions
+             else "LiteLLM skipped, ")
+          + f"nproc {nproc}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"{args.duration:g} s per cell after {args.warmup:g} s warm-up, {args.repeat} round(s); "
+          "configs interleaved per cell\n", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="tapgate-bench-router-") as tmp_name:
+        tmp = Path(tmp_name)
+        mock, mock_port = start_mock()
+        servers = {"direct": Server("direct", mock_port, mock.proc.pid, f"Bearer {MOCK_KEY}")}
+        runs: dict[tuple[Cell, str], list[dict]] = {}
+        try:
+            if args.skip_litellm:
+                servers["litellm"] = Server("litellm", unavailable="skipped (--skip-litellm)")
+            else:
+                servers["litellm"] = start_litellm(tmp, mock_port)
+            servers["tapgate"] = start_tapgate(tmp, mock_port, args.tapgate_model)
+            for server in servers.values():
+                if server.unavailable is None and (why := check(server)):
+                    server.unavailable = why
+                if server.unavailable is None:  # first requests pay for lazy imports and pools
+                    for cell in (CELLS[1], CELLS[3]):
+                        run_cell(spec_for(server, cell, 0.0, max(args.warmup, 0.5)))
+                print(f"  {server.name:<8} " + (f"unavailable: {server.unavailable}" if server.unavailable
+                                                 else f"ready on port {server.port}"), flush=True)
+            configs = tuple(c for c in CONFIGS if servers[c].unavailable is None)
+            for round_ in range(args.repeat):
+                for i, cell in enumerate(CELLS):
+                    shift = (i + round_) % len(configs)  # rotate the order so no config always goes first
+                    for config in configs[shift:] + configs[:shift]:
+                        server = servers[config]
+                        cpu0, _ = proc_stats(server.pid)
+                        r = run_cell(spec_for(server, cell, args.warmup, args.duration))
+                        cpu1, hwm = proc_stats(server.pid)
+                        r["cpu_ms_per_req"] = 1000 * (cpu1 - cpu0) / max(1, r["done"])
+                        r["peak_rss_mib"] = hwm
+                        runs.setdefault((cell, config), []).append(r)
+                        print(f"  {cell_label(cell):<16} {config:<8} {r['rps']:>8.0f} req/s  "
+                              f"p50 {fmt(r['p50_ms'], '.2f'):>7} ms  errors {r['errors']}"
+                              + (f"  ({r['first_error']})" if r["first_error"] else ""), flush=True)
+        finally:
+            for server in servers.values():
+                if server.process is not None:
+                    server.process.stop()
+            mock.stop()
+
+    results = {}
+    for key, rs in runs.items():
+        merged = {k: median([r.get(k) for r in rs]) for k in
+                  ("rps", "p50_ms", "p99_ms", "ttft_p50_ms", "ttft_p99_ms", "cpu_ms_per_req")}
+        merged["peak_rss_mib"] = max((r.get("peak_rss_mib") or 0 for r in rs), default=0) or None
+        merged["errors"] = sum(r["errors"] for r in rs)
+        results[key] = merged
+
+    print()
+    print(table(results, configs))
+    print("\nadded = config minus direct in the same cell; TTFC = request sent to first body chunk; server = the "
+          "process answering the load generator (direct: the mock; litellm: its process tree), CPU over the cell "
+          "(warm-up included) per request, peak RSS = VmHWM after the cell (cumulative since start).\n")
+    for name in CONFIGS:
+        if servers[name].unavailable:
+            print(f"{name}: unavailable: {servers[name].unavailable}\n")
+    goal_rows = goals(results)
+    print(goal_table(goal_rows))
+    verdicts = [r["ok"] for r in goal_rows if r["ok"] is not None]
+    print(f"\ngoals: {sum(verdicts)} of {len(verdicts)} PASS"
+          + ("" if verdicts else " (needs both litellm and tapgate)"))
+    wall = time.monotonic() - started
+    print(f"wall clock {wall:.1f} s")
+    errors = sum(r["errors"] for r in results.values())
+
+    if args.json:
+        doc = {
+            **versions, "nproc": nproc, "duration_s": args.duration, "warmup_s": args.warmup,
+            "repeat": args.repeat, "wall_s": wall, "tapgate_model": args.tapgate_model,
+            "unavailable": {name: s.unavailable for name, s in servers.items() if s.unavailable},
+            "cells": [{**asdict(cell), "config": config, **results[cell, config], "runs": runs[cell, config]}
+                      for cell in CELLS for config in configs],
+            "goals": goal_rows,
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2))
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

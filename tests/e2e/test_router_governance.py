@@ -1,0 +1,185 @@
+"""The router with gateway keys, budgets, cooldown, load balancing and model downgrade, on its own
+gateway so that its cooldowns and spend stay out of the other router tests."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+import uuid
+from collections import Counter
+from contextlib import redirect_stdout
+
+import anthropic
+import openai
+import pytest
+from harness import admin, query, router_url, start_gateway, wait_rows
+from specs import OPENAI_ERROR, conforms
+
+from addons.cli import main
+
+MASTER = "sk-governance-master"
+MSG = [{"role": "user", "content": "hi"}]
+
+
+def config(mock: int) -> str:
+    base = f"http://127.0.0.1:{mock}"
+    return f"""
+customers:
+  down:
+    budgets: [{{unit: requests, period: day, cap: 4}}]
+    downgrade: [{{above: 0.5, model: "openai/gpt-4o", to: "openai/gpt-4o-mini"}}]
+  thrice:
+    budgets: [{{unit: requests, period: day, cap: 3}}]
+router:
+  master_key: {MASTER}
+  retry: {{num_retries: 0}}
+  cooldown: {{failures: 2, seconds: 1}}
+  providers:
+    openai: {{base_url: "{base}/v1"}}
+    anthropic: {{base_url: "{base}"}}
+  models:
+    flaky:
+      deployments: [{{provider: openai, model: gpt-4.1}}]
+      fallback_models: [anthropic/claude-sonnet-4-5]
+    failover:
+      deployments: [{{provider: openai, model: gpt-4.1-mini}}]
+      fallback_models: [anthropic/claude-sonnet-4-5]
+    balanced:
+      - {{provider: openai, model: gpt-4o-mini, weight: 3}}
+      - {{provider: openai, model: gpt-4o, weight: 1}}
+"""
+
+
+@pytest.fixture(scope="module")
+def gov(mock, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("router-gov")
+    (tmp / "tapgate.yaml").write_text(config(mock))
+    db = tmp / "t.db"
+    process, _ = start_gateway(mock, tmp / "conf", db, "--set", f"tapgate_config={tmp / 'tapgate.yaml'}")
+    keys = {}
+    for name, flags in {"ten": ("--budget", "10requests/day"), "mini": ("--models", "*gpt-4o-mini"),
+                        "gone": (), "cheap": ("--budget", "2requests/day", "--downgrade",
+                                              "0.5:anthropic/*=openai/gpt-4o-mini")}.items():
+        with redirect_stdout(io.StringIO()) as printed:
+            assert main(["keys", "create", "--db", str(db), "--name", name, "--json", *flags]) == 0
+        made = json.loads(printed.getvalue())
+        keys[name] = made["id"], made["secret"]
+    with redirect_stdout(io.StringIO()):
+        assert main(["keys", "revoke", keys["gone"][0], "--db", str(db)]) == 0
+    process.wait_for(r"tapgate: 4 gateway keys")
+    yield router_url(process), db, process, keys
+    assert process.stop() == 0, "\n".join(process.lines[-30:])
+
+
+@pytest.fixture(autouse=True)
+def clean_mock(mock):
+    admin(mock, "POST", "/_mock/reset")
+
+
+def chat(gov, model: str, key: str = MASTER, **extra):
+    c = openai.OpenAI(base_url=gov[0], api_key=key, max_retries=0)
+    return c.chat.completions.create(model=model, messages=MSG, **extra)
+
+
+def rows(gov, where: str, params: tuple, count: int = 1) -> list[dict]:
+    return wait_rows(gov[1], f"SELECT * FROM requests WHERE {where} ORDER BY started_at", params, count)
+
+
+def test_a_failing_deployment_cools_down_and_a_probe_brings_it_back(gov, mock):
+    tag = f"cool-{uuid.uuid4().hex[:6]}"
+    admin(mock, "POST", "/_mock/program", {"path_contains": "/chat/completions", "times": 2, "status": 500})
+    for _ in range(2):  # two failures in a row: openai/gpt-4.1 cools down for a second
+        chat(gov, "flaky", extra_body={"customer_identifier": tag})
+    cooled_at = time.monotonic()
+    chat(gov, "flaky", extra_body={"customer_identifier": tag})
+    got = rows(gov, "customer_identifier = ?", (tag,), 3)
+    assert [(r["routed_to"], r["attempts"]) for r in got] == [("anthropic/claude-sonnet-4-5", 2)] * 2 + [
+        ("anthropic/claude-sonnet-4-5", 1)]  # the third call skipped the cooling deployment
+    assert sum("/chat/completions" in r["path"] for r in admin(mock, "GET", "/_mock/requests")) == 2
+    deadline = time.monotonic() + 10
+    while True:  # once the second is over, one call probes it and, as it answers, it is back
+        chat(gov, "flaky", extra_body={"customer_identifier": tag})
+        last = rows(gov, "customer_identifier = ?", (tag,), len(got) + 1)[-1]
+        got.append(last)
+        if last["routed_to"] == "openai/gpt-4.1":
+            break
+        assert time.monotonic() < deadline, "the cooled deployment was never probed"
+    assert time.monotonic() - cooled_at >= 1.0
+    chat(gov, "flaky", extra_body={"customer_identifier": tag})
+    assert rows(gov, "customer_identifier = ?", (tag,), len(got) + 1)[-1]["routed_to"] == "openai/gpt-4.1"
+
+
+def test_an_alias_splits_traffic_by_weight(gov):
+    tag = f"lb-{uuid.uuid4().hex[:6]}"
+
+    async def burst():
+        c = openai.AsyncOpenAI(base_url=gov[0], api_key=MASTER, max_retries=0)
+        await asyncio.gather(*(c.chat.completions.create(model="balanced", messages=MSG,
+                                                         extra_body={"customer_identifier": tag})
+                               for _ in range(200)))
+
+    asyncio.run(burst())
+    split = Counter(r["routed_to"] for r in rows(gov, "customer_identifier = ?", (tag,), 200))
+    assert 0.65 < split["openai/gpt-4o-mini"] / 200 < 0.85  # weights 3:1
+
+
+def test_gateway_keys_as_bearer_tokens(gov):
+    key_id, secret = gov[3]["mini"]
+    assert chat(gov, "openai/gpt-4o-mini", secret).choices
+    assert rows(gov, "key_id = ?", (key_id,))[0]["status"] == "ok"
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        chat(gov, "anthropic/claude-sonnet-4-5", secret)
+    conforms("openai", OPENAI_ERROR, e.value.response.json())
+    assert e.value.response.json()["error"]["code"] == "model_not_allowed"
+    with pytest.raises(openai.AuthenticationError, match="revoked"):
+        chat(gov, "openai/gpt-4o-mini", gov[3]["gone"][1])
+
+
+def test_concurrent_calls_never_pass_a_keys_cap(gov):
+    """100 calls at once on a key with room for 10: exactly 10 are answered, 90 refused before upstream."""
+    key_id, secret = gov[3]["ten"]
+
+    async def burst():
+        c = openai.AsyncOpenAI(base_url=gov[0], api_key=secret, max_retries=0)
+        return await asyncio.gather(*(c.chat.completions.create(model="openai/gpt-4o", messages=MSG)
+                                      for _ in range(100)), return_exceptions=True)
+
+    results = asyncio.run(burst())
+    refused = [r for r in results if isinstance(r, openai.RateLimitError)]
+    assert len(refused) == 90 and sum(not isinstance(r, Exception) for r in results) == 10
+    assert refused[0].response.json()["error"]["code"] == "budget_exceeded"
+    got = rows(gov, "key_id = ?", (key_id,), 100)
+    assert Counter(r["status"] for r in got) == {"ok": 10, "refused": 90}
+
+
+def test_a_failed_over_call_counts_once(gov, mock):
+    """Two calls fail on their first deployment and are answered by the fallback (which then cools
+    the first down, so the third goes straight to the fallback): three calls use up a three-request
+    budget, and the fourth is refused, in Anthropic's shape on /v1/messages."""
+    admin(mock, "POST", "/_mock/program", {"path_contains": "/chat/completions", "times": 2, "status": 503})
+    for _ in range(3):
+        chat(gov, "failover", extra_body={"customer_identifier": "thrice"})
+    got = rows(gov, "customer_identifier = 'thrice'", (), 3)
+    assert [r["attempts"] for r in got] == [2, 2, 1]
+    c = anthropic.Anthropic(base_url=gov[0].removesuffix("/v1"), api_key=MASTER, max_retries=0)
+    with pytest.raises(anthropic.RateLimitError) as e:
+        c.messages.create(model="failover", max_tokens=10, messages=MSG, extra_body={"customer_identifier": "thrice"})
+    assert e.value.response.json()["error"]["type"] == "rate_limit_error"
+    assert "3 requests of 3 requests per day" in e.value.response.json()["error"]["message"]
+
+
+def test_model_downgrade_past_a_share_of_the_budget(gov):
+    asked = [chat(gov, "openai/gpt-4o", extra_body={"customer_identifier": "down"}) for _ in range(3)]
+    got = rows(gov, "customer_identifier = 'down'", (), 3)
+    assert [r["routed_to"] for r in got] == ["openai/gpt-4o", "openai/gpt-4o", "openai/gpt-4o-mini"]
+    assert all(r["model"] == "openai/gpt-4o" for r in got) and asked[2].choices
+    (root,) = query(gov[1], "SELECT attributes FROM spans WHERE request_id = ? AND parent_span_id IS NULL",
+                    (got[2]["id"],))
+    assert "downgraded openai/gpt-4o to openai/gpt-4o-mini" in json.loads(root["attributes"])["notes"][0]
+    key_id, secret = gov[3]["cheap"]
+    chat(gov, "anthropic/claude-sonnet-4-5", secret)
+    chat(gov, "anthropic/claude-sonnet-4-5", secret)
+    assert [r["routed_to"] for r in rows(gov, "key_id = ?", (key_id,), 2)] == [
+        "anthropic/claude-sonnet-4-5", "openai/gpt-4o-mini"]
