@@ -69,6 +69,16 @@ class Call:
     attempt_spans: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     keep_bodies: bool = True
+    # The response cache: this call's key, whether it was answered from the cache, whether it is
+    # the one identical calls wait for; `status` is the row's status once recorded.
+    cache_key: str | None = None
+    cache_hit: bool = False
+    cache_leader: bool = False
+    cache_ttl: float = 0.0
+    status: str | None = None
+    # The client's parsed body and lowercased headers as sent (the cache keys on them).
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         # Short on purpose: mitmproxy formats flow.metadata for filters (~meta) and views on every flow.
@@ -101,6 +111,7 @@ class Call:
         cost_usd: float | None,
         response_model: str | None,
         response_body: str | None,
+        cost_saved: float | None = None,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The `requests` row and its `spans` rows."""
         ttft = ms(self.started, self.first_chunk) if self.facts.stream or self.route.path_stream else None
@@ -134,6 +145,8 @@ class Call:
             "metadata": json.dumps(self.metadata, ensure_ascii=False, default=str),
             "key_id": self.key_id,
             "routed_to": self.routed_to,
+            "cache_hit": int(self.cache_hit),
+            "cost_saved_usd": cost_saved,
             "attempts": self.attempts,
             "request_body": self.request_body,
             "response_body": response_body,

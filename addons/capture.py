@@ -79,6 +79,7 @@ class Capture:
         provider = call.route.provider
         call.facts = provider.request_facts(call.route, body)
         headers = header_dict(req.headers)  # one pass; every lookup below is a plain dict get
+        call.body, call.headers = body, headers  # for the cache, before the X-Tapgate-* headers go
         if (gateway_key := flow.metadata.get("tapgate_key")) is not None:
             call.key_id = gateway_key.id  # the gateway key names the caller better than the provider's
         elif key := key_from(headers, req.path.partition("?")[2]):
@@ -116,6 +117,8 @@ class Capture:
             if flow.metadata.get("tapgate_ignored"):
                 flow.response.stream = True
             return
+        if call.cache_hit:
+            return  # answered from the cache in request(), whole; mitmproxy still runs this hook
         resp = flow.response
         ctype = resp.headers.get("content-type", "")
         streamed = ctype.split(";")[0].strip().lower() in STREAM_TYPES or (

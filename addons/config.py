@@ -161,6 +161,33 @@ class RouterConfig(Strict):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
 
 
+class CacheSettings(Strict):
+    """Cache defaults for a key or model; unset fields fall through to the global ones."""
+
+    enabled: bool | None = None
+    ttl: float | None = Field(default=None, gt=0)
+    by_customer: bool | None = None
+    by_model: bool | None = None
+
+
+class CacheConfig(Strict):
+    """The response cache: off unless enabled here, per key or model, or per request (cache_enabled)."""
+
+    enabled: bool = False
+    ttl: float = Field(default=300.0, gt=0)  # seconds, when the request gives no cache_ttl
+    by_customer: bool = False  # cache_options.cache_by_customer: one customer's entries never serve another
+    by_model: bool = True  # cache_options.is_cached_by_model: false shares answers across models
+    max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)  # in memory; least recently used go first
+    max_entry_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    persist: bool = False  # also keep entries in the SQLite store, so they survive a restart
+    # Sampled answers (temperature > 0, or n > 1) differ call to call; cached only if this is set.
+    store_sampled: bool = False
+    # How long an identical request waits for the one already in flight before going upstream itself.
+    wait_for_identical: float = Field(default=60.0, ge=0)
+    keys: dict[str, CacheSettings] = {}  # by gateway key id
+    models: dict[str, CacheSettings] = {}  # by model name or router alias, as the request names it
+
+
 class TapgateConfig(Strict):
     custom_hosts: list[CustomHost] = []
     # Keys as in providers/prices.json: "gpt-4o", "gemini/gemini-2.5-flash", "ollama/llama3".
@@ -178,6 +205,7 @@ class TapgateConfig(Strict):
     customer_default: Policy = Policy()
     alerts: Alerts = Alerts()
     router: RouterConfig = RouterConfig()
+    cache: CacheConfig = CacheConfig()
 
 
 class ConfigError(ValueError):

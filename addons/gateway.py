@@ -2,6 +2,7 @@
 
 from addons.alerts import Alerts
 from addons.auth import Auth
+from addons.cache import Cache
 from addons.capture import Capture
 from addons.console import Console
 from addons.dashboard import Dashboard
@@ -18,6 +19,7 @@ console = Console()
 spend = Spend(settings, store)
 capture = Capture(settings, store, listeners=[spend.settle, console.show])
 auth = Auth(settings)
+cache = Cache(settings, store)
 alerts = Alerts(settings, spend)
 spend.on_crossing.append(alerts.fire)  # thresholds crossed become alerts, sent off the event loop
 
@@ -37,10 +39,13 @@ addons = [
     Tunnel(settings),
     capture,
     auth,  # gateway keys: proxy authentication, X-Tapgate-Key, require_key, allowed models
+    # The cache after Auth (a refused call is never served from it; the tenant is the caller's key) and
+    # before Spend (a hit costs nothing, so it reserves nothing).
+    cache,
     spend,
     # The router serves its own port; it records through Capture's recorder and asks Auth's key ring
     # and Spend, so it comes after them.
-    Router(settings, capture.recorder, auth, spend),
+    Router(settings, capture.recorder, auth, spend, cache),
     alerts,  # budget alerts: Slack, webhook, email; its own thread and store connection
     console,
     Dashboard(),  # tapgate_dashboard: Console hands it each row and stays quiet while it draws

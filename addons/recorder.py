@@ -43,6 +43,10 @@ class Recorder:
         if cost is None and usage.known and model and (key := f"{call.provider}/{model}") not in self._unpriced:
             self._unpriced.add(key)
             log.warning("tapgate: no price for %s; its calls are recorded with cost_usd NULL", key)
+        saved = None
+        if call.cache_hit:  # answered from the cache: it cost nothing, and saved what the call would cost
+            cost, saved = 0.0, cost
+        call.status = status
         request, spans = call.rows(
             ended=ended,
             status_code=status_code,
@@ -53,6 +57,7 @@ class Recorder:
             cost_usd=cost,
             response_model=facts.response_model,
             response_body=response_body,
+            cost_saved=saved,
         )
         self.store.add("requests", request)
         for span in spans:

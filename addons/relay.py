@@ -33,9 +33,11 @@ class Outcome:
 class ChatRelay:
     """OpenAI chunks from the translator, written in the client's shape (OpenAI SSE or Anthropic events)."""
 
-    def __init__(self, answer: StreamAnswer, out) -> None:
+    def __init__(self, answer: StreamAnswer, out, headers: dict[str, str] | None = None,
+                 keep: list | None = None) -> None:
         self.answer, self.out = answer, out
-        self.response = web.StreamResponse(headers=SSE_HEADERS)
+        self.keep = keep  # when given, every OpenAI chunk is kept here (the cache assembles the answer)
+        self.response = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
 
     async def run(self, request: web.Request, first_chunk: Callable[[], None]) -> Outcome:
         answer, out, state = self.answer, self.out, StreamState()
@@ -45,6 +47,8 @@ class ChatRelay:
             while chunks:
                 for chunk in chunks:
                     openai.stream_event(CHAT, state, None, chunk)
+                if self.keep is not None:
+                    self.keep += chunks
                 if data := out.feed(chunks):
                     first_chunk()
                     await self.response.write(data)

@@ -19,6 +19,9 @@ from mitmproxy import ctx, exceptions
 from pydantic import ValidationError
 
 from addons.auth import Auth
+from addons.cache import HEADER, Cache
+from addons.cachekey import BadCacheControl, cache_key, controls, sampled
+from addons.cachestore import Entry
 from addons.call import Call, iso, ms
 from addons.capture import BODY_LIMIT
 from addons.config import RetryPolicy
@@ -46,6 +49,7 @@ from providers.chat import InvalidRequest, UnsupportedParam, UpstreamRequest
 from providers.fronts import FRONTS
 from providers.openai import openai
 from providers.openai_chat import OpenAIChat
+from providers.replay import openai_chunks, openai_completion
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +57,9 @@ CHAT = Route(openai, "chat.completions")  # how the router reads the OpenAI chat
 
 
 class Router:
-    def __init__(self, settings: Settings, recorder: Recorder, auth: Auth, spend: Spend) -> None:
+    def __init__(self, settings: Settings, recorder: Recorder, auth: Auth, spend: Spend, cache: Cache) -> None:
         self.settings = settings
+        self.cache = cache
         self.recorder = recorder
         self.auth = auth
         self.spend = spend
@@ -178,10 +183,18 @@ class Router:
                     raise BadRequest(f"/v1/{as_is} is served by OpenAI-compatible deployments only; no deployment "
                                      f"of {model!r} is one.", param="model")
             self._aim(call, plan[0])
-            if refusal := self.spend.admit(call, key):
-                message, code, headers = refusal
-                raise Refused(message, code=code, headers=headers)
-            return await self._answer(request, front, call, chat_body, plan, fields, front.wants_usage(body), as_is)
+            if as_is != "responses" and (entry := await self._lookup(call, request, chat_body, fields, key, model,
+                                                                     as_is)) is not None:
+                return self._serve_cached(call, front, entry, chat_body, front.wants_usage(body), as_is)
+            try:
+                if refusal := self.spend.admit(call, key):
+                    message, code, headers = refusal
+                    raise Refused(message, code=code, headers=headers)
+                return await self._answer(request, front, call, chat_body, plan, fields, front.wants_usage(body),
+                                          as_is)
+            finally:
+                if call.cache_leader:
+                    self.cache.cache.release(call.cache_key)
         except RouterError as e:
             if isinstance(e, (Refused, Unauthorized, Forbidden, BadRequest, ModelNotFound, BodyTooLarge)):
                 call.refused = e.code
@@ -217,6 +230,7 @@ class Router:
         self._aim(call, answer.target)
         call.notes += translated[answer.target.name].notes
         store_bodies = call.keep_bodies
+        cache_header = {HEADER: "MISS" if call.cache_leader else "BYPASS"} if call.cache_key else {}
         if isinstance(answer, WholeAnswer):
             call.mark_first_chunk()
             facts = openai.response_facts(call_route(call), answer.body)
@@ -224,13 +238,62 @@ class Router:
             self._record(call, 200, facts, True, len(answer.raw),
                          (answer.raw.decode("utf-8", "replace") if as_is else json.dumps(answer.body))
                          if store_bodies else None)
-            return web.Response(body=payload, content_type="application/json")
-        relay = RawRelay(answer, call_route(call)) if as_is else ChatRelay(answer, front.stream(call.facts.model,
-                                                                                               wants_usage))
+            if call.cache_leader and call.status == "ok":
+                self._keep(call, answer.body)
+            return web.Response(body=payload, content_type="application/json", headers=cache_header)
+        kept: list | None = [] if call.cache_leader else None
+        relay = RawRelay(answer, call_route(call)) if as_is else ChatRelay(
+            answer, front.stream(call.facts.model, wants_usage), cache_header, kept)
         outcome = await relay.run(request, call.mark_first_chunk)
         self._record(call, 200, outcome.facts, outcome.finished, outcome.chars,
                      outcome.body if store_bodies else None, outcome.status, outcome.error)
+        if kept and call.status == "ok" and (completion := openai_completion(kept)) is not None:
+            self._keep(call, completion)
         return relay.response
+
+    # -- the response cache ----------------------------------------------------------------------
+
+    async def _lookup(self, call: Call, request, body: dict, fields: dict, key, model: str, as_is: str | None):
+        """The cached answer for this call, if caching is on for it and there is one."""
+        config = self.settings.config.cache
+        try:
+            found = controls(config, fields, _lower(request.headers), key.id if key else None, model)
+        except BadCacheControl as e:
+            raise BadRequest(str(e), param=e.param) from None
+        if found is None or (sampled(body) and not config.store_sampled):
+            return None
+        call.cache_key = cache_key(dialect="router", endpoint=as_is or "chat", body=body,
+                                   tenant=key.id if key else "master", customer=call.customer_identifier,
+                                   controls=found, model=model)
+        return await self.cache.lookup(call, found)
+
+    def _keep(self, call: Call, answer: dict) -> None:
+        body = json.dumps(answer, separators=(",", ":")).encode()
+        if len(body) <= self.settings.config.cache.max_entry_bytes:
+            self.cache.keep(call, Entry(False, "application/json", body, time.time() + call.cache_ttl,
+                                        {"routed_to": call.routed_to}))
+
+    def _serve_cached(self, call: Call, front, entry: Entry, body: dict, wants_usage: bool,
+                      as_is: str | None) -> web.Response:
+        answer = json.loads(entry.body)
+        call.attempts, stream = 0, body.get("stream") is True
+        try:
+            self._aim(call, self.routes.resolve(entry.meta["routed_to"])[0])  # priced as the model that answered
+        except (KeyError, UnknownModel):
+            pass
+        call.routed_to = entry.meta.get("routed_to")
+        call.upstream_started = None
+        call.mark_first_chunk()
+        if as_is:
+            payload, content_type = entry.body, "application/json"
+        elif stream:
+            out = front.stream(call.facts.model, wants_usage)
+            payload, content_type = out.feed(openai_chunks(answer, True)) + out.close(), "text/event-stream"
+        else:
+            payload, content_type = front.whole(answer, call.facts.model), "application/json"
+        self._record(call, 200, openai.response_facts(call_route(call), answer), True, len(entry.body),
+                     entry.body.decode("utf-8", "replace") if call.keep_bodies else None)
+        return web.Response(body=payload, content_type=content_type, headers={HEADER: "HIT"})
 
     # -- pieces ------------------------------------------------------------------------------------
 

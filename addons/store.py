@@ -341,3 +341,26 @@ def m005_router_columns(db: Database) -> None:
 def m006_key_downgrade(db: Database) -> None:
     # Per key: model downgrade rules for router calls as a budget nears its end (JSON list of Downgrade).
     db["keys"].add_column("downgrade", str)
+
+
+@migrations()
+def m007_response_cache(db: Database) -> None:
+    # A call answered from the response cache: cost_usd 0 and what it would have cost in cost_saved_usd.
+    db["requests"].add_column("cache_hit", int, not_null_default=0)
+    db["requests"].add_column("cost_saved_usd", float)
+    # Cache entries kept across restarts (cache.persist); the gateway loads the unexpired ones at start.
+    db["cache_entries"].create(
+        {"key": str, "expires_at": float, "stream": int, "content_type": str, "body": bytes, "meta": str},
+        pk="key",
+    )
+
+
+def read_cache_entries(path: str | Path, now: float) -> list[dict[str, Any]]:
+    """Unexpired cache entries kept by an earlier run (read once at start, never on the hot path)."""
+    db = open_db(Path(path).expanduser())
+    try:
+        db.execute("DELETE FROM cache_entries WHERE expires_at <= ?", [now])
+        db.conn.commit()
+        return list(db["cache_entries"].rows_where("expires_at > ?", [now]))
+    finally:
+        db.close()

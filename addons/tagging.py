@@ -142,3 +142,9 @@ def router_tags(headers, body_user: str | None, fields: dict[str, Any]) -> Tags:
             tags.customer_identifier = _identifier("customer_params.customer_identifier",
                                                    tags.customer_params.get("customer_identifier"))
     return tags
+
+
+def params_header(headers: dict[str, str]) -> dict[str, Any]:
+    """The X-Tapgate-Params object (JSON, or base64 JSON), {} when absent; raises BadTag."""
+    raw = headers.get("x-tapgate-params")
+    return _json_object("X-Tapgate-Params", raw, allow_base64=True) if raw else {}
