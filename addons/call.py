@@ -145,7 +145,7 @@ class Call:
             "metadata": json.dumps(self.metadata, ensure_ascii=False, default=str),
             "key_id": self.key_id,
             "routed_to": self.routed_to,
-            "cache_hit": int(self.cache_hit),
+            "cache_hit": int(self.cache_hit) if self.cache_key else None,
             "cost_saved_usd": cost_saved,
             "attempts": self.attempts,
             "request_body": self.request_body,

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 from typing import Any
 
 from mitmproxy import ctx
+from rich.color import ColorSystem
 from rich.console import Console as RichConsole
+from rich.style import Style
 from rich.text import Text
 
 # mitmdump prints every flow itself; for calls tapgate records, its own line replaces that dump.
@@ -37,22 +40,44 @@ def cost_text(row: dict[str, Any], places: int = 6) -> str:
     return "$?" if row["cost_usd"] is None else f"${row['cost_usd']:.{places}f}"
 
 
-def call_line(row: dict[str, Any]) -> Text:
-    """time provider model status latency ttft tokens cost customer, coloured by outcome."""
+def call_segments(row: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """time provider model status latency ttft tokens cost customer, each with its style."""
     ok = row["status"] == "ok"
     ttft = f"ttft {row['ttft_ms']:.0f}ms" if row["ttft_ms"] is not None else ""
-    line = Text()
-    line.append(row["started_at"][11:23] + " ", style="dim")
-    line.append(f"{row['provider']:<10} ", style="cyan")
-    line.append(f"{(row['response_model'] or row['model'] or '?')[:32]:<32} ", style="bold")
-    line.append(f"{status_text(row):<6} ", style="green" if ok else "red")
-    line.append(f"{(row['duration_ms'] or 0):>7.0f}ms {ttft:<12} ")
-    line.append(f"{tokens_text(row):<13} {cost_text(row):<11}", style="yellow")
+    segments: list[tuple[str, str | None]] = [
+        (row["started_at"][11:23] + " ", "dim"),
+        (f"{row['provider']:<10} ", "cyan"),
+        (f"{(row['response_model'] or row['model'] or '?')[:32]:<32} ", "bold"),
+        (f"{status_text(row):<6} ", "green" if ok else "red"),
+        (f"{(row['duration_ms'] or 0):>7.0f}ms {ttft:<12} ", None),
+        (f"{tokens_text(row):<13} {cost_text(row):<11}", "yellow"),
+    ]
+    if row.get("cache_hit"):
+        segments.append((" cache hit", "green"))
     if row["customer_identifier"]:
-        line.append(f" {row['customer_identifier']}", style="magenta")
+        segments.append((f" {row['customer_identifier']}", "magenta"))
     if row["error"] and not ok:
-        line.append(f"  {row['error'][:80]}", style="red")
-    return line
+        segments.append((f"  {row['error'][:80]}", "red"))
+    return segments
+
+
+def call_line(row: dict[str, Any]) -> Text:
+    """One call as rich Text, coloured by outcome."""
+    return Text.assemble(*((text, style or "") for text, style in call_segments(row)))
+
+
+@functools.cache
+def _style(name: str) -> Style:
+    return Style.parse(name)
+
+
+def painted(row: dict[str, Any], color_system: ColorSystem | None) -> str:
+    """The same line as a string with its ANSI colours (none when not a terminal). About 1 µs against
+    rich's ~60 µs render: the console thread shares the GIL with the proxy, so this is latency saved."""
+    if color_system is None:
+        return "".join(text for text, _ in call_segments(row))
+    return "".join(_style(style).render(text, color_system=color_system) if style else text
+                   for text, style in call_segments(row))
 
 
 class Console:
@@ -113,6 +138,8 @@ class Console:
                 else:
                     rows.append(row)
             if rows:
-                self._console.print(Text("\n").join(call_line(r) for r in rows))
+                color = self._console._color_system  # rich's choice for this output: None on a pipe
+                self._console.file.write("".join(painted(r, color) + "\n" for r in rows))
+                self._console.file.flush()
             if stop:
                 return

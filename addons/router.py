@@ -321,11 +321,11 @@ class Router:
         call.attempts = (call.attempts or 0) + 1
         call.attempt_spans.append({
             "span_id": new_span_id(), "trace_id": call.trace_id, "parent_span_id": call.span_id,
-            "request_id": call.id, "name": f"attempt {call.attempts} {target.name}",
+            "request_id": call.id, "name": f"attempt {target.name}",  # the dashboard counts retries and fallbacks by name
             "started_at": iso(started), "duration_ms": ms(started, ended),
             "status": "error" if failed else "ok",
             "attributes": json.dumps({
-                "deployment": target.name, "base_url": target.base_url,
+                "attempt": call.attempts, "deployment": target.name, "base_url": target.base_url,
                 "http.status_code": result.status if failed else result.status,
                 "error": result.describe(target.name) if failed else None,
                 "failure": result.kind if failed else None,

@@ -346,7 +346,7 @@ def m006_key_downgrade(db: Database) -> None:
 @migrations()
 def m007_response_cache(db: Database) -> None:
     # A call answered from the response cache: cost_usd 0 and what it would have cost in cost_saved_usd.
-    db["requests"].add_column("cache_hit", int, not_null_default=0)
+    db["requests"].add_column("cache_hit", int)  # NULL: the cache was not consulted; 0 a miss; 1 a hit
     db["requests"].add_column("cost_saved_usd", float)
     # Cache entries kept across restarts (cache.persist); the gateway loads the unexpired ones at start.
     db["cache_entries"].create(

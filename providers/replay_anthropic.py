@@ -68,14 +68,16 @@ class AnthropicReplay:
         """include_usage is ignored: Anthropic streams always carry usage. message_start holds the
         input counts and a placeholder output_tokens (as the API's does); message_delta the totals."""
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-        start = {k: [] if k == "content" else None if k in _NULLABLE else v for k, v in body.items() if k != "container"}
-        start |= {k: start.get(k) for k in ("content", "stop_reason", "stop_sequence")}
+        start = {k: v for k, v in body.items() if k not in _ENDING}
+        start |= {"content": [], "stop_reason": None, "stop_sequence": None}
+        start |= {"stop_details": None} if "stop_details" in body else {}
         if usage:
             start["usage"] = usage | {"output_tokens": min(1, usage.get("output_tokens") or 0)}
         events = [("message_start", {"type": "message_start", "message": start})]
         for index, block in enumerate(body.get("content") or ()):
             events += _block_events(index, block)
-        delta = {k: body.get(k) for k in _ENDING if k in body or k in ("stop_reason", "stop_sequence")}
+        delta = {"stop_reason": body.get("stop_reason"), "stop_sequence": body.get("stop_sequence")}
+        delta |= {k: body[k] for k in ("stop_details", "container") if k in body}
         delta_usage = {k: usage[k] for k in _DELTA_USAGE if k in usage}
         events.append(("message_delta", {"type": "message_delta", "delta": delta, "usage": delta_usage}))
         events.append(("message_stop", {"type": "message_stop"}))
@@ -89,7 +91,7 @@ class AnthropicReplay:
         blocks: dict[int, dict[str, Any]] = {}
         json_parts: dict[int, list[str]] = {}
         for name, data in events or ():
-            kind = data.get("type") or name if isinstance(data, dict) else None
+            kind = (data.get("type") or name) if isinstance(data, dict) else None
             if kind == "error" or kind is None:
                 return None
             if kind == "message_start":

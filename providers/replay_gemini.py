@@ -15,23 +15,28 @@ _TEXT_PART = frozenset({"text", "thought", "thoughtSignature"})
 
 
 def _events(body: dict[str, Any]) -> list[dict[str, Any]]:
-    """One event per part (each a whole GenerateContentResponse, as Gemini streams them), the
-    candidate's finishReason and other fields on its last part, usageMetadata on the very last event."""
+    """Event i carries part i of every candidate that has one, each event a whole
+    GenerateContentResponse as Gemini streams them; the last event carries every candidate's
+    finishReason (and its other fields) and the usageMetadata, so a stream cut before it is unfinished."""
     top = {k: v for k, v in body.items() if k not in ("candidates", "usageMetadata")}
-    events = []
-    for candidate in body.get("candidates") or ():
-        content = candidate.get("content") if isinstance(candidate.get("content"), dict) else {}
-        parts = content.get("parts") or []
-        rest = {k: v for k, v in candidate.items() if k != "content"}
-        pieces = [{"content": content | {"parts": [part]}} for part in parts] or [{}]
-        for piece in pieces[:-1]:
-            piece |= {"index": candidate["index"]} if "index" in candidate else {}
-        pieces[-1] |= rest
-        events += [{"candidates": [piece]} | top for piece in pieces]
-    if not events:  # a blocked prompt: promptFeedback and usage, no candidates
+    candidates = [c for c in body.get("candidates") or () if isinstance(c, dict)]
+    if not candidates:  # a blocked prompt: promptFeedback and usage, no candidates
         return [body]
-    if "usageMetadata" in body:
-        events[-1] = {"candidates": events[-1]["candidates"], "usageMetadata": body["usageMetadata"]} | top
+    contents = [c.get("content") if isinstance(c.get("content"), dict) else {} for c in candidates]
+    count = max(1, *(len(content.get("parts") or ()) for content in contents))
+    events = []
+    for i in range(count):
+        last, pieces = i == count - 1, []
+        for candidate, content in zip(candidates, contents, strict=True):
+            parts = content.get("parts") or []
+            piece = {"content": content | {"parts": [parts[i]]}} if i < len(parts) else {}
+            if last:
+                piece |= {k: v for k, v in candidate.items() if k != "content"}
+            elif piece and "index" in candidate:
+                piece["index"] = candidate["index"]
+            pieces += [piece] if piece else []
+        usage = {"usageMetadata": body["usageMetadata"]} if last and "usageMetadata" in body else {}
+        events.append({"candidates": pieces} | usage | top)
     return events
 
 

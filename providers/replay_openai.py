@@ -74,16 +74,20 @@ def _choice_deltas(choice: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def openai_completion(chunks: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The `chat.completion` a list of chunks adds up to; None unless every choice saw a finish_reason.
+    """The `chat.completion` a list of chunks adds up to; None unless every choice saw a finish_reason,
+    or when a chunk carries an error (OpenRouter's mid-stream error).
 
     Fields concatenate as the openai SDK's accumulate_delta does (strings join, lists extend, tool
-    calls merge by index); the first non-empty id/created/model wins (Azure's first chunk has "" and
-    0, Groq's last id is "stub"); usage is the last one seen, top-level or under x_groq.
+    calls merge by index), logprobs included; the first non-empty value of a top-level field wins
+    (Azure's first chunk has "" and 0, Groq's last id is "stub"); usage is the last one seen,
+    top-level or under x_groq.
     """
     top: dict[str, Any] = {}
     choices: dict[int, dict[str, Any]] = {}
     usage = None
     for chunk in copy.deepcopy(chunks):
+        if not isinstance(chunk, dict) or chunk.get("error") is not None:
+            return None
         for key, value in chunk.items():
             if key not in _CHUNK_ONLY and top.get(key) in (None, "", 0):
                 top[key] = value
@@ -95,7 +99,8 @@ def openai_completion(chunks: list[dict[str, Any]]) -> dict[str, Any] | None:
         return None
     body = {"id": top.pop("id", None), "object": "chat.completion", "created": top.pop("created", None),
             "model": top.pop("model", None), "choices": [_choice(i, choices[i]) for i in sorted(choices)]}
-    return body | top | ({"usage": usage} if usage is not None else {})
+    # A field null in every chunk is left out (Azure's system_fingerprint), as whole bodies leave it out.
+    return body | {k: v for k, v in top.items() if v is not None} | ({"usage": usage} if usage is not None else {})
 
 
 def _fold(acc: dict[str, Any], part: dict[str, Any]) -> None:
@@ -140,8 +145,6 @@ def _choice(index: int, acc: dict[str, Any]) -> dict[str, Any]:
     message = {"role": msg.pop("role", None) or "assistant", "content": msg.pop("content", None),
                "refusal": msg.pop("refusal", None)} | msg
     if calls:
-        if message["content"] == "":
-            message["content"] = None  # OpenAI's whole body has null content beside tool calls
         message["tool_calls"] = [
             {"id": c.get("id"), "type": c.get("type") or "function",
              "function": {"name": (c.get("function") or {}).get("name"),
@@ -164,15 +167,11 @@ class OpenAIChatReplay:
         return write_events([(None, c) for c in chunks] + [(None, DONE)])
 
     def as_whole(self, raw: bytes) -> dict[str, Any] | None:
-        """None for a stream without [DONE], with an error chunk (OpenRouter's mid-stream error) or
-        with a choice that never finished."""
+        """None for a stream cut before `data: [DONE]`, and as openai_completion says."""
         events = read_events(raw)
         if not events or events[-1][1] != DONE:
             return None
-        chunks = [data for _, data in events[:-1]]
-        if not all(isinstance(c, dict) and c.get("error") is None for c in chunks):
-            return None
-        return openai_completion(chunks)
+        return openai_completion([data for _, data in events[:-1]])
 
 
 openai_replay = OpenAIChatReplay()

@@ -151,7 +151,7 @@ def start_litellm(tmp: Path, mock_port: int) -> Server:
 # -- tapgate -----------------------------------------------------------------------------------------
 
 
-def start_tapgate(tmp: Path, mock_port: int, model: str) -> Server:
+def start_tapgate(tmp: Path, mock_port: int, model: str, extra: list[str] = ()) -> Server:
     config = tmp / "tapgate.yaml"
     config.write_text(
         "router:\n"
@@ -164,6 +164,8 @@ def start_tapgate(tmp: Path, mock_port: int, model: str) -> Server:
     args = [str(BIN / "mitmdump"), "-s", str(ROOT / "addons" / "gateway.py"), "--listen-port", "0",
             "--set", f"tapgate_db={tmp / 't.db'}", "--set", f"confdir={tmp / 'conf'}",
             "--set", f"tapgate_config={config}", "--set", "tapgate_router=127.0.0.1:0"]
+    for option in extra:
+        args += ["--set", option]
     env = {**os.environ, "TAPGATE_MASTER_KEY": MASTER_KEY, "OPENAI_API_KEY": MOCK_KEY, "PYTHONUNBUFFERED": "1"}
     process = Process.start(args, env=env)
     server = Server("tapgate", pid=process.proc.pid, model=model, process=process)
@@ -298,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"leave LiteLLM out (and do not create {LITELLM_VENV.relative_to(ROOT)})")
     parser.add_argument("--tapgate-model", default="openai/gpt-4o-mini",
                         help="the model name sent to tapgate's router (default openai/gpt-4o-mini)")
+    parser.add_argument("--tapgate-set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a mitmproxy option for the tapgate gateway, e.g. tapgate_console=false (repeatable)")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     if args.quick:
@@ -329,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                 servers["litellm"] = Server("litellm", unavailable="skipped (--skip-litellm)")
             else:
                 servers["litellm"] = start_litellm(tmp, mock_port)
-            servers["tapgate"] = start_tapgate(tmp, mock_port, args.tapgate_model)
+            servers["tapgate"] = start_tapgate(tmp, mock_port, args.tapgate_model, args.tapgate_set)
             for server in servers.values():
                 if server.unavailable is None and (why := check(server)):
                     server.unavailable = why

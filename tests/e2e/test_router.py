@@ -155,7 +155,7 @@ def test_fault_table(router, mock, customer, fault, stream, use_async):
     r = row(router, customer)
     assert (r["routed_to"], r["attempts"], r["status"], r["mode"]) == (routed_to, attempts, "ok", "router")
     assert r["model"] == model and r["input_tokens"] and r["output_tokens"] and r["cost_usd"] > 0
-    spans = query(router[1], "SELECT * FROM spans WHERE request_id = ? AND name LIKE 'attempt %' ORDER BY name",
+    spans = query(router[1], "SELECT * FROM spans WHERE request_id = ? AND name LIKE 'attempt %' ORDER BY rowid",
                   (r["id"],))
     assert len(spans) == attempts
     assert [s["status"] for s in spans] == ["error"] * (attempts - 1) + ["ok"]
