@@ -104,6 +104,15 @@ class Deployment(Strict):
     weight: float = Field(default=1.0, gt=0)
     headers: dict[str, str] = {}  # extra request headers (OpenRouter's HTTP-Referer, X-Title)
 
+    @model_validator(mode="after")
+    def _known_or_reachable(self) -> Deployment:
+        from providers.endpoints import provider_names
+
+        if self.provider not in provider_names() and not self.base_url:
+            raise ValueError(f"unknown provider {self.provider!r}: one of {', '.join(provider_names())}, "
+                             "or any name with a base_url (an OpenAI-compatible server)")
+        return self
+
 
 class ModelAlias(Strict):
     """A model name clients send, served by one or more deployments split by weight."""

@@ -39,3 +39,16 @@ def test_settings_builds_the_registry_and_prices(tmp_path):
         assert settings.prices.price("", "llama3.2").input == 0.1
         with pytest.raises(exceptions.OptionsError, match="cannot read config"):
             tctx.configure(settings, tapgate_config=str(tmp_path / "missing.yaml"))
+
+
+def test_router_config_errors_name_the_file_line_and_field(tmp_path):
+    path = tmp_path / "tapgate.yaml"
+    path.write_text("router:\n  models:\n    smart:\n      - {provider: nope, model: x}\n")
+    with pytest.raises(ConfigError, match=r"tapgate.yaml:3: router.models.smart.deployments.0: .*unknown provider 'nope'"):
+        load_config(path)
+    path.write_text("router:\n  retry:\n    num_retries: -1\n")
+    with pytest.raises(ConfigError, match=r"tapgate.yaml:3: router.retry.num_retries"):
+        load_config(path)
+    path.write_text("cache:\n  ttl: 0\n")
+    with pytest.raises(ConfigError, match=r"tapgate.yaml:2: cache.ttl"):
+        load_config(path)

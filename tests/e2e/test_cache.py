@@ -316,3 +316,12 @@ def test_entries_survive_a_restart(gw, mock):
     process.wait_for(r"tapgate: [1-9]\d* cache entries loaded")
     oai(gw).chat.completions.create(model="gpt-4o-mini", messages=msgs)
     assert upstream_calls(mock) == 1
+
+
+def test_a_cut_stream_is_never_stored(gw, mock):
+    msgs = prompt()
+    c = oai(gw, **{"x-mock-fault": "cut"})
+    with pytest.raises(openai.APIError):
+        list(c.chat.completions.create(model="gpt-4o-mini", messages=msgs, stream=True))
+    list(oai(gw).chat.completions.create(model="gpt-4o-mini", messages=msgs, stream=True))
+    assert upstream_calls(mock) == 2

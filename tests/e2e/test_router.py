@@ -388,3 +388,43 @@ def test_dropped_parameters_are_noted_and_disable_log_keeps_no_bodies(router, mo
     assert any("logprobs" in note for note in json.loads(root["attributes"])["notes"])
     (sent,) = admin(mock, "GET", "/_mock/requests")
     assert "logprobs" not in json.loads(sent["body"])
+
+
+TOOLS = [{"type": "function", "function": {
+    "name": "get_weather", "description": "Weather for a place",
+    "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}}]
+# Where each dialect's request carries the tool the OpenAI client declared.
+TOOL_IN_REQUEST = {
+    "openai/gpt-4o-mini": lambda b: b["tools"][0]["function"]["name"],
+    "anthropic/claude-sonnet-4-5": lambda b: b["tools"][0]["name"] if "input_schema" in b["tools"][0] else None,
+    "gemini/gemini-2.5-flash": lambda b: b["tools"][0]["functionDeclarations"][0]["name"],
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("model", list(TOOL_IN_REQUEST))
+def test_tools_are_translated_and_tool_calls_come_back_in_openai_shape(router, mock, customer, model, stream):
+    c = client(router)
+    kw = dict(model=model, tools=TOOLS, tool_choice="auto", extra_body={"customer_identifier": customer},
+              messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Weather in Paris?"}])
+    if stream:
+        calls: dict[int, dict] = {}
+        finish = None
+        for chunk in c.chat.completions.create(stream=True, **kw):
+            conforms("openai", OPENAI_CHAT_CHUNK, chunk.model_dump(exclude_unset=True))
+            for choice in chunk.choices:
+                finish = choice.finish_reason or finish
+                for tc in choice.delta.tool_calls or []:
+                    acc = calls.setdefault(tc.index, {"name": "", "arguments": ""})
+                    acc["name"] += tc.function.name or "" if tc.function else ""
+                    acc["arguments"] += tc.function.arguments or "" if tc.function else ""
+        got = list(calls.values())
+    else:
+        done = c.chat.completions.create(**kw)
+        conforms("openai", OPENAI_CHAT, done.model_dump(exclude_unset=True))
+        finish = done.choices[0].finish_reason
+        got = [{"name": t.function.name, "arguments": t.function.arguments} for t in done.choices[0].message.tool_calls]
+    assert finish == "tool_calls" and got
+    assert all(g["name"] and isinstance(json.loads(g["arguments"]), dict) for g in got)
+    (sent,) = admin(mock, "GET", "/_mock/requests")
+    assert TOOL_IN_REQUEST[model](json.loads(sent["body"])) == "get_weather"
