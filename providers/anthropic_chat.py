@@ -13,7 +13,14 @@ from typing import Any
 from providers.anthropic import usage as anthropic_usage
 from providers.anthropic_chat_stream import AnthropicChatStream, finish_reason, openai_usage
 from providers.base import as_int, dig
-from providers.chat import InvalidRequest, ProviderStreamError, Unsupported, UnsupportedParam, UpstreamRequest
+from providers.chat import (
+    InvalidRequest,
+    ProviderStreamError,
+    Unsupported,
+    UnsupportedParam,
+    UpstreamRequest,
+    each_tool_call,
+)
 
 ANTHROPIC_VERSION = "2023-06-01"
 # Messages requires max_tokens; an OpenAI client that sends none means "the model's default".
@@ -162,15 +169,8 @@ class _Translation:
         return [b for b in blocks if b["type"] == "text"]
 
     def tool_uses(self, calls: Any, path: str) -> list[dict[str, Any]]:
-        if calls is None:
-            return []
-        if not isinstance(calls, list):
-            raise InvalidRequest(f"{path}.tool_calls", "tool_calls must be a list")
         out = []
-        for k, call in enumerate(calls):
-            where = f"{path}.tool_calls[{k}]"
-            if not isinstance(call, dict):
-                raise InvalidRequest(where, "a tool call must be an object")
+        for where, call in each_tool_call(calls, path):
             if call.get("type", "function") != "function":
                 self.drop(where, f"{call.get('type')} tool calls have no Anthropic equivalent")
                 continue

@@ -3,6 +3,7 @@ chunks back, whole and streamed. One object per dialect implements `ChatAdapter`
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -37,6 +38,20 @@ class ProviderStreamError(RuntimeError):
         super().__init__(message)
         self.status = status
         self.type = type
+
+
+def each_tool_call(calls: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(param path, call) for each of an assistant message's OpenAI tool_calls; raises InvalidRequest
+    for a value that is not a list of objects. `where` is the message's path, e.g. "messages[2]"."""
+    if calls is None:
+        return
+    if not isinstance(calls, list):
+        raise InvalidRequest(f"{where}.tool_calls", "tool_calls must be a list")
+    for k, call in enumerate(calls):
+        here = f"{where}.tool_calls[{k}]"
+        if not isinstance(call, dict):
+            raise InvalidRequest(here, "a tool call must be an object")
+        yield here, call
 
 
 @dataclass(slots=True)

@@ -12,7 +12,14 @@ from typing import Any
 from urllib.parse import quote, unquote_to_bytes, urlsplit
 
 from providers.base import dig
-from providers.chat import InvalidRequest, ProviderStreamError, Unsupported, UnsupportedParam, UpstreamRequest
+from providers.chat import (
+    InvalidRequest,
+    ProviderStreamError,
+    Unsupported,
+    UnsupportedParam,
+    UpstreamRequest,
+    each_tool_call,
+)
 from providers.gemini_chat_stream import (
     GeminiChatStream,
     answer_parts,
@@ -283,16 +290,8 @@ def _function_calls(message: dict[str, Any], where: str, calls: dict[str, tuple[
     """functionCall parts for an assistant message's tool_calls, remembering each id for the results."""
     if message.get("function_call") is not None:
         policy(f"{where}.function_call", "deprecated by OpenAI and not translated; send tool_calls")
-    tool_calls = message.get("tool_calls")
-    if tool_calls is None:
-        return []
-    if not isinstance(tool_calls, list):
-        raise InvalidRequest(f"{where}.tool_calls", "tool_calls must be an array")
     parts = []
-    for k, call in enumerate(tool_calls):
-        here = f"{where}.tool_calls[{k}]"
-        if not isinstance(call, dict):
-            raise InvalidRequest(here, "each tool call must be an object")
+    for here, call in each_tool_call(message.get("tool_calls"), where):
         if call.get("type", "function") != "function":
             policy(here, f"{call.get('type')!r} tool calls have no Gemini equivalent")
             continue
