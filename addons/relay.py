@@ -4,6 +4,8 @@ own shape, since nothing can be retried once the client has seen part of an answ
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -15,6 +17,12 @@ from providers.base import ResponseFacts, Route, StreamState
 from providers.chat import ProviderStreamError
 from providers.openai import openai
 from providers.stream import StreamParser
+
+
+def remaining(deadline: float) -> float:
+    """Seconds left of the call's one deadline (router `timeout`), which the stream is held to too."""
+    return max(deadline - time.monotonic(), 0.001)
+
 
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
 CHAT = Route(openai, "chat.completions")
@@ -33,9 +41,9 @@ class Outcome:
 class ChatRelay:
     """OpenAI chunks from the translator, written in the client's shape (OpenAI SSE or Anthropic events)."""
 
-    def __init__(self, answer: StreamAnswer, out, headers: dict[str, str] | None = None,
+    def __init__(self, answer: StreamAnswer, out, deadline: float, headers: dict[str, str] | None = None,
                  keep: list | None = None) -> None:
-        self.answer, self.out = answer, out
+        self.answer, self.out, self.deadline = answer, out, deadline
         self.keep = keep  # when given, every OpenAI chunk is kept here (the cache assembles the answer)
         self.response = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
 
@@ -53,10 +61,11 @@ class ChatRelay:
                     first_chunk()
                     await self.response.write(data)
                 try:
-                    chunks = await answer.more()
+                    chunks = await asyncio.wait_for(answer.more(), remaining(self.deadline))
                 except (ProviderStreamError, aiohttp.ClientError, TimeoutError) as e:
                     code = e.status if isinstance(e, ProviderStreamError) else 502
-                    status, error = "upstream_error", f"{answer.target.name}: stream broke: {e or type(e).__name__}"
+                    why = "passed the call's timeout" if isinstance(e, TimeoutError) else f"broke: {e or type(e).__name__}"
+                    status, error = "upstream_error", f"{answer.target.name}: stream {why}"
                     await self.response.write(out.error(code, "server_error", error))
                     break
             if status == "ok":
@@ -74,8 +83,8 @@ class ChatRelay:
 class RawRelay:
     """Bytes as the provider sent them (the client speaks the provider's shape), parsed as they pass."""
 
-    def __init__(self, answer: RawStreamAnswer, route: Route) -> None:
-        self.answer = answer
+    def __init__(self, answer: RawStreamAnswer, route: Route, deadline: float) -> None:
+        self.answer, self.deadline = answer, deadline
         self.parser = StreamParser(route, answer.response.headers.get("content-type", "text/event-stream"))
         self.response = web.StreamResponse(headers=SSE_HEADERS)
 
@@ -89,7 +98,7 @@ class RawRelay:
                 first_chunk()
                 await self.response.write(data)
                 try:
-                    data = await answer.more()
+                    data = await asyncio.wait_for(answer.more(), remaining(self.deadline))
                 except (aiohttp.ClientError, TimeoutError) as e:
                     status, error = "upstream_error", f"{answer.target.name}: stream broke: {type(e).__name__}"
                     break

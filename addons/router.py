@@ -214,6 +214,7 @@ class Router:
 
         async def send(target: Target, remaining: float):
             started[0] = time.time()
+            self.routes.cooling.attempting(target.name)
             try:
                 upstream_request = (UpstreamRequest(f"/{as_is}", {**body, "model": target.model}) if as_is else
                                     target.endpoint.adapter.chat_request(body, target.model, stream=stream,
@@ -242,8 +243,8 @@ class Router:
                 self._keep(call, answer.body)
             return web.Response(body=payload, content_type="application/json", headers=cache_header)
         kept: list | None = [] if call.cache_leader else None
-        relay = RawRelay(answer, call_route(call)) if as_is else ChatRelay(
-            answer, front.stream(call.facts.model, wants_usage), cache_header, kept)
+        relay = RawRelay(answer, call_route(call), deadline) if as_is else ChatRelay(
+            answer, front.stream(call.facts.model, wants_usage), deadline, cache_header, kept)
         outcome = await relay.run(request, call.mark_first_chunk)
         self._record(call, 200, outcome.facts, outcome.finished, outcome.chars,
                      outcome.body if store_bodies else None, outcome.status, outcome.error)

@@ -54,13 +54,19 @@ class Cooling:
     health: dict[str, Health] = field(default_factory=dict)
 
     def available(self, name: str, now: float) -> bool:
+        """Not cooling down, or cooled long enough and no probe of it in flight."""
         h = self.health.get(name)
         if h is None or h.failures < self.policy.failures:
             return True
-        if now < h.cooled_until or h.probing:
-            return False
-        h.probing = True  # this call is the probe; the others keep skipping it until it answers
-        return True
+        return now >= h.cooled_until and not h.probing
+
+    def attempting(self, name: str) -> None:
+        """A call is about to try this deployment: if it is cooling down, that call is its probe, and
+        the others keep skipping it until the probe's answer (marked here, when the attempt really
+        starts, so a plan that never reaches it does not hold the probe)."""
+        h = self.health.get(name)
+        if h is not None and h.failures >= self.policy.failures:
+            h.probing = True
 
     def succeeded(self, name: str) -> None:
         self.health.pop(name, None)

@@ -428,3 +428,23 @@ def test_tools_are_translated_and_tool_calls_come_back_in_openai_shape(router, m
     assert all(g["name"] and isinstance(json.loads(g["arguments"]), dict) for g in got)
     (sent,) = admin(mock, "GET", "/_mock/requests")
     assert TOOL_IN_REQUEST[model](json.loads(sent["body"])) == "get_weather"
+
+
+def test_a_stream_stalling_past_the_timeout_is_ended_with_an_error(mock, tmp_path):
+    """The one deadline holds after the first chunk too: a provider that stops mid-stream does not
+    hold the client for ever."""
+    (tmp_path / "tapgate.yaml").write_text(
+        f'router:\n  timeout: 1\n  providers:\n    openai: {{base_url: "http://127.0.0.1:{mock}/v1"}}\n')
+    process, _ = start_gateway(mock, tmp_path / "conf", tmp_path / "t.db",
+                               "--set", f"tapgate_config={tmp_path / 'tapgate.yaml'}")
+    try:
+        fail(mock, "/chat/completions", chunk_delay_ms=3000)
+        c = openai.OpenAI(base_url=router_url(process), api_key="x", max_retries=0)
+        started = time.monotonic()
+        with pytest.raises(openai.APIError, match="timeout"):
+            list(c.chat.completions.create(model="openai/gpt-4o-mini", messages=MSG, stream=True))
+        assert time.monotonic() - started < 2.5
+        (r,) = wait_rows(tmp_path / "t.db", "SELECT * FROM requests")
+        assert r["status"] == "upstream_error" and "timeout" in r["error"]
+    finally:
+        assert process.stop() == 0
