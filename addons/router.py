@@ -7,10 +7,8 @@ stream. Here the router holds each attempt until its first chunk and only then a
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import os
 import time
 from urllib.parse import urlsplit
 
@@ -26,9 +24,9 @@ from addons.call import Call, iso, ms
 from addons.capture import BODY_LIMIT
 from addons.config import RetryPolicy
 from addons.fallback import attempt_in_order
-from addons.keys import GatewayKey, hash_secret
 from addons.recorder import Recorder
 from addons.relay import ChatRelay, RawRelay
+from addons.router_client import authenticate, master_key, read_json
 from addons.router_errors import (
     BadRequest,
     BodyTooLarge,
@@ -104,7 +102,7 @@ class Router:
         await site.start()
         bound = site._server.sockets[0].getsockname()  # the port, when 0 asked for any free one
         self.address = f"http://{bound[0]}:{bound[1]}"
-        if not self._master_key():
+        if not master_key(self.settings.config.router):
             log.warning("tapgate: router has no master key (set TAPGATE_MASTER_KEY): gateway keys only, "
                         "or any caller when no key is required")
         log.info("tapgate router listening at %s", self.address)
@@ -119,7 +117,7 @@ class Router:
 
     async def models(self, request: web.Request) -> web.Response:
         try:
-            self._authenticate(request)
+            authenticate(request, self.settings.config, self.auth.ring)
         except RouterError as e:
             return _error(e, FRONTS["/v1/chat/completions"])
         names = list(self.routes.aliases) + [t.name for ts in self.routes.aliases.values() for t in ts]
@@ -143,8 +141,8 @@ class Router:
         config = self.settings.config.router
         call = self._new_call(request, front, as_is)
         try:
-            key = self._authenticate(request)
-            body = await self._json_body(request, config.max_body_bytes)
+            key = authenticate(request, self.settings.config, self.auth.ring)
+            body = await read_json(request, config.max_body_bytes)
             if key is not None:
                 call.key_id = key.id
             try:
@@ -332,41 +330,6 @@ class Router:
                 "failure": result.kind if failed else None,
             }),
         })
-
-    def _authenticate(self, request: web.Request) -> GatewayKey | None:
-        """The caller's gateway key (None for the master key, or an open router). Raises Unauthorized."""
-        header = request.headers.get("authorization", "")
-        token = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
-        master = self._master_key()
-        if master and token and hmac.compare_digest(token.encode(), master.encode()):
-            return None
-        if token and (key := self.auth.ring.by_hash(hash_secret(token))) is not None:
-            if problem := key.problem():
-                raise Unauthorized(problem[0].upper() + problem[1:] + ".")
-            return key
-        if not master and not self.settings.config.require_key:
-            return None
-        raise Unauthorized("Incorrect API key: send the gateway master key or a gateway key as the Bearer token."
-                           if token else "Missing API key: send a gateway key as the Bearer token.")
-
-    def _master_key(self) -> str | None:
-        config = self.settings.config.router
-        return config.master_key or os.environ.get(config.master_key_env) or None
-
-    async def _json_body(self, request: web.Request, limit: int) -> dict:
-        if request.content_length is not None and request.content_length > limit:
-            raise BodyTooLarge(f"The request body is {request.content_length} bytes; the limit is {limit}.")
-        try:
-            raw = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise BodyTooLarge(f"The request body is over the limit of {limit} bytes.") from None
-        try:
-            body = json.loads(raw)
-        except ValueError as e:
-            raise BadRequest(f"The request body is not valid JSON: {e}") from None
-        if not isinstance(body, dict):
-            raise BadRequest("The request body must be a JSON object.")
-        return body
 
     def _record(self, call: Call, status_code: int | None, facts: ResponseFacts, finished: bool, chars: int,
                 body: str | None, status: str = "ok", error: str | None = None) -> None:

@@ -1,0 +1,54 @@
+"""What a router client sent: who it is (the master key, a gateway key, or nobody) and its JSON body,
+each refused with the router's named errors."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+
+from aiohttp import web
+
+from addons.config import RouterConfig, TapgateConfig
+from addons.keys import GatewayKey, KeyRing, hash_secret
+from addons.router_errors import BadRequest, BodyTooLarge, Unauthorized
+
+
+def master_key(config: RouterConfig) -> str | None:
+    return config.master_key or os.environ.get(config.master_key_env) or None
+
+
+def authenticate(request: web.Request, config: TapgateConfig, ring: KeyRing) -> GatewayKey | None:
+    """The caller's gateway key: None for the master key, or for anyone when the router has no master
+    key and keys are not required. The Bearer token, or x-api-key for Anthropic-shaped clients.
+    Raises Unauthorized."""
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+    master = master_key(config.router)
+    if master and token and hmac.compare_digest(token.encode(), master.encode()):
+        return None
+    if token and (key := ring.by_hash(hash_secret(token))) is not None:
+        if problem := key.problem():
+            raise Unauthorized(problem[0].upper() + problem[1:] + ".")
+        return key
+    if not master and not config.require_key:
+        return None
+    raise Unauthorized("Incorrect API key: send the gateway master key or a gateway key as the Bearer token."
+                       if token else "Missing API key: send a gateway key as the Bearer token.")
+
+
+async def read_json(request: web.Request, limit: int) -> dict:
+    """The body as a JSON object; 413 past `limit` bytes, 400 when it is not a JSON object."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge(f"The request body is {request.content_length} bytes; the limit is {limit}.")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge(f"The request body is over the limit of {limit} bytes.") from None
+    try:
+        body = json.loads(raw)
+    except ValueError as e:
+        raise BadRequest(f"The request body is not valid JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return body
