@@ -110,7 +110,10 @@ class Console:
 
     def show(self, row: dict[str, Any], call=None) -> None:
         if self._dashboard is not None and self._dashboard.active:
-            self._dashboard.show(row)  # it lists the calls itself: a line per call would scroll through it
+            # It lists the calls itself (a line per call would scroll through it); a routed call's
+            # attempt spans tell it the retries and fallbacks.
+            attempts = [s["name"] for s in call.attempt_spans if s["name"].startswith("attempt ")] if call else []
+            self._dashboard.show(row, attempts)
         elif self._thread is not None:
             self._queue.put(row)
 

@@ -69,10 +69,10 @@ class Dashboard:
         if ctx.options.tapgate_dashboard:
             self._start()
 
-    def show(self, row: dict[str, Any]) -> None:
-        """The hot path: count the row; drawing happens on Live's thread."""
+    def show(self, row: dict[str, Any], attempts: list[str] = ()) -> None:
+        """The hot path: count the row (and a routed call's attempts); drawing happens on Live's thread."""
         if (tally := self.tally) is not None:
-            tally.add(row)
+            tally.add(row, attempts)
 
     def done(self) -> None:
         self._running = False
