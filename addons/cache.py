@@ -9,6 +9,7 @@ import logging
 import time
 from typing import Any
 
+from cachetools import LRUCache
 from mitmproxy import ctx, http
 
 from addons.cachekey import BadCacheControl, CacheControls, cache_key, controls, sampled
@@ -48,6 +49,9 @@ class Cache:
         self.settings = settings
         self.store = store
         self.cache = ResponseCache(settings.config.cache.max_bytes)
+        # Entries served in the other mode (or without the usage the gateway asked for) are rendered
+        # once per entry and variant: rendering costs more than the rest of a hit.
+        self.renders: LRUCache[tuple, tuple[bytes, str] | None] = LRUCache(maxsize=256)
         self._shape: tuple[int, bool] | None = None
 
     def configure(self, updated: set[str]) -> None:
@@ -155,8 +159,12 @@ class Cache:
 
     def _serve(self, flow: http.HTTPFlow, call: Call, entry: Entry) -> None:
         wants_stream = call.facts.stream or call.route.path_stream
-        rendered = render(entry, wants_stream, replay_for(call.route.provider, call.route.endpoint),
-                          call.facts.wants_usage)
+        variant = (call.cache_key, entry.expires, wants_stream, call.facts.wants_usage)
+        if (rendered := self.renders.get(variant, False)) is False:
+            rendered = render(entry, wants_stream, replay_for(call.route.provider, call.route.endpoint),
+                              call.facts.wants_usage)
+            if rendered is not None and rendered[0] is not entry.body:
+                self.renders[variant] = rendered
         if rendered is None:
             call.cache_hit = False
             return

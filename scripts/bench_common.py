@@ -39,7 +39,7 @@ def cell_label(cell: Cell) -> str:
 
 
 def request_bytes(spec: dict) -> bytes:
-    doc = {"model": spec.get("model", "gpt-4o-mini"), "messages": MESSAGES}
+    doc = {"model": spec.get("model", "gpt-4o-mini"), "messages": MESSAGES, **spec.get("body", {})}
     if spec["stream"]:
         doc["stream"] = True
         if spec.get("include_usage"):
@@ -47,6 +47,7 @@ def request_bytes(spec: dict) -> bytes:
     body = json.dumps(doc, separators=(",", ":")).encode()
     delay = spec.get("chunk_delay_ms")
     extra = f"x-mock-chunk-delay-ms: {delay}\r\n" if delay else ""
+    extra += "".join(f"{name}: {value}\r\n" for name, value in spec.get("headers", {}).items())
     head = (
         f"POST {spec.get('path', '/v1/chat/completions')} HTTP/1.1\r\nHost: {spec.get('host', 'api.openai.com')}\r\n"
         f"Authorization: {spec.get('authorization', 'Bearer sk-bench')}\r\n"
@@ -176,6 +177,15 @@ def run_cell(spec: dict) -> dict:
 # -- numbers -----------------------------------------------------------------------------------------
 
 
+def merge_rounds(rs: list[dict]) -> dict:
+    """One cell's rounds as one result: the median of each figure, the peak memory, every error."""
+    merged = {k: median([r.get(k) for r in rs]) for k in
+              ("rps", "p50_ms", "p99_ms", "ttft_p50_ms", "ttft_p99_ms", "cpu_ms_per_req")}
+    merged["peak_rss_mib"] = max((r.get("peak_rss_mib") or 0 for r in rs), default=0) or None
+    merged["errors"] = sum(r["errors"] for r in rs)
+    return merged
+
+
 def pct(values: list[float], q: float) -> float | None:
     """Nearest-rank percentile, in milliseconds."""
     if not values:
@@ -226,4 +236,8 @@ def proc_stats(pid: int) -> tuple[float, float]:
 
 
 if __name__ == "__main__":  # the load generator process: one JSON spec in, one JSON result out
-    print(json.dumps(asyncio.run(load(json.loads(sys.argv[1])))))
+    spec = json.loads(sys.argv[1])
+    started = time.time()
+    result = asyncio.run(load(spec))
+    result["window"] = [started + spec["warmup"], time.time()]  # the wall-clock span it measured
+    print(json.dumps(result))

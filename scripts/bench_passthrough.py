@@ -26,9 +26,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 try:
-    from .bench_common import Cell, cell_label, fmt, median, proc_stats, run_cell  # as scripts.bench_passthrough
+    from .bench_common import Cell, cell_label, fmt, merge_rounds, proc_stats, run_cell  # as scripts.bench_passthrough
 except ImportError:
-    from bench_common import Cell, cell_label, fmt, median, proc_stats, run_cell  # run as a script
+    from bench_common import Cell, cell_label, fmt, merge_rounds, proc_stats, run_cell  # run as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("direct", "mitmdump", "mitmdump+stream", "tapgate")
@@ -165,11 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = {}
     for key, rs in runs.items():
-        merged = {k: median([r.get(k) for r in rs]) for k in
-                  ("rps", "p50_ms", "p99_ms", "ttft_p50_ms", "ttft_p99_ms", "cpu_ms_per_req")}
-        merged["peak_rss_mib"] = max((r.get("peak_rss_mib") or 0 for r in rs), default=0) or None
-        merged["errors"] = sum(r["errors"] for r in rs)
-        results[key] = merged
+        results[key] = merge_rounds(rs)
 
     print()
     print(table(results))

@@ -14,6 +14,14 @@ addons/gateway.py --set tapgate_router=127.0.0.1:0` with a router config naming 
 router is not listening within 30 s it is reported unavailable and the others still run. The goals (issue):
 at concurrency 16 tapgate serves >= 5x LiteLLM's req/s, and what tapgate adds to p50, p99 and time to first
 chunk is <= 0.25 of what LiteLLM adds.
+
+The cell "stream, fallback, c1" (issue: the first token reaches the client as soon as the provider sends it,
+also when an earlier model failed and a fallback answers) runs for the gateways only, right after "stream,
+c1": each names a model whose one deployment the mock always answers 503 (`x-mock-status` sent as a
+deployment header) and whose fallback is the plain model. Both gateways get no retries and no cooldown (so
+every call pays one failed attempt, then the fallback; the other cells never fail, so neither setting touches
+them); before the run the mock's request log shows each makes exactly one failed call and one answered one.
+Its TTFC minus the plain stream c1 TTFC is what a fallback adds.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import os
 import platform
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -33,13 +42,29 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 try:
-    from .bench_common import MESSAGES, Cell, cell_label, fmt, median, proc_stats, run_cell  # as scripts.bench_router
+    from .bench_common import (  # as scripts.bench_router
+        MESSAGES,
+        Cell,
+        cell_label,
+        fmt,
+        merge_rounds,
+        proc_stats,
+        run_cell,
+    )
 except ImportError:
-    from bench_common import MESSAGES, Cell, cell_label, fmt, median, proc_stats, run_cell  # run as a script
+    from bench_common import (  # run as a script
+        MESSAGES,
+        Cell,
+        cell_label,
+        fmt,
+        merge_rounds,
+        proc_stats,
+        run_cell,
+    )
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from harness import BIN, Process, start_mock  # noqa: E402  (tests/e2e is not a package)
+from harness import BIN, Process, admin, start_mock  # noqa: E402  (tests/e2e is not a package)
 
 CONFIGS = ("direct", "litellm", "tapgate")
 CELLS = (
@@ -48,6 +73,10 @@ CELLS = (
     Cell("stream", True, 1),
     Cell("stream", True, 16),
 )
+FALLBACK = Cell("stream, fallback", True, 1)
+# A round: the fallback cell right after the plain stream c1 cell it is compared with.
+ROUND = (*CELLS[:3], FALLBACK, *CELLS[3:])
+FAILING_MODEL = "failing-first"  # both gateways' name for the model whose first deployment always fails
 LITELLM_VENV = ROOT / ".bench" / "litellm-venv"
 LITELLM_PYTHONS = ("python3.13", "python3.11")  # the first that installs litellm[proxy] cleanly
 MASTER_KEY = "sk-bench-master"  # both gateways check the same bearer key
@@ -68,6 +97,8 @@ class Server:
     model: str = "gpt-4o-mini"
     process: Process | None = None
     unavailable: str | None = None
+    fallback_model: str | None = None  # None: the fallback cell is not run for this config
+    fallback_unavailable: str | None = None
 
 
 # -- LiteLLM -----------------------------------------------------------------------------------------
@@ -115,13 +146,17 @@ def litellm_versions(venv: Path = LITELLM_VENV) -> dict:
 
 def litellm_config(mock_port: int) -> str:
     # JSON is YAML. telemetry is a no-op in current releases, kept for older ones; without a database
-    # LiteLLM keeps no spend logs, and general_settings.master_key is its only key check.
+    # LiteLLM keeps no spend logs, and general_settings.master_key is its only key check. The second model
+    # and router_settings serve the fallback cell: no retries (router and OpenAI client), no cooldown.
+    mock = {"model": "openai/gpt-4o-mini", "api_base": f"http://127.0.0.1:{mock_port}/v1", "api_key": MOCK_KEY}
     return json.dumps({
-        "model_list": [{
-            "model_name": "gpt-4o-mini",
-            "litellm_params": {"model": "openai/gpt-4o-mini", "api_base": f"http://127.0.0.1:{mock_port}/v1",
-                               "api_key": MOCK_KEY},
-        }],
+        "model_list": [
+            {"model_name": "gpt-4o-mini", "litellm_params": mock},
+            {"model_name": FAILING_MODEL,
+             "litellm_params": {**mock, "extra_headers": {"x-mock-status": "503"}, "max_retries": 0}},
+        ],
+        "router_settings": {"fallbacks": [{FAILING_MODEL: ["gpt-4o-mini"]}], "num_retries": 0,
+                            "disable_cooldowns": True},
         "litellm_settings": {"telemetry": False, "set_verbose": False},
         "general_settings": {"master_key": MASTER_KEY},
     }, indent=2)
@@ -137,7 +172,7 @@ def start_litellm(tmp: Path, mock_port: int) -> Server:
     args = [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(config), "--host", "127.0.0.1",
             "--port", str(port), "--num_workers", "1"]
     process = Process.start(args, env=env, cwd=tmp)
-    server = Server("litellm", port, process.proc.pid, process=process)
+    server = Server("litellm", port, process.proc.pid, process=process, fallback_model=FAILING_MODEL)
     deadline = time.monotonic() + LITELLM_TIMEOUT
     while not answers(port, "GET", "/health/liveliness"):
         if process.proc.poll() is not None or time.monotonic() > deadline:
@@ -153,11 +188,21 @@ def start_litellm(tmp: Path, mock_port: int) -> Server:
 
 def start_tapgate(tmp: Path, mock_port: int, model: str, extra: list[str] = ()) -> Server:
     config = tmp / "tapgate.yaml"
+    base_url = f"http://127.0.0.1:{mock_port}/v1"
+    # The alias serves the fallback cell; retry and cooldown are global, and only that cell ever fails.
     config.write_text(
         "router:\n"
         "  master_key_env: TAPGATE_MASTER_KEY\n"
         "  providers:\n"
-        f'    openai: {{base_url: "http://127.0.0.1:{mock_port}/v1", api_key_env: OPENAI_API_KEY}}\n'
+        f'    openai: {{base_url: "{base_url}", api_key_env: OPENAI_API_KEY}}\n'
+        "  models:\n"
+        f"    {FAILING_MODEL}:\n"
+        "      deployments:\n"
+        f'        - {{provider: openai, model: gpt-4o-mini, base_url: "{base_url}", api_key_env: OPENAI_API_KEY,\n'
+        '           headers: {"x-mock-status": "503"}}\n'
+        f"      fallback_models: [{json.dumps(model)}]\n"
+        "  retry: {num_retries: 0}\n"
+        "  cooldown: {failures: 1000000}\n"
     )
     # No -q: it would hide the info line that says where the router listens (tests/e2e/harness.py also
     # runs mitmdump without it); a thread drains the output.
@@ -168,7 +213,7 @@ def start_tapgate(tmp: Path, mock_port: int, model: str, extra: list[str] = ()) 
         args += ["--set", option]
     env = {**os.environ, "TAPGATE_MASTER_KEY": MASTER_KEY, "OPENAI_API_KEY": MOCK_KEY, "PYTHONUNBUFFERED": "1"}
     process = Process.start(args, env=env)
-    server = Server("tapgate", pid=process.proc.pid, model=model, process=process)
+    server = Server("tapgate", pid=process.proc.pid, model=model, process=process, fallback_model=FAILING_MODEL)
     try:
         server.port = int(process.wait_for(ROUTER_LINE, timeout=ROUTER_TIMEOUT).group(1))
     except TimeoutError:
@@ -202,10 +247,11 @@ def answers(port: int, method: str, path: str) -> bool:
         return False
 
 
-def check(server: Server) -> str | None:
+def check(server: Server, model: str | None = None, streams: tuple[bool, ...] = (False, True)) -> str | None:
     """Why the server does not answer one plain and one streamed chat completion correctly, or None."""
-    for stream in (False, True):
-        body = json.dumps({"model": server.model, "messages": MESSAGES, **({"stream": True} if stream else {})})
+    for stream in streams:
+        body = json.dumps({"model": model or server.model, "messages": MESSAGES,
+                           **({"stream": True} if stream else {})})
         try:
             conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
             conn.request("POST", "/v1/chat/completions", body,
@@ -221,9 +267,23 @@ def check(server: Server) -> str | None:
     return None
 
 
+def check_fallback(server: Server, mock_port: int) -> str | None:
+    """Why one streamed call of the failing model does not make exactly one failed upstream call (503)
+    and one answered one, or None."""
+    admin(mock_port, "POST", "/_mock/reset")
+    if why := check(server, server.fallback_model, (True,)):
+        return why
+    sent = admin(mock_port, "GET", "/_mock/requests")
+    failed = sum(1 for r in sent if r["headers"].get("x-mock-status") == "503")
+    if (failed, len(sent) - failed) != (1, 1):
+        return f"upstream calls: {failed} failed and {len(sent) - failed} answered, expected 1 and 1"
+    return None
+
+
 def spec_for(server: Server, cell: Cell, warmup: float, duration: float) -> dict:
     return {**asdict(cell), "warmup": warmup, "duration": duration, "port": server.port, "ca": None,
-            "host": f"127.0.0.1:{server.port}", "authorization": server.authorization, "model": server.model}
+            "host": f"127.0.0.1:{server.port}", "authorization": server.authorization,
+            "model": server.fallback_model if cell == FALLBACK else server.model}
 
 
 def added(results: dict, cell: Cell, config: str, key: str) -> float | None:
@@ -250,6 +310,10 @@ def table(results: dict, configs: tuple[str, ...]) -> str:
     return "\n".join(lines)
 
 
+def fallback_ok(server: Server) -> bool:
+    return server.fallback_model is not None and server.fallback_unavailable is None
+
+
 def ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b <= 0 else a / b
 
@@ -269,6 +333,48 @@ def goals(results: dict) -> list[dict]:
             rows.append({"goal": f"tapgate added {name} / litellm added {name}", "cell": cell_label(cell),
                          "value": v, "target": "<= 0.25", "ok": None if v is None else v <= 0.25})
     return rows
+
+
+def fallback_rows(results: dict, configs: tuple[str, ...]) -> list[dict]:
+    """TTFC of the fallback cell against the plain stream c1 cell, per gateway that ran it."""
+    plain = CELLS[2]
+    rows = []
+    for config in configs:
+        f, p = results[FALLBACK, config], results[plain, config]
+        rows.append({"config": config, "rps": f["rps"],
+                     "ttft_p50_ms": f["ttft_p50_ms"], "ttft_p99_ms": f["ttft_p99_ms"],
+                     "plain_ttft_p50_ms": p["ttft_p50_ms"], "plain_ttft_p99_ms": p["ttft_p99_ms"],
+                     **{f"added_{k}": None if f[k] is None or p[k] is None else f[k] - p[k]
+                        for k in ("ttft_p50_ms", "ttft_p99_ms")},
+                     "cpu_ms_per_req": f["cpu_ms_per_req"], "errors": f["errors"]})
+    return rows
+
+
+def fallback_table(rows: list[dict]) -> str:
+    head = ("| config | req/s | fallback TTFC p50 ms | fallback TTFC p99 ms | plain TTFC p50 ms | plain TTFC p99 ms "
+            "| added by the fallback p50 ms | added p99 ms | server CPU ms/req | errors |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        lines.append(
+            f"| {r['config']} | {fmt(r['rps'], '.0f')} "
+            f"| {fmt(r['ttft_p50_ms'], '.2f')} | {fmt(r['ttft_p99_ms'], '.2f')} "
+            f"| {fmt(r['plain_ttft_p50_ms'], '.2f')} | {fmt(r['plain_ttft_p99_ms'], '.2f')} "
+            f"| {fmt(r['added_ttft_p50_ms'], '+.2f')} | {fmt(r['added_ttft_p99_ms'], '+.2f')} "
+            f"| {fmt(r['cpu_ms_per_req'], '.2f')} | {r['errors']} |"
+        )
+    return "\n".join(lines)
+
+
+def fallback_attempts(db: Path) -> dict:
+    """tapgate's rows for the failing model by attempts (each should be 2: the 503, then the fallback)."""
+    if not db.exists():
+        return {}
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return dict(conn.execute("SELECT attempts, count(*) FROM requests WHERE model = ? GROUP BY 1",
+                                 (FAILING_MODEL,)))
+    finally:
+        conn.close()
 
 
 def goal_table(rows: list[dict]) -> str:
@@ -337,16 +443,22 @@ def main(argv: list[str] | None = None) -> int:
             for server in servers.values():
                 if server.unavailable is None and (why := check(server)):
                     server.unavailable = why
+                if server.unavailable is None and server.fallback_model is not None:
+                    server.fallback_unavailable = check_fallback(server, mock_port)
                 if server.unavailable is None:  # first requests pay for lazy imports and pools
-                    for cell in (CELLS[1], CELLS[3]):
+                    for cell in (CELLS[1], CELLS[3]) + ((FALLBACK,) if fallback_ok(server) else ()):
                         run_cell(spec_for(server, cell, 0.0, max(args.warmup, 0.5)))
                 print(f"  {server.name:<8} " + (f"unavailable: {server.unavailable}" if server.unavailable
-                                                 else f"ready on port {server.port}"), flush=True)
+                                                 else f"ready on port {server.port}")
+                      + (f"; fallback cell unavailable: {server.fallback_unavailable}"
+                         if server.fallback_unavailable else ""), flush=True)
             configs = tuple(c for c in CONFIGS if servers[c].unavailable is None)
+            fallback_configs = tuple(c for c in configs if fallback_ok(servers[c]))
             for round_ in range(args.repeat):
-                for i, cell in enumerate(CELLS):
-                    shift = (i + round_) % len(configs)  # rotate the order so no config always goes first
-                    for config in configs[shift:] + configs[:shift]:
+                for i, cell in enumerate(ROUND):
+                    cell_configs = fallback_configs if cell == FALLBACK else configs
+                    shift = (i + round_) % max(1, len(cell_configs))  # rotate so no config always goes first
+                    for config in cell_configs[shift:] + cell_configs[:shift]:
                         server = servers[config]
                         cpu0, _ = proc_stats(server.pid)
                         r = run_cell(spec_for(server, cell, args.warmup, args.duration))
@@ -354,22 +466,21 @@ def main(argv: list[str] | None = None) -> int:
                         r["cpu_ms_per_req"] = 1000 * (cpu1 - cpu0) / max(1, r["done"])
                         r["peak_rss_mib"] = hwm
                         runs.setdefault((cell, config), []).append(r)
-                        print(f"  {cell_label(cell):<16} {config:<8} {r['rps']:>8.0f} req/s  "
+                        print(f"  {cell_label(cell):<26} {config:<8} {r['rps']:>8.0f} req/s  "
                               f"p50 {fmt(r['p50_ms'], '.2f'):>7} ms  errors {r['errors']}"
                               + (f"  ({r['first_error']})" if r["first_error"] else ""), flush=True)
+            # Still one failed call and one answered after the run: no cooldown skipped the failing deployment.
+            after = {c: why for c in fallback_configs if (why := check_fallback(servers[c], mock_port))}
         finally:
             for server in servers.values():
                 if server.process is not None:
-                    server.process.stop()
+                    server.process.stop()  # SIGINT: tapgate's done() drains the writer thread
             mock.stop()
+        attempts = fallback_attempts(tmp / "t.db") if "tapgate" in fallback_configs else {}
 
     results = {}
     for key, rs in runs.items():
-        merged = {k: median([r.get(k) for r in rs]) for k in
-                  ("rps", "p50_ms", "p99_ms", "ttft_p50_ms", "ttft_p99_ms", "cpu_ms_per_req")}
-        merged["peak_rss_mib"] = max((r.get("peak_rss_mib") or 0 for r in rs), default=0) or None
-        merged["errors"] = sum(r["errors"] for r in rs)
-        results[key] = merged
+        results[key] = merge_rounds(rs)
 
     print()
     print(table(results, configs))
@@ -379,6 +490,17 @@ def main(argv: list[str] | None = None) -> int:
     for name in CONFIGS:
         if servers[name].unavailable:
             print(f"{name}: unavailable: {servers[name].unavailable}\n")
+    fallback = fallback_rows(results, fallback_configs)
+    if fallback:
+        print(f"{cell_label(FALLBACK)}: the first deployment answers 503, the fallback streams; plain = the "
+              f"stream c1 cell above; added = fallback minus plain (the failed attempt's cost).\n")
+        print(fallback_table(fallback))
+        print(f"\ntapgate rows for {FAILING_MODEL} by attempts: {attempts or '—'}; after the run, "
+              + ("; ".join(f"{c}: {why}" for c, why in after.items()) if after
+                 else "each still makes one failed and one answered upstream call") + "\n")
+    for name in CONFIGS:
+        if servers[name].fallback_unavailable:
+            print(f"{name}: fallback cell unavailable: {servers[name].fallback_unavailable}\n")
     goal_rows = goals(results)
     print(goal_table(goal_rows))
     verdicts = [r["ok"] for r in goal_rows if r["ok"] is not None]
@@ -394,7 +516,12 @@ def main(argv: list[str] | None = None) -> int:
             "repeat": args.repeat, "wall_s": wall, "tapgate_model": args.tapgate_model,
             "unavailable": {name: s.unavailable for name, s in servers.items() if s.unavailable},
             "cells": [{**asdict(cell), "config": config, **results[cell, config], "runs": runs[cell, config]}
-                      for cell in CELLS for config in configs],
+                      for cell in CELLS for config in configs]
+            + [{**asdict(FALLBACK), "config": config, "model": FAILING_MODEL, **results[FALLBACK, config],
+                "runs": runs[FALLBACK, config]} for config in fallback_configs],
+            "fallback": fallback, "fallback_unavailable": {name: s.fallback_unavailable for name, s in
+                                                           servers.items() if s.fallback_unavailable},
+            "tapgate_fallback_attempts": attempts, "fallback_after_run": after,
             "goals": goal_rows,
         }
         Path(args.json).write_text(json.dumps(doc, indent=2))
