@@ -77,7 +77,7 @@ class MessagesFront:
         return True  # Anthropic streams always report usage
 
     def whole(self, completion: dict[str, Any], model: str) -> bytes:
-        from providers.messages_front import from_chat
+        from providers.messages_reply import from_chat
 
         return _dumps(from_chat(completion, model))
 
@@ -91,7 +91,7 @@ class MessagesFront:
 
 class AnthropicEvents:
     def __init__(self, model: str) -> None:
-        from providers.messages_front import MessagesStream
+        from providers.messages_reply import MessagesStream
 
         self.inner = MessagesStream(model)
 

@@ -16,7 +16,8 @@ from support import FIXTURES, fixture_bytes, fixture_json, parse_stream, random_
 from providers.anthropic import anthropic
 from providers.base import Route, dig
 from providers.chat import InvalidRequest, UnsupportedParam
-from providers.messages_front import MessagesStream, error_event, from_chat, to_chat
+from providers.messages_front import to_chat
+from providers.messages_reply import MessagesStream, error_event, from_chat
 from providers.openai import openai
 from providers.sse import SSEDecoder
 
