@@ -36,6 +36,7 @@ router:
   master_key: {MASTER}
   retry: {{num_retries: 0}}
   cooldown: {{failures: 2, seconds: 1}}
+  unsupported_params: refuse
   providers:
     openai: {{base_url: "{base}/v1"}}
     anthropic: {{base_url: "{base}"}}
@@ -168,6 +169,15 @@ def test_a_failed_over_call_counts_once(gov, mock):
         c.messages.create(model="failover", max_tokens=10, messages=MSG, extra_body={"customer_identifier": "thrice"})
     assert e.value.response.json()["error"]["type"] == "rate_limit_error"
     assert "3 requests of 3 requests per day" in e.value.response.json()["error"]["message"]
+
+
+def test_unsupported_parameters_refused_when_config_says_so(gov):
+    with pytest.raises(openai.BadRequestError) as e:
+        chat(gov, "anthropic/claude-sonnet-4-5", logprobs=True)
+    body = e.value.response.json()
+    conforms("openai", OPENAI_ERROR, body)
+    assert body["error"]["param"] == "logprobs" and "anthropic/claude-sonnet-4-5" in body["error"]["message"]
+    assert chat(gov, "openai/gpt-4o-mini", logprobs=True).choices  # OpenAI itself takes it
 
 
 def test_model_downgrade_past_a_share_of_the_budget(gov):
