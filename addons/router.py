@@ -99,7 +99,14 @@ class Router:
         await self.runner.setup()
         host, _, port = ctx.options.tapgate_router.rpartition(":")
         site = web.TCPSite(self.runner, host.strip("[]") or "127.0.0.1", int(port))
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:  # the proxy still runs (an error logged at start-up would stop mitmdump)
+            log.warning("tapgate: the router cannot listen on %s (%s); set tapgate_router to a free address, "
+                      "or to empty to turn it off", ctx.options.tapgate_router, e.strerror or e)
+            await self.runner.cleanup()
+            self.runner = None
+            return
         bound = site._server.sockets[0].getsockname()  # the port, when 0 asked for any free one
         self.address = f"http://{bound[0]}:{bound[1]}"
         if not master_key(self.settings.config.router):

@@ -102,8 +102,9 @@ def start_gateway(
     args += ["--set", "connection_strategy=lazy", "--map-remote", map_remote_to(mock_port)]
     if addons:
         # The router on any free port: several gateways run at once in the suite, never on 4000.
-        args += ["-s", str(ROOT / "addons" / "gateway.py"), "--set", f"tapgate_db={db}",
-                 "--set", "tapgate_router=127.0.0.1:0"]
+        args += ["-s", str(ROOT / "addons" / "gateway.py"), "--set", f"tapgate_db={db}"]
+        if not any(a.startswith("tapgate_router=") for a in extra):  # mitmdump stalls on an option set twice
+            args += ["--set", "tapgate_router=127.0.0.1:0"]
     p = Process.start([*args, *extra], env={**os.environ, "PYTHONUNBUFFERED": "1"})
     host = r"127\.0\.0\.1" if addons else r"\S+"
     port = int(p.wait_for(rf"proxy listening at {host}:(\d+)").group(1))

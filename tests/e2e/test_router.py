@@ -448,3 +448,16 @@ def test_a_stream_stalling_past_the_timeout_is_ended_with_an_error(mock, tmp_pat
         assert r["status"] == "upstream_error" and "timeout" in r["error"]
     finally:
         assert process.stop() == 0
+
+
+def test_a_busy_router_port_leaves_the_proxy_running(mock, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process, _ = start_gateway(mock, tmp_path / "conf", tmp_path / "t.db", "--set", f"tapgate_router=127.0.0.1:{port}")
+        try:
+            process.wait_for(rf"the router cannot listen on 127.0.0.1:{port}")
+            assert process.proc.poll() is None
+        finally:
+            assert process.stop() == 0
