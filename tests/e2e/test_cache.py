@@ -209,12 +209,12 @@ def test_a_stampede_of_identical_calls_goes_upstream_once(gw, mock):
     msgs = prompt()
 
     async def burst():
-        c = openai.AsyncOpenAI(api_key="sk-tenant-a", max_retries=0,
-                               default_headers={**CACHE_ON, "x-mock-delay-ms": "300"},
-                               http_client=openai.DefaultAsyncHttpxClient(
-                                   proxy=f"http://127.0.0.1:{gw['port']}", verify=verify(gw)))
-        return await asyncio.gather(*(c.chat.completions.create(model="gpt-4o-mini", messages=msgs)
-                                      for _ in range(50)))
+        async with openai.AsyncOpenAI(api_key="sk-tenant-a", max_retries=0,
+                                      default_headers={**CACHE_ON, "x-mock-delay-ms": "300"},
+                                      http_client=openai.DefaultAsyncHttpxClient(
+                                          proxy=f"http://127.0.0.1:{gw['port']}", verify=verify(gw))) as c:
+            return await asyncio.gather(*(c.chat.completions.create(model="gpt-4o-mini", messages=msgs)
+                                          for _ in range(50)))
 
     answers = asyncio.run(burst())
     assert upstream_calls(mock) == 1
@@ -298,10 +298,10 @@ def test_router_stampede_goes_upstream_once(gw, mock):
     admin(mock, "POST", "/_mock/program", {"path_contains": "/chat/completions", "delay_ms": 300})
 
     async def burst():
-        c = openai.AsyncOpenAI(base_url=gw["router"], api_key=MASTER, max_retries=0)
-        return await asyncio.gather(*(c.chat.completions.create(model="openai/gpt-4o-mini", messages=msgs,
-                                                                 extra_body={"cache_enabled": True})
-                                      for _ in range(50)))
+        async with openai.AsyncOpenAI(base_url=gw["router"], api_key=MASTER, max_retries=0) as c:
+            return await asyncio.gather(*(c.chat.completions.create(model="openai/gpt-4o-mini", messages=msgs,
+                                                                     extra_body={"cache_enabled": True})
+                                          for _ in range(50)))
 
     answers = asyncio.run(burst())
     assert upstream_calls(mock) == 1 and len({a.choices[0].message.content for a in answers}) == 1

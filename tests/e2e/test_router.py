@@ -113,12 +113,12 @@ def run(router, model: str, stream: bool, customer: str, use_async: bool = False
 
 
 async def _arun(router, body, stream):
-    c = aclient(router)
-    if not stream:
-        completion = await c.chat.completions.create(**body)
-        return completion.choices[0].message.content or "", completion
-    chunks = [ch async for ch in await c.chat.completions.create(stream=True, **body)]
-    return "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices), chunks
+    async with aclient(router) as c:  # closed in this loop: a client left to the GC breaks later async tests
+        if not stream:
+            completion = await c.chat.completions.create(**body)
+            return completion.choices[0].message.content or "", completion
+        chunks = [ch async for ch in await c.chat.completions.create(stream=True, **body)]
+        return "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices), chunks
 
 
 # fault on the first deployment -> (model, what fails, expected routed_to, expected attempts)

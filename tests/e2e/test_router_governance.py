@@ -116,10 +116,10 @@ def test_an_alias_splits_traffic_by_weight(gov):
     tag = f"lb-{uuid.uuid4().hex[:6]}"
 
     async def burst():
-        c = openai.AsyncOpenAI(base_url=gov[0], api_key=MASTER, max_retries=0)
-        await asyncio.gather(*(c.chat.completions.create(model="balanced", messages=MSG,
-                                                         extra_body={"customer_identifier": tag})
-                               for _ in range(200)))
+        async with openai.AsyncOpenAI(base_url=gov[0], api_key=MASTER, max_retries=0) as c:
+            await asyncio.gather(*(c.chat.completions.create(model="balanced", messages=MSG,
+                                                             extra_body={"customer_identifier": tag})
+                                   for _ in range(200)))
 
     asyncio.run(burst())
     split = Counter(r["routed_to"] for r in rows(gov, "customer_identifier = ?", (tag,), 200))
@@ -143,9 +143,9 @@ def test_concurrent_calls_never_pass_a_keys_cap(gov):
     key_id, secret = gov[3]["ten"]
 
     async def burst():
-        c = openai.AsyncOpenAI(base_url=gov[0], api_key=secret, max_retries=0)
-        return await asyncio.gather(*(c.chat.completions.create(model="openai/gpt-4o", messages=MSG)
-                                      for _ in range(100)), return_exceptions=True)
+        async with openai.AsyncOpenAI(base_url=gov[0], api_key=secret, max_retries=0) as c:
+            return await asyncio.gather(*(c.chat.completions.create(model="openai/gpt-4o", messages=MSG)
+                                          for _ in range(100)), return_exceptions=True)
 
     results = asyncio.run(burst())
     refused = [r for r in results if isinstance(r, openai.RateLimitError)]
