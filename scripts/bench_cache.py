@@ -17,11 +17,9 @@ millisecond of gateway time for a typical body.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import os
-import platform
 import re
 import signal
 import ssl
@@ -33,9 +31,35 @@ from datetime import datetime
 from pathlib import Path
 
 try:
-    from .bench_common import MESSAGES, Cell, cell_label, fmt, merge_rounds, pct, proc_stats, run_cell  # as scripts.
+    from .bench_common import (  # as scripts.bench_cache
+        MESSAGES,
+        Cell,
+        bench_parser,
+        cell_label,
+        fmt,
+        machine,
+        machine_line,
+        merge_rounds,
+        parse_bench_args,
+        pct,
+        proc_stats,
+        run_cell,
+    )
 except ImportError:
-    from bench_common import MESSAGES, Cell, cell_label, fmt, merge_rounds, pct, proc_stats, run_cell
+    from bench_common import (
+        MESSAGES,
+        Cell,
+        bench_parser,
+        cell_label,
+        fmt,
+        machine,
+        machine_line,
+        merge_rounds,
+        parse_bench_args,
+        pct,
+        proc_stats,
+        run_cell,
+    )
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = (
@@ -235,27 +259,16 @@ def ratio_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell (default 5)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell (default 1)")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds; each metric is the median (default 1)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 s cells, 0.3 s warm-up, one round")
+    parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--include-usage", action="store_true",
                         help="streams ask for usage themselves (default: they do not, as most clients; a "
                         "passthrough hit then re-renders the stored stream without the usage tapgate asked for)")
     parser.add_argument("--tapgate-set", action="append", default=[], metavar="NAME=VALUE",
                         help="a mitmproxy option for the gateway, e.g. tapgate_console=false (repeatable)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup, args.repeat = 1.0, 0.3, 1
-
-    from mitmproxy.version import VERSION
+    args = parse_bench_args(parser, argv)
 
     started = time.monotonic()
-    nproc = len(os.sched_getaffinity(0))
-    print(f"Python {platform.python_version()}, mitmproxy {VERSION}, nproc {nproc}, "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(machine_line())
     print(f"{args.duration:g} s per cell after {args.warmup:g} s warm-up, {args.repeat} round(s); configs "
           f"interleaved per cell; streams {'ask' if args.include_usage else 'do not ask'} for usage\n", flush=True)
 
@@ -320,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.json:
         doc = {
-            "python": platform.python_version(), "mitmproxy": VERSION, "nproc": nproc,
+            **machine(),
             "duration_s": args.duration, "warmup_s": args.warmup, "repeat": args.repeat, "wall_s": wall,
             "include_usage": args.include_usage,
             "cells": [{**asdict(cell), "config": config, **results[cell, config], "runs": runs[cell, config]}

@@ -8,10 +8,12 @@ api.openai.com), host, path, authorization, model, chunk_delay_ms, include_usage
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import math
 import os
+import platform
 import ssl
 import statistics
 import subprocess
@@ -175,6 +177,40 @@ def run_cell(spec: dict) -> dict:
 
 
 # -- numbers -----------------------------------------------------------------------------------------
+
+
+def bench_parser(description: str) -> argparse.ArgumentParser:
+    """The options every benchmark takes: cell length, warm-up, rounds, --quick and --json."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell (default 5)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell (default 1)")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds; each metric is the median (default 1)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 s cells, 0.3 s warm-up, one round")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    return parser
+
+
+def parse_bench_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup, args.repeat = 1.0, 0.3, 1
+    return args
+
+
+def machine() -> dict:
+    """What the JSON reports say the run was made on."""
+    from mitmproxy.version import VERSION
+
+    return {"python": platform.python_version(), "mitmproxy": VERSION, "nproc": len(os.sched_getaffinity(0))}
+
+
+def machine_line(middle: str = "") -> str:
+    """Python, mitmproxy, (what `middle` adds), cores and load: the first line of every report."""
+    from mitmproxy.version import VERSION
+
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return (f"Python {platform.python_version()}, mitmproxy {VERSION}, {middle}"
+            f"nproc {len(os.sched_getaffinity(0))}, load average {load}")
 
 
 def merge_rounds(rs: list[dict]) -> dict:

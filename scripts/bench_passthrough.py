@@ -14,10 +14,7 @@ concurrency 1 is within 5 ms of direct.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import platform
 import signal
 import sys
 import tempfile
@@ -26,9 +23,31 @@ from dataclasses import asdict
 from pathlib import Path
 
 try:
-    from .bench_common import Cell, cell_label, fmt, merge_rounds, proc_stats, run_cell  # as scripts.bench_passthrough
+    from .bench_common import (  # as scripts.bench_passthrough
+        Cell,
+        bench_parser,
+        cell_label,
+        fmt,
+        machine,
+        machine_line,
+        merge_rounds,
+        parse_bench_args,
+        proc_stats,
+        run_cell,
+    )
 except ImportError:
-    from bench_common import Cell, cell_label, fmt, merge_rounds, proc_stats, run_cell  # run as a script
+    from bench_common import (  # run as a script
+        Cell,
+        bench_parser,
+        cell_label,
+        fmt,
+        machine,
+        machine_line,
+        merge_rounds,
+        parse_bench_args,
+        proc_stats,
+        run_cell,
+    )
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("direct", "mitmdump", "mitmdump+stream", "tapgate")
@@ -101,25 +120,14 @@ def start_everything(tmp: Path):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell (default 5)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell (default 1)")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds; each metric is the median (default 1)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 s cells, 0.3 s warm-up, one round")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--include-usage", action="store_true",
                         help="streams ask for usage themselves, so tapgate neither injects nor hides it and "
                         "every config gets the same upstream events (default: they do not, as most clients)")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup, args.repeat = 1.0, 0.3, 1
-
-    from mitmproxy.version import VERSION
+    args = parse_bench_args(parser, argv)
 
     started = time.monotonic()
-    nproc = len(os.sched_getaffinity(0))
-    print(f"Python {platform.python_version()}, mitmproxy {VERSION}, nproc {nproc}, "
-          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(machine_line())
     print(f"{args.duration:g} s per cell after {args.warmup:g} s warm-up, {args.repeat} round(s); "
           f"configs interleaved per cell; streams {'ask' if args.include_usage else 'do not ask'} for usage\n",
           flush=True)
@@ -183,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.json:
         doc = {
-            "python": platform.python_version(), "mitmproxy": VERSION, "nproc": nproc,
+            **machine(),
             "duration_s": args.duration, "warmup_s": args.warmup, "repeat": args.repeat, "wall_s": wall,
             "include_usage": args.include_usage,
             "cells": [{**asdict(cell), "config": config, **results[cell, config], "runs": runs[cell, config]}

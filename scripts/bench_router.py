@@ -26,7 +26,6 @@ Its TTFC minus the plain stream c1 TTFC is what a fallback adds.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import os
@@ -45,9 +44,13 @@ try:
     from .bench_common import (  # as scripts.bench_router
         MESSAGES,
         Cell,
+        bench_parser,
         cell_label,
         fmt,
+        machine,
+        machine_line,
         merge_rounds,
+        parse_bench_args,
         proc_stats,
         run_cell,
     )
@@ -55,9 +58,13 @@ except ImportError:
     from bench_common import (  # run as a script
         MESSAGES,
         Cell,
+        bench_parser,
         cell_label,
         fmt,
+        machine,
+        machine_line,
         merge_rounds,
+        parse_bench_args,
         proc_stats,
         run_cell,
     )
@@ -397,21 +404,14 @@ def goal_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=5.0, help="measured seconds per cell (default 5)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds before each cell (default 1)")
-    parser.add_argument("--repeat", type=int, default=1, help="rounds; each metric is the median (default 1)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 s cells, 0.3 s warm-up, one round")
+    parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--skip-litellm", action="store_true",
                         help=f"leave LiteLLM out (and do not create {LITELLM_VENV.relative_to(ROOT)})")
     parser.add_argument("--tapgate-model", default="openai/gpt-4o-mini",
                         help="the model name sent to tapgate's router (default openai/gpt-4o-mini)")
     parser.add_argument("--tapgate-set", action="append", default=[], metavar="NAME=VALUE",
                         help="a mitmproxy option for the tapgate gateway, e.g. tapgate_console=false (repeatable)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.duration, args.warmup, args.repeat = 1.0, 0.3, 1
+    args = parse_bench_args(parser, argv)
 
     from mitmproxy.version import VERSION
 
@@ -421,11 +421,8 @@ def main(argv: list[str] | None = None) -> int:
             install_litellm()
         versions |= litellm_versions()
     started = time.monotonic()
-    nproc = len(os.sched_getaffinity(0))
-    print(f"Python {versions['python']}, mitmproxy {VERSION}, "
-          + (f"LiteLLM {versions['litellm']} on Python {versions['litellm_python']}, " if "litellm" in versions
-             else "LiteLLM skipped, ")
-          + f"nproc {nproc}, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(machine_line(f"LiteLLM {versions['litellm']} on Python {versions['litellm_python']}, "
+                       if "litellm" in versions else "LiteLLM skipped, "))
     print(f"{args.duration:g} s per cell after {args.warmup:g} s warm-up, {args.repeat} round(s); "
           "configs interleaved per cell\n", flush=True)
 
@@ -512,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.json:
         doc = {
-            **versions, "nproc": nproc, "duration_s": args.duration, "warmup_s": args.warmup,
+            **versions, **machine(), "duration_s": args.duration, "warmup_s": args.warmup,
             "repeat": args.repeat, "wall_s": wall, "tapgate_model": args.tapgate_model,
             "unavailable": {name: s.unavailable for name, s in servers.items() if s.unavailable},
             "cells": [{**asdict(cell), "config": config, **results[cell, config], "runs": runs[cell, config]}
