@@ -30,36 +30,21 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-try:
-    from .bench_common import (  # as scripts.bench_cache
-        MESSAGES,
-        Cell,
-        bench_parser,
-        cell_label,
-        fmt,
-        machine,
-        machine_line,
-        merge_rounds,
-        parse_bench_args,
-        pct,
-        proc_stats,
-        run_cell,
-    )
-except ImportError:
-    from bench_common import (
-        MESSAGES,
-        Cell,
-        bench_parser,
-        cell_label,
-        fmt,
-        machine,
-        machine_line,
-        merge_rounds,
-        parse_bench_args,
-        pct,
-        proc_stats,
-        run_cell,
-    )
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported, bench_common is beside it
+from bench_common import (  # noqa: E402
+    MESSAGES,
+    Cell,
+    bench_parser,
+    cell_label,
+    fmt,
+    machine,
+    machine_line,
+    merge_rounds,
+    parse_bench_args,
+    pct,
+    proc_stats,
+    run_cell,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = (

@@ -22,32 +22,19 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-try:
-    from .bench_common import (  # as scripts.bench_passthrough
-        Cell,
-        bench_parser,
-        cell_label,
-        fmt,
-        machine,
-        machine_line,
-        merge_rounds,
-        parse_bench_args,
-        proc_stats,
-        run_cell,
-    )
-except ImportError:
-    from bench_common import (  # run as a script
-        Cell,
-        bench_parser,
-        cell_label,
-        fmt,
-        machine,
-        machine_line,
-        merge_rounds,
-        parse_bench_args,
-        proc_stats,
-        run_cell,
-    )
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported, bench_common is beside it
+from bench_common import (  # noqa: E402
+    Cell,
+    bench_parser,
+    cell_label,
+    fmt,
+    machine,
+    machine_line,
+    merge_rounds,
+    parse_bench_args,
+    proc_stats,
+    run_cell,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ("direct", "mitmdump", "mitmdump+stream", "tapgate")
