@@ -83,8 +83,9 @@ class ChatRelay:
 class RawRelay:
     """Bytes as the provider sent them (the client speaks the provider's shape), parsed as they pass."""
 
-    def __init__(self, answer: RawStreamAnswer, route: Route, deadline: float) -> None:
+    def __init__(self, answer: RawStreamAnswer, route: Route, deadline: float, keep: list | None = None) -> None:
         self.answer, self.deadline = answer, deadline
+        self.keep = keep  # when given, the raw bytes are kept here (the cache assembles the answer)
         self.parser = StreamParser(route, answer.response.headers.get("content-type", "text/event-stream"))
         self.response = web.StreamResponse(headers=SSE_HEADERS)
 
@@ -95,6 +96,8 @@ class RawRelay:
             await self.response.prepare(request)
             while data:
                 self.parser.feed(data)
+                if self.keep is not None:
+                    self.keep.append(data)
                 first_chunk()
                 await self.response.write(data)
                 try:

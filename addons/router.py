@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -47,7 +48,7 @@ from providers.chat import InvalidRequest, UnsupportedParam, UpstreamRequest
 from providers.fronts import FRONTS
 from providers.openai import openai
 from providers.openai_chat import OpenAIChat
-from providers.replay import openai_chunks, openai_completion
+from providers.replay import openai_chunks, openai_completion, replay_for
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ class Router:
                 call.request_body = json.dumps(body, ensure_ascii=False)[:BODY_LIMIT]
             call.metadata, call.customer_params = tags.metadata, tags.customer_params
             try:
-                chat_body, call.notes = (body, []) if as_is else front.to_chat(body, config.unsupported_params)
+                chat_body, translation_notes = (body, []) if as_is else front.to_chat(body, config.unsupported_params)
             except (InvalidRequest, UnsupportedParam) as e:
                 raise BadRequest(str(e), param=e.param) from None
             model = chat_body.get("model")
@@ -196,7 +197,8 @@ class Router:
                     message, code, headers = refusal
                     raise Refused(message, code=code, headers=headers)
                 return await self._answer(request, front, call, chat_body, plan, fields, front.wants_usage(body),
-                                          as_is)
+                                          as_is, Native(body, front.native_headers(request.headers),
+                                                        translation_notes))
             finally:
                 if call.cache_leader:
                     self.cache.cache.release(call.cache_key)
@@ -209,7 +211,7 @@ class Router:
     # -- one routed call ---------------------------------------------------------------------------
 
     async def _answer(self, request, front, call: Call, body: dict, plan: list[Target], fields: dict,
-                      wants_usage: bool, as_is: str | None) -> web.StreamResponse:
+                      wants_usage: bool, as_is: str | None, native: Native) -> web.StreamResponse:
         config = self.settings.config.router
         stream = body.get("stream") is True
         policy = _retry_policy(config.retry, fields.get("retry_params"))
@@ -220,16 +222,24 @@ class Router:
         async def send(target: Target, remaining: float):
             started[0] = time.time()
             self.routes.cooling.attempting(target.name)
+            same_dialect = target.endpoint.provider is front.native
             try:
-                upstream_request = (UpstreamRequest(f"/{as_is}", {**body, "model": target.model}) if as_is else
-                                    target.endpoint.adapter.chat_request(body, target.model, stream=stream,
-                                                                         unsupported=config.unsupported_params))
+                if same_dialect:  # the client's own request, only the model changed
+                    upstream_request = UpstreamRequest(f"/v1/{front.endpoint}", {**native.body, "model": target.model},
+                                                       native.headers)
+                elif as_is:
+                    upstream_request = UpstreamRequest(f"/{as_is}", {**body, "model": target.model})
+                else:
+                    upstream_request = target.endpoint.adapter.chat_request(
+                        body, target.model, stream=stream, unsupported=config.unsupported_params)
+                    upstream_request.notes = native.notes + upstream_request.notes
             except (InvalidRequest, UnsupportedParam) as e:
                 raise BadRequest(f"{target.name}: {e}", param=e.param) from None
             translated[target.name] = upstream_request
             return await self.upstream.attempt(target, upstream_request, stream=stream, remaining=remaining,
                                                connect_timeout=config.connect_timeout,
-                                               first_byte_timeout=config.first_byte_timeout, as_is=bool(as_is))
+                                               first_byte_timeout=config.first_byte_timeout,
+                                               as_is=bool(as_is) or same_dialect)
 
         answer = await attempt_in_order(plan, send, policy, deadline,
                                         lambda t, r: self._attempted(call, t, r, started[0]))
@@ -237,24 +247,36 @@ class Router:
         call.notes += translated[answer.target.name].notes
         store_bodies = call.keep_bodies
         cache_header = {HEADER: "MISS" if call.cache_leader else "BYPASS"} if call.cache_key else {}
+        provider = answer.target.endpoint.provider
+        same_dialect = provider is front.native
+        # How to read what is relayed untranslated: the provider's own shape, or OpenAI's for as-is endpoints.
+        read_as = Route(provider, front.endpoint) if same_dialect else call_route(call)
+        untranslated = bool(as_is) or same_dialect
         if isinstance(answer, WholeAnswer):
             call.mark_first_chunk()
-            facts = openai.response_facts(call_route(call), answer.body)
-            payload = answer.raw if as_is else front.whole(answer.body, call.facts.model)
+            facts = (provider if same_dialect else openai).response_facts(read_as, answer.body)
+            payload = answer.raw if untranslated else front.whole(answer.body, call.facts.model)
             self._record(call, 200, facts, True, len(answer.raw),
-                         (answer.raw.decode("utf-8", "replace") if as_is else json.dumps(answer.body))
+                         (answer.raw.decode("utf-8", "replace") if untranslated else json.dumps(answer.body))
                          if store_bodies else None)
             if call.cache_leader and call.status == "ok":
-                self._keep(call, answer.body)
+                self._keep(call, answer.target.endpoint.adapter.chat_response(answer.body, answer.target.model)
+                           if same_dialect else answer.body)
             return web.Response(body=payload, content_type="application/json", headers=cache_header)
         kept: list | None = [] if call.cache_leader else None
-        relay = RawRelay(answer, call_route(call), deadline) if as_is else ChatRelay(
+        relay = RawRelay(answer, read_as, deadline, kept) if untranslated else ChatRelay(
             answer, front.stream(call.facts.model, wants_usage), deadline, cache_header, kept)
         outcome = await relay.run(request, call.mark_first_chunk)
         self._record(call, 200, outcome.facts, outcome.finished, outcome.chars,
                      outcome.body if store_bodies else None, outcome.status, outcome.error)
-        if kept and call.status == "ok" and (completion := openai_completion(kept)) is not None:
-            self._keep(call, completion)
+        if kept and call.status == "ok":
+            if same_dialect:  # the cache keeps every answer as OpenAI chat, served in any client's shape
+                whole = replay_for(provider, front.endpoint).as_whole(b"".join(kept))
+                completion = answer.target.endpoint.adapter.chat_response(whole, answer.target.model) if whole else None
+            else:
+                completion = None if as_is else openai_completion(kept)
+            if completion is not None:
+                self._keep(call, completion)
         return relay.response
 
     # -- the response cache ----------------------------------------------------------------------
@@ -356,6 +378,16 @@ class Router:
 def _error(e: RouterError, front) -> web.Response:
     return web.Response(status=e.status, body=front.error(e.status, e.body()), content_type="application/json",
                         headers=e.headers)
+
+
+@dataclass(frozen=True, slots=True)
+class Native:
+    """The client's own request, for deployments that speak its dialect: body, API headers, and the
+    notes translating it for the others made."""
+
+    body: dict
+    headers: dict[str, str]
+    notes: list[str]
 
 
 def call_route(call: Call) -> Route:

@@ -20,6 +20,10 @@ class OpenAIChatFront:
 
     endpoint = "chat.completions"
     provider = openai  # whose error shape the client expects
+    native = None  # OpenAI deployments already get the chat body nearly as sent (providers/openai_chat.py)
+
+    def native_headers(self, headers) -> dict[str, str]:
+        return {}
 
     def to_chat(self, body: dict[str, Any], unsupported: Unsupported) -> tuple[dict[str, Any], list[str]]:
         return body, []
@@ -67,6 +71,16 @@ class MessagesFront:
 
     endpoint = "messages"
     provider = anthropic
+    # Anthropic deployments get the client's own body and answer bytes untranslated: thinking blocks,
+    # cache_control, server tools and betas survive (Claude Code through the router keeps its caching).
+    native = anthropic
+
+    def native_headers(self, headers) -> dict[str, str]:
+        """The client's API version and betas, which only mean something to Anthropic itself."""
+        out = {"anthropic-version": headers.get("anthropic-version", "2023-06-01")}
+        if beta := headers.get("anthropic-beta"):
+            out["anthropic-beta"] = beta
+        return out
 
     def to_chat(self, body: dict[str, Any], unsupported: Unsupported) -> tuple[dict[str, Any], list[str]]:
         from providers.messages_front import to_chat

@@ -117,6 +117,8 @@ def _turn(role: str, blocks: list[Any], path: str, notes: _Notes, called: set[st
     for j, block in enumerate(blocks):
         where = f"{path}[{j}]"
         kind = _kind(block, where)
+        if "cache_control" in block:  # a caching hint: never refused, but the trace says it is gone
+            notes.drop("cache_control", "OpenAI chat has no prompt cache breakpoints", refusable=False)
         if kind in ANTHROPIC_HISTORY:
             notes.drop(f"{kind} blocks", "only Anthropic models read them", refusable=False)
         elif kind in SERVER_BLOCKS:

@@ -325,3 +325,25 @@ def test_a_cut_stream_is_never_stored(gw, mock):
         list(c.chat.completions.create(model="gpt-4o-mini", messages=msgs, stream=True))
     list(oai(gw).chat.completions.create(model="gpt-4o-mini", messages=msgs, stream=True))
     assert upstream_calls(mock) == 2
+
+
+@pytest.mark.parametrize("second", [False, True], ids=["then-whole", "then-stream"])
+@pytest.mark.parametrize("first", [False, True], ids=["whole", "stream"])
+def test_router_v1_messages_hits_from_an_untranslated_anthropic_answer(gw, mock, first, second):
+    msgs = prompt()
+    c = anthropic.Anthropic(base_url=gw["router"].removesuffix("/v1"), api_key=MASTER, max_retries=0)
+
+    def ask(stream):
+        kw = dict(model="anthropic/claude-sonnet-4-5", max_tokens=100, messages=msgs,
+                  extra_body={"cache_enabled": True})
+        if stream:
+            with c.messages.stream(**kw) as s:
+                return s.get_final_message()
+        return c.messages.create(**kw)
+
+    one, two = ask(first), ask(second)
+    assert [b.text for b in two.content if b.type == "text"] == [b.text for b in one.content if b.type == "text"]
+    assert two.usage.output_tokens == one.usage.output_tokens
+    assert upstream_calls(mock) == 1
+    miss, hit = rows(gw, msgs, 2)
+    assert (hit["cache_hit"], hit["cost_usd"]) == (1, 0) and hit["cost_saved_usd"] == pytest.approx(miss["cost_usd"])

@@ -461,3 +461,42 @@ def test_a_busy_router_port_leaves_the_proxy_running(mock, tmp_path):
             assert process.proc.poll() is None
         finally:
             assert process.stop() == 0
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_v1_messages_to_anthropic_goes_untranslated(router, mock, customer, stream):
+    """Claude Code's way: an Anthropic client to an Anthropic deployment keeps cache_control, thinking
+    and its betas (translated to OpenAI and back they would be dropped)."""
+    c = anthropic.Anthropic(base_url=router[0].removesuffix("/v1"), api_key=MASTER, max_retries=0,
+                            default_headers={"anthropic-beta": "interleaved-thinking-2025-05-14"})
+    kw = dict(model="anthropic/claude-sonnet-4-5", max_tokens=2000, thinking={"type": "enabled", "budget_tokens": 1024},
+              system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+              messages=MSG, extra_body={"customer_identifier": customer})
+    if stream:
+        with c.messages.stream(**kw) as s:
+            message = s.get_final_message()
+    else:
+        message = c.messages.create(**kw)
+    assert message.content and message.usage.output_tokens
+    (sent,) = admin(mock, "GET", "/_mock/requests")
+    body = json.loads(sent["body"])
+    assert body["system"][0]["cache_control"] == {"type": "ephemeral"}
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 1024} and body["model"] == "claude-sonnet-4-5"
+    assert sent["headers"]["anthropic-beta"] == "interleaved-thinking-2025-05-14"
+    assert "customer_identifier" not in body
+    r = row(router, customer)
+    assert (r["routed_to"], r["status"], r["endpoint"]) == ("anthropic/claude-sonnet-4-5", "ok", "messages")
+    assert r["input_tokens"] and r["output_tokens"] and r["cost_usd"] > 0
+    (root,) = query(router[1], "SELECT attributes FROM spans WHERE request_id = ? AND parent_span_id IS NULL",
+                    (r["id"],))
+    assert "notes" not in json.loads(root["attributes"])  # nothing was dropped
+
+
+def test_v1_messages_to_another_provider_notes_what_it_dropped(router, mock, customer):
+    c = anthropic.Anthropic(base_url=router[0].removesuffix("/v1"), api_key=MASTER, max_retries=0)
+    c.messages.create(model="openai/gpt-4o-mini", max_tokens=100, messages=MSG, extra_body={"customer_identifier": customer},
+                      system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}])
+    r = row(router, customer)
+    (root,) = query(router[1], "SELECT attributes FROM spans WHERE request_id = ? AND parent_span_id IS NULL",
+                    (r["id"],))
+    assert any("cache_control" in note for note in json.loads(root["attributes"])["notes"])
