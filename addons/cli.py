@@ -191,7 +191,8 @@ def cmd_spend(args: argparse.Namespace) -> int:
     rows = queries.spend(queries.connect(args.db), args.by, since, until)
     if args.format:
         rows = [{args.by: r.pop("name"), **r} for r in rows]
-        print_rows(rows, [args.by, "requests", "input_tokens", "output_tokens", "cost_usd", "unpriced"], args.format)
+        print_rows(rows, [args.by, "requests", "input_tokens", "output_tokens", "cost_usd", "unpriced", "cache_hits",
+                          "saved_usd"], args.format)
     else:
         console().print(spend_table(args.by, rows))
     return 0

@@ -281,8 +281,10 @@ def spend(conn: sqlite3.Connection, by: str, since: str | None, until: str | Non
     where, wparams = Filters(since=since, until=until).where()
     # Over a period, walk the started_at range then group (`+`), not the whole (group, started_at) index.
     grouping = f"+{group}" if where else "1"
+    cache = ("coalesce(sum(cache_hit), 0) AS cache_hits, sum(cost_saved_usd) AS saved_usd"
+             if has_column(conn, "requests", "cache_hit") else "0 AS cache_hits, NULL AS saved_usd")
     sql = (f"SELECT {group} AS name, count(*) AS requests, sum(input_tokens) AS input_tokens,"
-           f" sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, {UNPRICED} AS unpriced"
+           f" sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, {UNPRICED} AS unpriced, {cache}"
            f" FROM requests{where} GROUP BY {grouping} ORDER BY cost_usd DESC NULLS LAST, requests DESC")
     return [dict(r) for r in conn.execute(sql, [*params, *wparams, *(params if where else [])])]
 

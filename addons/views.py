@@ -318,9 +318,12 @@ def spend_table(by: str, rows: list[dict[str, Any]]) -> Table:
     t.add_column("output tokens", justify="right", footer=f"{sum(r['output_tokens'] or 0 for r in rows):,}")
     t.add_column("cost", justify="right", style="yellow", footer=usd(priced))
     t.add_column("unpriced", justify="right", style="dim", footer=str(sum(r["unpriced"] for r in rows)))
+    t.add_column("cache hits", justify="right", footer=str(sum(r.get("cache_hits") or 0 for r in rows)))
+    t.add_column("saved", justify="right", style="green", footer=usd(sum(r.get("saved_usd") or 0 for r in rows)))
     for r in rows:
         name = r["name"] if r["name"] is not None else "(none)"
         t.add_row(str(name), str(r["requests"]), f"{r['input_tokens'] or 0:,}", f"{r['output_tokens'] or 0:,}",
-                  usd(r["cost_usd"]), str(r["unpriced"] or ""))
+                  usd(r["cost_usd"]), str(r["unpriced"] or ""), str(r.get("cache_hits") or ""),
+                  usd(r["saved_usd"]) if r.get("saved_usd") else "")
     return t
 

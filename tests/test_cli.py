@@ -8,6 +8,7 @@ import pytest
 from known_store import CALLER, TRACE, build
 
 from addons.cli import main
+from addons.store import open_db
 
 
 @pytest.fixture
@@ -127,7 +128,7 @@ def test_spend_by_each_group(store, capsys):
     path, _ = store
     rows = jsonl(run(capsys, "spend", "--db", str(path), "--by", "customer", "--json"))
     assert rows[0] == {"customer": "acme", "requests": 3, "input_tokens": 30, "output_tokens": 60,
-                       "cost_usd": pytest.approx(1.03), "unpriced": 0}
+                       "cost_usd": pytest.approx(1.03), "unpriced": 0, "cache_hits": 0, "saved_usd": None}
     assert rows[1]["customer"] == "globex" and rows[1]["cost_usd"] is None and rows[1]["unpriced"] == 1
     recent = jsonl(run(capsys, "spend", "--db", str(path), "--by", "customer", "--since", "1d", "--json"))
     assert recent[0]["cost_usd"] == pytest.approx(0.03)
@@ -136,6 +137,18 @@ def test_spend_by_each_group(store, capsys):
     table = run(capsys, "spend", "--db", str(path), "--by", "provider")
     assert "spend by provider" in table and "anthropic" in table and "$1.0300" in table  # the total
     assert main(["spend", "--db", str(path), "--by", "colour"]) == 1
+
+
+def test_spend_counts_cache_hits_and_what_they_saved(store, capsys):
+    path, calls = store
+    db = open_db(path)
+    hit = {**db["requests"].get(calls[0]["id"]), "id": "hit-1", "cache_hit": 1, "cost_usd": 0.0, "cost_saved_usd": 0.25}
+    db["requests"].insert(hit)
+    db.close()
+    rows = jsonl(run(capsys, "spend", "--db", str(path), "--by", "customer", "--json"))
+    mine = next(r for r in rows if r["customer"] == hit["customer_identifier"])
+    assert (mine["cache_hits"], mine["saved_usd"]) == (1, pytest.approx(0.25))
+    assert "cache hits" in run(capsys, "spend", "--db", str(path)) and "$0.2500" in run(capsys, "spend", "--db", str(path))
 
 
 def test_export_nests_spans_oldest_first(store, capsys, tmp_path):

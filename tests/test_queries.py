@@ -136,6 +136,6 @@ def test_period_queries_walk_the_time_range_not_a_whole_index(tmp_path):
     queries.spend_since(conn, "2025-06-01T00:00:00.000Z")
     queries.spend(conn, "provider", "2025-06-01T00:00:00.000Z", None)
     conn.set_trace_callback(None)
-    for sql in traced:
+    for sql in (s for s in traced if s.startswith("SELECT")):  # not the PRAGMA that checks for a column
         assert "USING INDEX idx_requests_started_at" in plan(conn, sql.replace("'2025-06-01T00:00:00.000Z'", "?"),
                                                               ("2025-06-01T00:00:00.000Z",)), sql
