@@ -19,7 +19,6 @@ from pydantic import ValidationError
 
 from addons.auth import Auth
 from addons.cache import HEADER, Cache
-from addons.cachekey import BadCacheControl, cache_key, controls, sampled
 from addons.cachestore import Entry
 from addons.call import Call, iso, ms
 from addons.capture import BODY_LIMIT
@@ -27,6 +26,7 @@ from addons.config import RetryPolicy
 from addons.fallback import attempt_in_order
 from addons.recorder import Recorder
 from addons.relay import ChatRelay, RawRelay
+from addons.router_cache import RouterCache, render_cached
 from addons.router_client import authenticate, master_key, read_json
 from addons.router_errors import (
     BadRequest,
@@ -48,7 +48,7 @@ from providers.chat import InvalidRequest, UnsupportedParam, UpstreamRequest
 from providers.fronts import FRONTS
 from providers.openai import openai
 from providers.openai_chat import OpenAIChat
-from providers.replay import openai_chunks, openai_completion, replay_for
+from providers.replay import openai_completion, replay_for
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,7 @@ class Router:
     def __init__(self, settings: Settings, recorder: Recorder, auth: Auth, spend: Spend, cache: Cache) -> None:
         self.settings = settings
         self.cache = cache
+        self.router_cache = RouterCache(settings, cache)
         self.recorder = recorder
         self.auth = auth
         self.spend = spend
@@ -153,18 +154,7 @@ class Router:
             body = await read_json(request, config.max_body_bytes)
             if key is not None:
                 call.key_id = key.id
-            try:
-                fields = pop_router_fields(body)
-                tags = router_tags(_lower(request.headers), body.get("user") if isinstance(body.get("user"), str)
-                                   else None, fields)
-            except BadTag as e:
-                raise BadRequest(str(e), param=e.param) from None
-            call.customer_identifier, call.thread_identifier = tags.customer_identifier, tags.thread_identifier
-            # Respan's disable_log: metrics only, neither prompt nor answer kept.
-            call.keep_bodies = ctx.options.tapgate_store_bodies and fields.get("disable_log") is not True
-            if call.keep_bodies:
-                call.request_body = json.dumps(body, ensure_ascii=False)[:BODY_LIMIT]
-            call.metadata, call.customer_params = tags.metadata, tags.customer_params
+            fields = self._tag(call, request, body)
             try:
                 chat_body, translation_notes = (body, []) if as_is else front.to_chat(body, config.unsupported_params)
             except (InvalidRequest, UnsupportedParam) as e:
@@ -207,6 +197,29 @@ class Router:
                 call.refused = e.code
             self._record_error(call, e)
             return _error(e, front)
+        except Exception:  # a bug of ours: the client gets a clean 500, the call is still recorded
+            log.exception("tapgate: routed call %s failed", call.id)
+            error = RouterError("The gateway failed to route this call; its log has the details.",
+                                code="gateway_error")
+            self._record_error(call, error)
+            return _error(error, front)
+
+    def _tag(self, call: Call, request: web.Request, body: dict) -> dict:
+        """Take the gateway's fields out of the body and tag the call from them and X-Tapgate-* headers;
+        returns the fields (fallbacks, retries and the cache's are read later). Raises BadRequest."""
+        try:
+            fields = pop_router_fields(body)
+            user = body.get("user") if isinstance(body.get("user"), str) else None
+            tags = router_tags(_lower(request.headers), user, fields)
+        except BadTag as e:
+            raise BadRequest(str(e), param=e.param) from None
+        call.customer_identifier, call.thread_identifier = tags.customer_identifier, tags.thread_identifier
+        call.metadata, call.customer_params = tags.metadata, tags.customer_params
+        # Respan's disable_log: metrics only, neither prompt nor answer kept.
+        call.keep_bodies = ctx.options.tapgate_store_bodies and fields.get("disable_log") is not True
+        if call.keep_bodies:
+            call.request_body = json.dumps(body, ensure_ascii=False)[:BODY_LIMIT]
+        return fields
 
     # -- one routed call ---------------------------------------------------------------------------
 
@@ -282,43 +295,21 @@ class Router:
     # -- the response cache ----------------------------------------------------------------------
 
     async def _lookup(self, call: Call, request, body: dict, fields: dict, key, model: str, as_is: str | None):
-        """The cached answer for this call, if caching is on for it and there is one."""
-        config = self.settings.config.cache
-        try:
-            found = controls(config, fields, _lower(request.headers), key.id if key else None, model)
-        except BadCacheControl as e:
-            raise BadRequest(str(e), param=e.param) from None
-        if found is None or (sampled(body) and not config.store_sampled):
-            return None
-        call.cache_key = cache_key(dialect="router", endpoint=as_is or "chat", body=body,
-                                   tenant=key.id if key else "master", customer=call.customer_identifier,
-                                   controls=found, model=model)
-        return await self.cache.lookup(call, found)
+        return await self.router_cache.lookup(call, _lower(request.headers), body, fields, key, model, as_is)
 
     def _keep(self, call: Call, answer: dict) -> None:
-        body = json.dumps(answer, separators=(",", ":")).encode()
-        if len(body) <= self.settings.config.cache.max_entry_bytes:
-            self.cache.keep(call, Entry(False, "application/json", body, time.time() + call.cache_ttl,
-                                        {"routed_to": call.routed_to}))
+        self.router_cache.keep(call, answer)
 
     def _serve_cached(self, call: Call, front, entry: Entry, body: dict, wants_usage: bool,
                       as_is: str | None) -> web.Response:
-        answer = json.loads(entry.body)
-        call.attempts, stream = 0, body.get("stream") is True
         try:
             self._aim(call, self.routes.resolve(entry.meta["routed_to"])[0])  # priced as the model that answered
         except (KeyError, UnknownModel):
             pass
-        call.routed_to = entry.meta.get("routed_to")
-        call.upstream_started = None
+        call.routed_to, call.attempts, call.upstream_started = entry.meta.get("routed_to"), 0, None
         call.mark_first_chunk()
-        if as_is:
-            payload, content_type = entry.body, "application/json"
-        elif stream:
-            out = front.stream(call.facts.model, wants_usage)
-            payload, content_type = out.feed(openai_chunks(answer, True)) + out.close(), "text/event-stream"
-        else:
-            payload, content_type = front.whole(answer, call.facts.model), "application/json"
+        answer, payload, content_type = render_cached(front, entry, body.get("stream") is True, wants_usage,
+                                                      as_is, call.facts.model)
         self._record(call, 200, openai.response_facts(call_route(call), answer), True, len(entry.body),
                      entry.body.decode("utf-8", "replace") if call.keep_bodies else None)
         return web.Response(body=payload, content_type=content_type, headers={HEADER: "HIT"})
