@@ -12,16 +12,24 @@ def test_no_file_means_defaults():
     assert load_config("").custom_hosts == []
 
 
-def test_errors_name_file_line_and_field(tmp_path):
+CONFIG_ERRORS = [
+    ("custom_hosts:\n  - host: localhost:11434\n    dialect: ollama\n  - host: nope\n",
+     r"tapgate\.yaml:4: custom_hosts\.1\.host: String should match"),
+    ("prices:\n  my-model:\n    input: 1\n    output: -2\n",
+     r"tapgate\.yaml:4: prices\.my-model\.output: Input should be greater than or equal"),
+    ("colour: blue\n", r"tapgate\.yaml:1: colour: Extra inputs are not permitted"),
+    ("router:\n  models:\n    smart:\n      - {provider: nope, model: x}\n",
+     r"tapgate\.yaml:3: router\.models\.smart\.deployments\.0: .*unknown provider 'nope'"),
+    ("router:\n  retry:\n    num_retries: -1\n", r"tapgate\.yaml:3: router\.retry\.num_retries"),
+    ("cache:\n  ttl: 0\n", r"tapgate\.yaml:2: cache\.ttl"),
+]
+
+
+@pytest.mark.parametrize("text, error", CONFIG_ERRORS)
+def test_errors_name_file_line_and_field(tmp_path, text, error):
     path = tmp_path / "tapgate.yaml"
-    path.write_text("custom_hosts:\n  - host: localhost:11434\n    dialect: ollama\n  - host: nope\n")
-    with pytest.raises(ConfigError, match=r"tapgate\.yaml:4: custom_hosts\.1\.host: String should match"):
-        load_config(path)
-    path.write_text("prices:\n  my-model:\n    input: 1\n    output: -2\n")
-    with pytest.raises(ConfigError, match=r":4: prices\.my-model\.output: Input should be greater than or equal"):
-        load_config(path)
-    path.write_text("colour: blue\n")
-    with pytest.raises(ConfigError, match=r":1: colour: Extra inputs are not permitted"):
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=error):
         load_config(path)
 
 
@@ -39,16 +47,3 @@ def test_settings_builds_the_registry_and_prices(tmp_path):
         assert settings.prices.price("", "llama3.2").input == 0.1
         with pytest.raises(exceptions.OptionsError, match="cannot read config"):
             tctx.configure(settings, tapgate_config=str(tmp_path / "missing.yaml"))
-
-
-def test_router_config_errors_name_the_file_line_and_field(tmp_path):
-    path = tmp_path / "tapgate.yaml"
-    path.write_text("router:\n  models:\n    smart:\n      - {provider: nope, model: x}\n")
-    with pytest.raises(ConfigError, match=r"tapgate.yaml:3: router.models.smart.deployments.0: .*unknown provider 'nope'"):
-        load_config(path)
-    path.write_text("router:\n  retry:\n    num_retries: -1\n")
-    with pytest.raises(ConfigError, match=r"tapgate.yaml:3: router.retry.num_retries"):
-        load_config(path)
-    path.write_text("cache:\n  ttl: 0\n")
-    with pytest.raises(ConfigError, match=r"tapgate.yaml:2: cache.ttl"):
-        load_config(path)
