@@ -12,13 +12,14 @@ from typing import Any
 from cachetools import LRUCache
 from mitmproxy import ctx, http
 
-from addons.cachekey import BadCacheControl, CacheControls, cache_key, controls, sampled
+from addons.cachekey import BadCacheControl, CacheControls, cache_key, controls
 from addons.cachestore import Entry, ResponseCache
 from addons.call import Call, iso, ms
 from addons.capture import refuse
 from addons.settings import Settings
 from addons.store import Store, read_cache_entries
-from addons.tagging import BadTag, new_span_id, params_header
+from addons.tagging import new_span_id
+from providers.canonical import sampled
 from providers.replay import Replay, replay_for
 from providers.stream import StreamParser
 
@@ -76,10 +77,9 @@ class Cache:
             return
         key = flow.metadata.get("tapgate_key")
         try:
-            fields = params_header(call.headers)
-            found = controls(self.settings.config.cache, fields, call.headers, key.id if key else None,
+            found = controls(self.settings.config.cache, call.params, call.headers, key.id if key else None,
                              call.facts.model)
-        except (BadCacheControl, BadTag) as e:
+        except BadCacheControl as e:
             refuse(flow, call, 400, str(e), "invalid_tapgate_header", e.param)
             return
         if found is None or (sampled(call.body) and not self.settings.config.cache.store_sampled):

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from addons.config import CacheConfig, CacheSettings
+from providers.canonical import canonical
 
 TRUE = ("1", "true", "yes", "on")
-# Fields that change how an answer is delivered, not what it says: a streamed and a whole request
-# share an entry.
-DELIVERY = ("stream", "stream_options")
-# Endpoints that differ only in delivery: Gemini names its streamed call in the URL.
-SAME_ANSWER = {"streamGenerateContent": "generateContent"}
+# The request fields and headers that control the cache (the router body, X-Tapgate-Params, headers).
+FIELDS = ("cache_enabled", "cache_ttl", "cache_options")
+HEADERS = ("x-tapgate-cache", *("x-tapgate-" + f.replace("_", "-") for f in FIELDS))
+NO_SETTINGS = CacheSettings()
 
 
 class BadCacheControl(ValueError):
@@ -37,8 +37,11 @@ def controls(config: CacheConfig, fields: dict[str, Any], headers: dict[str, str
     """The cache settings for one call, or None when the cache is off for it. Request fields (router
     body, X-Tapgate-Params) and X-Tapgate-Cache-* headers win over the key's defaults, which win over
     the model's, which win over the global ones. Raises BadCacheControl."""
-    layers: list[CacheSettings | dict[str, Any]] = [config.models.get(model or "", CacheSettings()),
-                                                     config.keys.get(key_id or "", CacheSettings())]
+    if not (config.enabled or config.models or config.keys or any(f in fields for f in FIELDS)
+            or any(h in headers for h in HEADERS)):
+        return None  # every call asks this: when nothing anywhere turns the cache on, say so at once
+    layers: list[CacheSettings | dict[str, Any]] = [config.models.get(model or "", NO_SETTINGS),
+                                                     config.keys.get(key_id or "", NO_SETTINGS)]
     request: dict[str, Any] = {}
     if (v := _pick(fields, headers, "cache_enabled")) is not None:
         request["enabled"] = _bool("cache_enabled", v)
@@ -70,25 +73,12 @@ def controls(config: CacheConfig, fields: dict[str, Any], headers: dict[str, str
     return CacheControls(merged["ttl"], merged["by_customer"], merged["by_model"], mode)
 
 
-def sampled(body: Any) -> bool:
-    """Answers that differ call to call by design: temperature above 0, or several choices (n > 1)."""
-    if not isinstance(body, dict):
-        return False
-    config = body.get("generationConfig") if isinstance(body.get("generationConfig"), dict) else body
-    temperature = config.get("temperature")
-    n = body.get("n") or config.get("candidateCount") or 1
-    return (isinstance(temperature, (int, float)) and temperature > 0) or (isinstance(n, int) and n > 1)
-
-
 def cache_key(*, dialect: str, endpoint: str, body: Any, tenant: str, customer: str | None,
               controls: CacheControls, model: str | None) -> str:
     """sha256 over the canonical request (JSON with sorted keys, no whitespace), the endpoint and
     dialect, the tenant always, the customer when by_customer, the model unless by_model is off."""
-    canonical = dict(body) if isinstance(body, dict) else {"body": body}
-    for name in DELIVERY:
-        canonical.pop(name, None)
-    canonical.pop("model", None)
-    parts = {"dialect": dialect, "endpoint": SAME_ANSWER.get(endpoint, endpoint), "tenant": tenant, "body": canonical,
+    endpoint, canonical_body = canonical(endpoint, body)
+    parts = {"dialect": dialect, "endpoint": endpoint, "tenant": tenant, "body": canonical_body,
              "model": model if controls.by_model else None,
              "customer": customer if controls.by_customer else None}
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)

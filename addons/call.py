@@ -76,9 +76,10 @@ class Call:
     cache_leader: bool = False
     cache_ttl: float = 0.0
     status: str | None = None
-    # The client's parsed body and lowercased headers as sent (the cache keys on them).
+    # The client's parsed body, lowercased headers and X-Tapgate-Params object as sent (the cache reads them).
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         # Short on purpose: mitmproxy formats flow.metadata for filters (~meta) and views on every flow.

@@ -23,7 +23,7 @@ from addons.tagging import (
     tags_from,
     trace_context,
 )
-from providers.base import ResponseFacts
+from providers.base import ResponseFacts, parse_json
 from providers.stream import StreamParser, StreamTap
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class Capture:
             return
         req = flow.request
         raw = req.get_content(strict=False) or b""
-        body = _json(raw)
+        body = parse_json(raw)
         provider = call.route.provider
         call.facts = provider.request_facts(call.route, body)
         headers = header_dict(req.headers)  # one pass; every lookup below is a plain dict get
@@ -103,7 +103,7 @@ class Capture:
                 tags.thread_identifier,
                 tags.metadata,
             )
-            call.customer_params = tags.customer_params
+            call.customer_params, call.params = tags.customer_params, tags.params
             strip_gateway_headers(req.headers)
         if (updates := provider.ask_for_usage(call.route, body)) is not None:
             req.content = _with_fields(raw, body, updates)
@@ -117,8 +117,8 @@ class Capture:
             if flow.metadata.get("tapgate_ignored"):
                 flow.response.stream = True
             return
-        if call.cache_hit:
-            return  # answered from the cache in request(), whole; mitmproxy still runs this hook
+        if call.upstream_started is None:
+            return  # the gateway answered in request() (a refusal, a cache hit): sent whole; mitmproxy still asks
         resp = flow.response
         ctype = resp.headers.get("content-type", "")
         streamed = ctype.split(";")[0].strip().lower() in STREAM_TYPES or (
@@ -169,7 +169,7 @@ class Capture:
             response_body = state.output.as_json() if store_bodies else None
         elif resp is not None:
             content = resp.get_content(strict=False) or b""
-            body = _json(content)
+            body = parse_json(content)
             if body is not None:
                 facts = call.route.provider.response_facts(call.route, body)
             else:
@@ -218,15 +218,6 @@ def _status(flow: http.HTTPFlow, status_code: int | None, finished: bool, body_e
     if not finished:
         return "incomplete", "the stream ended before its final event"
     return "ok", None
-
-
-def _json(raw: bytes) -> Any:
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
 
 
 def _text(raw: bytes) -> str:

@@ -16,6 +16,7 @@ from addons.upstream import RawStreamAnswer, StreamAnswer
 from providers.base import ResponseFacts, Route, StreamState
 from providers.chat import ProviderStreamError
 from providers.openai import openai
+from providers.openai_chat import CHAT_ROUTE
 from providers.stream import StreamParser
 
 
@@ -25,7 +26,6 @@ def remaining(deadline: float) -> float:
 
 
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
-CHAT = Route(openai, "chat.completions")
 
 
 @dataclass
@@ -36,6 +36,11 @@ class Outcome:
     body: str | None
     status: str = "ok"
     error: str | None = None
+
+    @classmethod
+    def of(cls, state: StreamState, status: str, error: str | None) -> Outcome:
+        facts = ResponseFacts(state.usage, state.response_model, state.error)
+        return cls(facts, state.finished, state.output.chars, state.output.as_json(), status, error)
 
 
 class ChatRelay:
@@ -54,7 +59,7 @@ class ChatRelay:
             await self.response.prepare(request)
             while chunks:
                 for chunk in chunks:
-                    openai.stream_event(CHAT, state, None, chunk)
+                    openai.stream_event(CHAT_ROUTE, state, None, chunk)
                 if self.keep is not None:
                     self.keep += chunks
                 if data := out.feed(chunks):
@@ -76,8 +81,7 @@ class ChatRelay:
             status, error = "client_disconnected", f"the client left mid-stream: {type(e).__name__}"
         finally:
             answer.release()
-        facts = ResponseFacts(state.usage, state.response_model, state.error)
-        return Outcome(facts, state.finished, state.output.chars, state.output.as_json(), status, error)
+        return Outcome.of(state, status, error)
 
 
 class RawRelay:
@@ -114,5 +118,4 @@ class RawRelay:
         state = self.parser.state
         if status == "ok" and not state.finished:
             status, error = "incomplete", "the stream ended before its final event"
-        facts = ResponseFacts(state.usage, state.response_model, state.error)
-        return Outcome(facts, state.finished, state.output.chars, state.output.as_json(), status, error)
+        return Outcome.of(state, status, error)

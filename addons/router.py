@@ -47,12 +47,11 @@ from providers.base import ResponseFacts, Route
 from providers.chat import InvalidRequest, UnsupportedParam, UpstreamRequest
 from providers.fronts import FRONTS
 from providers.openai import openai
-from providers.openai_chat import OpenAIChat
+from providers.openai_chat import CHAT_ROUTE, OpenAIChat
 from providers.replay import openai_completion, replay_for
 
 log = logging.getLogger(__name__)
 
-CHAT = Route(openai, "chat.completions")  # how the router reads the OpenAI chat it works in
 
 
 class Router:
@@ -149,20 +148,21 @@ class Router:
         responses), which only OpenAI-compatible deployments serve."""
         config = self.settings.config.router
         call = self._new_call(request, front, as_is)
+        headers = _lower(request.headers)
         try:
             key = authenticate(request, self.settings.config, self.auth.ring)
             body = await read_json(request, config.max_body_bytes)
             if key is not None:
                 call.key_id = key.id
-            fields = self._tag(call, request, body)
             try:
+                fields = pop_router_fields(body)
                 chat_body, translation_notes = (body, []) if as_is else front.to_chat(body, config.unsupported_params)
-            except (InvalidRequest, UnsupportedParam) as e:
+            except (BadTag, InvalidRequest, UnsupportedParam) as e:
                 raise BadRequest(str(e), param=e.param) from None
-            model = chat_body.get("model")
-            if not isinstance(model, str) or not model:
+            call.facts = openai.request_facts(Route(openai, as_is) if as_is else CHAT_ROUTE, chat_body)
+            self._tag(call, headers, body, fields)
+            if not (model := call.facts.model):
                 raise BadRequest("model is required", param="model")
-            call.facts = openai.request_facts(Route(openai, as_is) if as_is else CHAT, chat_body)
             if key is not None and not key.allows(model):
                 raise Forbidden(f"Gateway key {key.name or key.id} may not call model {model!r}.", param="model")
             if (cheaper := self.spend.downgrade(call, key, model)) is not None:
@@ -179,9 +179,9 @@ class Router:
                     raise BadRequest(f"/v1/{as_is} is served by OpenAI-compatible deployments only; no deployment "
                                      f"of {model!r} is one.", param="model")
             self._aim(call, plan[0])
-            if as_is != "responses" and (entry := await self._lookup(call, request, chat_body, fields, key, model,
-                                                                     as_is)) is not None:
-                return self._serve_cached(call, front, entry, chat_body, front.wants_usage(body), as_is)
+            if as_is != "responses" and (entry := await self.router_cache.lookup(
+                    call, headers, chat_body, fields, key, model, as_is)) is not None:
+                return self._serve_cached(call, front, entry, front.wants_usage(body), as_is)
             try:
                 if refusal := self.spend.admit(call, key):
                     message, code, headers = refusal
@@ -204,13 +204,11 @@ class Router:
             self._record_error(call, error)
             return _error(error, front)
 
-    def _tag(self, call: Call, request: web.Request, body: dict) -> dict:
-        """Take the gateway's fields out of the body and tag the call from them and X-Tapgate-* headers;
-        returns the fields (fallbacks, retries and the cache's are read later). Raises BadRequest."""
+    def _tag(self, call: Call, headers: dict[str, str], body: dict, fields: dict) -> None:
+        """Tag the call from the gateway's body fields and X-Tapgate-* headers, over the body's own
+        end-user field. Raises BadRequest."""
         try:
-            fields = pop_router_fields(body)
-            user = body.get("user") if isinstance(body.get("user"), str) else None
-            tags = router_tags(_lower(request.headers), user, fields)
+            tags = router_tags(headers, call.facts.user, fields)
         except BadTag as e:
             raise BadRequest(str(e), param=e.param) from None
         call.customer_identifier, call.thread_identifier = tags.customer_identifier, tags.thread_identifier
@@ -219,14 +217,13 @@ class Router:
         call.keep_bodies = ctx.options.tapgate_store_bodies and fields.get("disable_log") is not True
         if call.keep_bodies:
             call.request_body = json.dumps(body, ensure_ascii=False)[:BODY_LIMIT]
-        return fields
 
     # -- one routed call ---------------------------------------------------------------------------
 
     async def _answer(self, request, front, call: Call, body: dict, plan: list[Target], fields: dict,
                       wants_usage: bool, as_is: str | None, native: Native) -> web.StreamResponse:
         config = self.settings.config.router
-        stream = body.get("stream") is True
+        stream = call.facts.stream
         policy = _retry_policy(config.retry, fields.get("retry_params"))
         deadline = time.monotonic() + config.timeout
         translated: dict[str, UpstreamRequest] = {}
@@ -273,7 +270,7 @@ class Router:
                          (answer.raw.decode("utf-8", "replace") if untranslated else json.dumps(answer.body))
                          if store_bodies else None)
             if call.cache_leader and call.status == "ok":
-                self._keep(call, answer.target.endpoint.adapter.chat_response(answer.body, answer.target.model)
+                self.router_cache.keep(call, answer.target.endpoint.adapter.chat_response(answer.body, answer.target.model)
                            if same_dialect else answer.body)
             return web.Response(body=payload, content_type="application/json", headers=cache_header)
         kept: list | None = [] if call.cache_leader else None
@@ -289,26 +286,19 @@ class Router:
             else:
                 completion = None if as_is else openai_completion(kept)
             if completion is not None:
-                self._keep(call, completion)
+                self.router_cache.keep(call, completion)
         return relay.response
 
     # -- the response cache ----------------------------------------------------------------------
 
-    async def _lookup(self, call: Call, request, body: dict, fields: dict, key, model: str, as_is: str | None):
-        return await self.router_cache.lookup(call, _lower(request.headers), body, fields, key, model, as_is)
-
-    def _keep(self, call: Call, answer: dict) -> None:
-        self.router_cache.keep(call, answer)
-
-    def _serve_cached(self, call: Call, front, entry: Entry, body: dict, wants_usage: bool,
-                      as_is: str | None) -> web.Response:
+    def _serve_cached(self, call: Call, front, entry: Entry, wants_usage: bool, as_is: str | None) -> web.Response:
         try:
             self._aim(call, self.routes.resolve(entry.meta["routed_to"])[0])  # priced as the model that answered
         except (KeyError, UnknownModel):
             pass
         call.routed_to, call.attempts, call.upstream_started = entry.meta.get("routed_to"), 0, None
         call.mark_first_chunk()
-        answer, payload, content_type = render_cached(front, entry, body.get("stream") is True, wants_usage,
+        answer, payload, content_type = render_cached(front, entry, call.facts.stream, wants_usage,
                                                       as_is, call.facts.model)
         self._record(call, 200, openai.response_facts(call_route(call), answer), True, len(entry.body),
                      entry.body.decode("utf-8", "replace") if call.keep_bodies else None)
@@ -383,7 +373,7 @@ class Native:
 
 def call_route(call: Call) -> Route:
     """How the router reads what it relays: OpenAI's shapes for the call's endpoint."""
-    return Route(openai, "chat.completions" if call.route.endpoint == "messages" else call.route.endpoint)
+    return CHAT_ROUTE if call.route.endpoint in ("messages", CHAT_ROUTE.endpoint) else Route(openai, call.route.endpoint)
 
 
 def _retry_policy(config: RetryPolicy, params: dict | None) -> RetryPolicy:

@@ -8,11 +8,12 @@ import time
 from typing import Any
 
 from addons.cache import Cache
-from addons.cachekey import BadCacheControl, cache_key, controls, sampled
+from addons.cachekey import BadCacheControl, cache_key, controls
 from addons.cachestore import Entry
 from addons.call import Call
 from addons.router_errors import BadRequest
 from addons.settings import Settings
+from providers.canonical import sampled
 from providers.replay import openai_chunks
 
 

@@ -10,12 +10,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from addons.config import Cooldown, Deployment, RouterConfig
-from providers.endpoints import Endpoint, endpoint
+from providers.endpoints import Endpoint, endpoint, provider_of
 from providers.pricing import PriceTable
-
-# Price-table prefixes that name a provider the router can call (bare names: see Routes.resolve).
-PRICE_PREFIXES = {"gemini/": "gemini", "groq/": "groq", "mistral/": "mistral", "deepseek/": "deepseek",
-                  "xai/": "xai", "together_ai/": "together", "fireworks_ai/": "fireworks", "openrouter/": "openrouter"}
 
 
 class UnknownModel(LookupError):
@@ -110,18 +106,9 @@ class Routes:
         access = self.config.providers.get(provider)
         if slash and endpoint(provider, access.base_url if access else None):
             return [self._target(Deployment(provider=provider, model=name))]
-        if (provider := self.known_provider(model)) is not None:
+        if (provider := provider_of(model, self.prices)) is not None:
             return [self._target(Deployment(provider=provider, model=model))]
         raise UnknownModel(model)
-
-    def known_provider(self, model: str) -> str | None:
-        """The provider of a bare model name, from the price table's rows."""
-        for prefix, provider in PRICE_PREFIXES.items():
-            if self.prices.has(prefix + model):
-                return provider
-        if self.prices.has(model):
-            return "anthropic" if model.startswith("claude") else "openai"
-        return None
 
     def fallbacks(self, model: str, requested: Iterable[str] | None) -> list[str]:
         """The request's fallback_models, else the alias's, else config's for the name."""

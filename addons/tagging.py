@@ -29,6 +29,8 @@ class Tags:
     metadata: dict[str, Any] = field(default_factory=dict)
     # Respan's per-customer budget, sent with the call: budget_duration, period_budget, total_budget.
     customer_params: dict[str, Any] = field(default_factory=dict)
+    # The whole X-Tapgate-Params object, for the fields other addons read (the cache's).
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 def _json_object(param: str, text: str, allow_base64: bool = False) -> dict[str, Any]:
@@ -62,7 +64,7 @@ def tags_from(headers, body_user: str | None, body_metadata: dict[str, Any]) -> 
     """Headers win over X-Tapgate-Params, which wins over the body's own fields; raises BadTag."""
     tags = Tags(customer_identifier=body_user, metadata=dict(body_metadata))
     if raw := headers.get("x-tapgate-params"):
-        params = _json_object("X-Tapgate-Params", raw, allow_base64=True)
+        params = tags.params = _json_object("X-Tapgate-Params", raw, allow_base64=True)
         if (c := _identifier("X-Tapgate-Params.customer_identifier", params.get("customer_identifier"))) is not None:
             tags.customer_identifier = c
         tags.thread_identifier = _identifier("X-Tapgate-Params.thread_identifier", params.get("thread_identifier"))
@@ -142,9 +144,3 @@ def router_tags(headers, body_user: str | None, fields: dict[str, Any]) -> Tags:
             tags.customer_identifier = _identifier("customer_params.customer_identifier",
                                                    tags.customer_params.get("customer_identifier"))
     return tags
-
-
-def params_header(headers: dict[str, str]) -> dict[str, Any]:
-    """The X-Tapgate-Params object (JSON, or base64 JSON), {} when absent; raises BadTag."""
-    raw = headers.get("x-tapgate-params")
-    return _json_object("X-Tapgate-Params", raw, allow_base64=True) if raw else {}

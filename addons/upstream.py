@@ -14,7 +14,7 @@ import aiohttp
 
 from addons.router_errors import Failure
 from addons.routing import Target
-from providers.chat import ChatStream, ProviderStreamError, UpstreamRequest
+from providers.chat import ChatStream, ProviderStreamError, UpstreamRequest, error_summary, translate_frames
 from providers.sse import SSEDecoder
 
 READ_SIZE = 64 * 1024
@@ -46,8 +46,8 @@ class StreamAnswer:
             data = await self.response.content.readany()
             if not data:
                 self.ended = True
-                return translate(self.translator, self.decoder.close()) + self.translator.close()
-            if chunks := translate(self.translator, self.decoder.feed(data)):
+                return translate_frames(self.translator, self.decoder.close()) + self.translator.close()
+            if chunks := translate_frames(self.translator, self.decoder.feed(data)):
                 return chunks
         return []
 
@@ -72,19 +72,6 @@ class RawStreamAnswer:
 
     def release(self) -> None:
         self.response.release()
-
-
-def translate(translator: ChatStream, frames) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for frame in frames:
-        if frame.data is None or frame.data.startswith("[DONE]"):
-            continue
-        try:
-            data = json.loads(frame.data)
-        except ValueError:
-            continue
-        out += translator.feed(frame.event, data)
-    return out
 
 
 class Upstream:
@@ -173,17 +160,9 @@ class Upstream:
 
 
 def http_failure(status: int, raw: bytes, headers) -> Failure:
-    """A provider's error response as a Failure: its message and code (OpenAI, Anthropic and Gemini
-    shapes), and how long it asks us to wait."""
-    message, code = raw[:300].decode("utf-8", "replace").strip() or f"HTTP {status}", None
-    try:
-        err = json.loads(raw).get("error")
-    except (ValueError, AttributeError):
-        err = None
-    if isinstance(err, dict):
-        message = str(err.get("message") or message)
-        code = next((c for c in (err.get("code"), err.get("type"), err.get("status")) if isinstance(c, str)), None)
-    return Failure("http", message, status, code, retry_after(headers))
+    """A provider's error response as a Failure: its message and code, and how long it asks us to wait."""
+    message, code = error_summary(raw)
+    return Failure("http", message or f"HTTP {status}", status, code, retry_after(headers))
 
 
 def retry_after(headers) -> float | None:

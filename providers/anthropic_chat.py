@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from providers.anthropic import usage as anthropic_usage
-from providers.anthropic_chat_stream import AnthropicChatStream, finish_reason, openai_usage
+from providers.anthropic_chat_stream import AnthropicChatStream, finish_reason
 from providers.base import as_int, dig
 from providers.chat import (
     InvalidRequest,
@@ -20,6 +20,7 @@ from providers.chat import (
     UnsupportedParam,
     UpstreamRequest,
     each_tool_call,
+    openai_usage,
 )
 
 ANTHROPIC_VERSION = "2023-06-01"

@@ -8,7 +8,7 @@ from typing import Any
 
 from providers.anthropic import ERROR_TYPES, merge_usage
 from providers.base import Usage, dig
-from providers.chat import ProviderStreamError
+from providers.chat import ProviderStreamError, openai_usage
 
 # Anthropic stop_reason (spec StopReason) -> OpenAI finish_reason; anything unknown is "stop".
 FINISH_REASONS = {
@@ -26,24 +26,6 @@ ERROR_STATUS = {kind: status for status, kind in ERROR_TYPES.items()}
 
 def finish_reason(stop_reason: Any) -> str:
     return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
-
-
-def openai_usage(usage: Usage) -> dict[str, Any]:
-    """OpenAI CompletionUsage from normalised usage: prompt_tokens counts cache reads and writes
-    (Usage.input_tokens already does), cached_tokens the reads."""
-    prompt, completion = usage.input_tokens or 0, usage.output_tokens or 0
-    out: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {
-            "cached_tokens": usage.cache_read_tokens or 0,
-            "cache_write_tokens": usage.cache_write_tokens or 0,
-        },
-    }
-    if usage.reasoning_tokens is not None:
-        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens}
-    return out
 
 
 class AnthropicChatStream:

@@ -221,6 +221,16 @@ def add(*values: int | None) -> int | None:
     return sum(known) if known else None
 
 
+def parse_json(raw: str | bytes | None) -> Any:
+    """The JSON value of a body, or None when it is empty or not JSON (never raises)."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
 def prompt_chars(body: Any) -> int:
     """A rough prompt size for estimating input tokens when usage never arrives."""
     try:

@@ -3,9 +3,12 @@ chunks back, whole and streamed. One object per dialect implements `ChatAdapter`
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+from providers.base import Usage
 
 # What to do with a request parameter a provider has no equivalent for (config router.unsupported_params).
 Unsupported = Literal["drop", "refuse"]
@@ -38,6 +41,52 @@ class ProviderStreamError(RuntimeError):
         super().__init__(message)
         self.status = status
         self.type = type
+
+
+def translate_frames(translator: ChatStream, frames) -> list[dict[str, Any]]:
+    """OpenAI chunks for a run of SSE frames (providers/sse.py): each JSON event fed to the translator;
+    comments, OpenAI's "[DONE]" and unparseable data are skipped (the router writes its own end)."""
+    out: list[dict[str, Any]] = []
+    for frame in frames:
+        if frame.data is None or frame.data.startswith("[DONE]"):
+            continue
+        try:
+            data = json.loads(frame.data)
+        except ValueError:
+            continue
+        out += translator.feed(frame.event, data)
+    return out
+
+
+def error_summary(raw: bytes) -> tuple[str, str | None]:
+    """(message, code) of a provider's error body in any of the three shapes: OpenAI's error.message
+    and error.code or type, Anthropic's error.type, Google's error.status; else the body's start."""
+    message, code = raw[:300].decode("utf-8", "replace").strip(), None
+    try:
+        err = json.loads(raw).get("error")
+    except (ValueError, AttributeError):
+        err = None
+    if isinstance(err, dict):
+        message = str(err.get("message") or message)
+        code = next((c for c in (err.get("code"), err.get("type"), err.get("status")) if isinstance(c, str)), None)
+    return message, code
+
+
+def openai_usage(usage: Usage, *, cache_writes: bool = True, thoughts_counted: bool = False) -> dict[str, Any]:
+    """OpenAI CompletionUsage from normalised usage: prompt_tokens counts cache reads and writes
+    (Usage.input_tokens already does), cached_tokens the reads. `cache_writes`: the provider bills
+    writes (Anthropic), so cache_write_tokens is given. `thoughts_counted`: the provider always counts
+    thinking (Gemini: no thoughtsTokenCount is 0), so reasoning_tokens is always given; else only
+    when known."""
+    prompt, completion = usage.input_tokens or 0, usage.output_tokens or 0
+    details: dict[str, Any] = {"cached_tokens": usage.cache_read_tokens or 0}
+    if cache_writes:
+        details["cache_write_tokens"] = usage.cache_write_tokens or 0
+    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                           "total_tokens": prompt + completion, "prompt_tokens_details": details}
+    if thoughts_counted or usage.reasoning_tokens is not None:
+        out["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning_tokens or 0}
+    return out
 
 
 def each_tool_call(calls: Any, where: str) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -3,6 +3,7 @@ environment variable that holds its key. Rows are data; config may override URL 
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from providers.compatible import COMPATIBLE
 from providers.gemini import gemini
 from providers.openai import OpenAIDialect, openai
 from providers.openai_chat import OpenAIChat
+from providers.pricing import PriceTable
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,9 @@ class Endpoint:
     provider: Provider
     base_url: str
     key_env: str | None
+    # Which unprefixed price-table rows name this provider's models (bare names like "gpt-4.1-mini"):
+    # a glob, tried from the most specific; the prefixed rows ("gemini/...") need no glob.
+    bare_models: str | None = None
 
 
 def _compatible(name: str, base_url: str, key_env: str) -> Endpoint:
@@ -39,8 +44,10 @@ def _endpoints() -> Mapping[str, Endpoint]:
     from providers.gemini_chat import gemini_chat
 
     rows = [
-        Endpoint("openai", OpenAIChat(openai, (("max_tokens", "max_completion_tokens"),)), openai, "https://api.openai.com/v1", "OPENAI_API_KEY"),
-        Endpoint("anthropic", anthropic_chat, anthropic, "https://api.anthropic.com", "ANTHROPIC_API_KEY"),
+        Endpoint("openai", OpenAIChat(openai, (("max_tokens", "max_completion_tokens"),)), openai,
+                 "https://api.openai.com/v1", "OPENAI_API_KEY", bare_models="*"),
+        Endpoint("anthropic", anthropic_chat, anthropic, "https://api.anthropic.com", "ANTHROPIC_API_KEY",
+                 bare_models="claude*"),
         Endpoint("gemini", gemini_chat, gemini, "https://generativelanguage.googleapis.com", "GEMINI_API_KEY"),
         _compatible("groq", "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
         _compatible("mistral", "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
@@ -61,6 +68,20 @@ def endpoint(name: str, base_url: str | None = None) -> Endpoint | None:
         dialect = OpenAIDialect(name=name, hosts=(), price_prefix=f"{name}/")
         return Endpoint(name, OpenAIChat(dialect), dialect, base_url, None)
     return found
+
+
+def provider_of(model: str, prices: PriceTable) -> str | None:
+    """The provider of a bare model name, from the price table: a row under a provider's prefix
+    ("gemini/gemini-2.5-flash"), else an unprefixed row one provider's bare_models claims."""
+    rows = list(_endpoints().values())
+    for row in rows:
+        if row.provider.price_prefix and prices.has(row.provider.price_prefix + model):
+            return row.name
+    if prices.has(model):
+        for row in sorted((r for r in rows if r.bare_models), key=lambda r: r.bare_models == "*"):
+            if fnmatch.fnmatchcase(model, row.bare_models):
+                return row.name
+    return None
 
 
 def provider_names() -> list[str]:

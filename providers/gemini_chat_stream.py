@@ -11,6 +11,7 @@ from typing import Any
 
 from providers.base import as_int, dig
 from providers.chat import ProviderStreamError
+from providers.chat import openai_usage as openai_usage_of
 from providers.gemini import error_message, gemini
 
 # Candidate.FinishReason (generative_service.proto) -> OpenAI finish_reason; anything else is "stop".
@@ -84,14 +85,7 @@ def openai_usage(metadata: Any) -> dict[str, Any] | None:
     usage = gemini.usage(metadata)
     if not usage.known:
         return None
-    prompt, completion = usage.input_tokens or 0, usage.output_tokens or 0
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens or 0},
-        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens or 0},
-    }
+    return openai_usage_of(usage, cache_writes=False, thoughts_counted=True)
 
 
 def _top(entry: dict[str, Any]) -> dict[str, Any]:

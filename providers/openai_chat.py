@@ -6,8 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from providers.base import Route
 from providers.chat import InvalidRequest, ProviderStreamError, Unsupported, UpstreamRequest
-from providers.openai import OpenAIDialect, error_message
+from providers.openai import OpenAIDialect, error_message, openai
+
+# How the router reads the OpenAI chat it works in (requests, answers and chunks of every deployment).
+CHAT_ROUTE = Route(openai, "chat.completions")
 
 
 @dataclass(frozen=True, slots=True)

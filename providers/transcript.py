@@ -10,14 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-
-def _load(body: str | None) -> Any:
-    if not body:
-        return None
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
+from providers.base import parse_json
 
 
 def _text_of(content: Any) -> str:
@@ -51,7 +44,7 @@ def tool_result(text: str) -> str:
 
 def question(request_body: str | None) -> str:
     """The last turn from the user's side of a request body: what they said, or a tool's result."""
-    body = _load(request_body)
+    body = parse_json(request_body)
     if not isinstance(body, dict):
         return ""
     for key in ("messages", "contents", "input"):
@@ -74,7 +67,7 @@ def question(request_body: str | None) -> str:
 
 def answer(response_body: str | None) -> str:
     """The answer in a response body: text, then `→ name(args)` for each tool call."""
-    body = _load(response_body)
+    body = parse_json(response_body)
     if not isinstance(body, dict):
         return ""
     text, calls = "", []

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from addons.cachekey import BadCacheControl, CacheControls, cache_key, controls, sampled
+from addons.cachekey import BadCacheControl, CacheControls, cache_key, controls
 from addons.config import CacheConfig
+from providers.canonical import sampled
 
 ON = CacheControls(ttl=60, by_customer=False, by_model=True)
 
