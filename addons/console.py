@@ -12,7 +12,6 @@ from mitmproxy import ctx
 from rich.color import ColorSystem
 from rich.console import Console as RichConsole
 from rich.style import Style
-from rich.text import Text
 
 # mitmdump prints every flow itself; for calls tapgate records, its own line replaces that dump.
 HIDE_RECORDED = "!(~meta ^tapgate:)"
@@ -59,11 +58,6 @@ def call_segments(row: dict[str, Any]) -> list[tuple[str, str | None]]:
     if row["error"] and not ok:
         segments.append((f"  {row['error'][:80]}", "red"))
     return segments
-
-
-def call_line(row: dict[str, Any]) -> Text:
-    """One call as rich Text, coloured by outcome."""
-    return Text.assemble(*((text, style or "") for text, style in call_segments(row)))
 
 
 @functools.cache
