@@ -95,15 +95,20 @@ def print_rows(rows: list[dict[str, Any]], columns: list[str], fmt: str) -> None
     if fmt == "csv":
         out = csv.DictWriter(sys.stdout, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
         out.writeheader()
-        out.writerows(rows)
+        out.writerows(rounded(row) for row in rows)
         return
     for row in rows:
         print(json.dumps(decoded(row), ensure_ascii=False))
 
 
+def rounded(row: dict[str, Any]) -> dict[str, Any]:
+    """Floats to 12 significant digits: sums of costs print 1.03, not 1.0300000000000002."""
+    return {k: float(f"{v:.12g}") if isinstance(v, float) else v for k, v in row.items()}
+
+
 def decoded(row: dict[str, Any]) -> dict[str, Any]:
-    """The row with its JSON-in-text columns (metadata, attributes) as JSON."""
-    out = dict(row)
+    """The row with its JSON-in-text columns (metadata, attributes) as JSON, floats rounded."""
+    out = rounded(row)
     for key in ("metadata", "attributes"):
         if isinstance(out.get(key), str):
             try:
@@ -143,7 +148,7 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from addons.views import calls_table
+    from addons.views import calls_table, plural
 
     since, until = time_range(args)
     meta = []
@@ -155,12 +160,15 @@ def cmd_logs(args: argparse.Namespace) -> int:
     filters = queries.Filters(provider=args.provider, model=args.model, status=args.status, mode=args.mode,
                               customer=args.customer, thread=args.thread, meta=meta, since=since, until=until,
                               grep=args.grep)
-    rows = queries.logs(queries.connect(args.db), filters, args.limit, bodies=args.bodies)
+    conn = queries.connect(args.db)
+    rows = queries.logs(conn, filters, args.limit, bodies=args.bodies)
     if args.format:
         columns = list(queries.CALL_COLUMNS) + (list(queries.BODY_COLUMNS) if args.bodies else [])
         print_rows(rows, columns, args.format)
-    else:
-        console().print(calls_table(rows, title=f"{len(rows)} calls, newest first"))
+        return 0
+    out = console()
+    ids = queries.unique_prefixes(conn, [r["id"] for r in rows])
+    out.print(calls_table(rows, out.width, title=f"{plural(len(rows), 'call')}, newest first", ids=ids))
     return 0
 
 
@@ -194,7 +202,8 @@ def cmd_spend(args: argparse.Namespace) -> int:
         print_rows(rows, [args.by, "requests", "input_tokens", "output_tokens", "cost_usd", "unpriced", "cache_hits",
                           "saved_usd"], args.format)
     else:
-        console().print(spend_table(args.by, rows))
+        out = console()
+        out.print(spend_table(args.by, rows, out.width))
     return 0
 
 
@@ -212,7 +221,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.out:
             out.close()
     if args.out:
-        print(f"exported {count} requests to {args.out}", file=sys.stderr)
+        from addons.views import plural
+
+        print(f"exported {plural(count, 'request')} to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -238,18 +249,10 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         for key in keys:
             print(json.dumps(key, ensure_ascii=False))
         return 0
-    from rich.table import Table
+    from addons.views import keys_table
 
-    table = Table(title=f"{len(keys)} gateway key{'' if len(keys) == 1 else 's'}", title_justify="left")
-    for column in ("id", "name", "prefix", "status", "created", "expires", "budgets", "rate limit", "models", "metadata"):
-        table.add_column(column)
-    for k in keys:
-        limit = " ".join(f"{v} {n}" for n, v in k["rate_limit"].items())
-        status = k["status"] + (f" {k['revoked_at'][:16]}" if k["revoked_at"] else "")
-        table.add_row(k["id"], k["name"], k["prefix"] + "…", status, k["created_at"][:16], (k["expires_at"] or "")[:16],
-                      "\n".join(k["budgets"]), limit, " ".join(k["models"]),
-                      " ".join(f"{n}={v}" for n, v in k["metadata"].items()))
-    console().print(table)
+    out = console()
+    out.print(keys_table(keys, out.width))
     return 0
 
 

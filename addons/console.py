@@ -36,7 +36,10 @@ def tokens_text(row: dict[str, Any]) -> str:
 
 
 def cost_text(row: dict[str, Any], places: int = 6) -> str:
-    return "$?" if row["cost_usd"] is None else f"${row['cost_usd']:.{places}f}"
+    """`$0.000533`; nothing for a call the gateway refused (it cost nothing), `$?` when unpriced."""
+    if row["cost_usd"] is None:
+        return "" if row["status"] == "refused" else "$?"
+    return f"${row['cost_usd']:.{places}f}"
 
 
 def call_segments(row: dict[str, Any]) -> list[tuple[str, str | None]]:

@@ -75,7 +75,13 @@ def budget_spec(budget: Budget) -> str:
 
 
 def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
+    """12 significant digits: 0.3, not 0.30000000000000004."""
+    return str(int(value)) if float(value).is_integer() else f"{float(value):.12g}"
+
+
+def downgrade_spec(rule: Downgrade) -> str:
+    """The --downgrade a rule was written as: parse_downgrade's inverse, for lists."""
+    return f"{_number(rule.above)}:{rule.model}={rule.to}"
 
 
 def _readable(e: ValidationError) -> str:
@@ -191,6 +197,9 @@ def describe(row: dict[str, Any], now: datetime | None = None) -> dict[str, Any]
         "rate_limit": key.rate_limit.model_dump(exclude_none=True),
         "models": list(key.models),
         "metadata": key.metadata,
+        # where the key's own alerts go, by kind only: a webhook URL is as secret as a key
+        "alerts": [kind for kind in ("slack_webhook", "webhook", "email") if getattr(key.alerts, kind)],
+        "downgrade": [downgrade_spec(d) for d in key.downgrade],
     }
 
 

@@ -16,8 +16,11 @@ CALL_COLUMNS = (
     "id", "trace_id", "span_id", "started_at", "duration_ms", "ttft_ms", "mode", "provider", "endpoint", "model",
     "response_model", "stream", "status_code", "status", "error", "input_tokens", "output_tokens",
     "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "usage_estimated", "cost_usd",
-    "customer_identifier", "thread_identifier", "metadata", "key_id",
+    "customer_identifier", "thread_identifier", "metadata", "key_id", "host", "path", "routed_to", "attempts",
+    "cache_hit", "cost_saved_usd",
 )
+# Columns later migrations added (m005 router, m007 cache): NULL when a reader opens an older store.
+LATER_COLUMNS = ("routed_to", "attempts", "cache_hit", "cost_saved_usd")
 BODY_COLUMNS = ("request_body", "response_body")
 # Calls with usage but no price (a model missing from the table): their cost is unknown, not 0.
 UNPRICED = "sum(cost_usd IS NULL AND input_tokens IS NOT NULL)"
@@ -72,9 +75,11 @@ def has_table(conn: sqlite3.Connection, table: str) -> bool:
 # -- the dashboard -----------------------------------------------------------------------------------
 
 
-def window_columns(conn: sqlite3.Connection) -> str:
-    """The columns the dashboard reads of a call: the list's, and cache_hit once the store has it."""
-    return ", ".join(CALL_COLUMNS) + (", cache_hit" if has_column(conn, "requests", "cache_hit") else "")
+def call_columns(conn: sqlite3.Connection, extra: tuple[str, ...] = ()) -> str:
+    """The select list of a list of calls (CALL_COLUMNS and `extra`); a column a store from before
+    its migration lacks reads as NULL."""
+    have = {r["name"] for r in conn.execute("PRAGMA table_info(requests)")}
+    return ", ".join(c if c in have or c not in LATER_COLUMNS else f"NULL AS {c}" for c in CALL_COLUMNS + extra)
 
 
 def calls_since(conn: sqlite3.Connection, since: str, until: str | None) -> list[dict[str, Any]]:
@@ -88,7 +93,7 @@ def calls_since(conn: sqlite3.Connection, since: str, until: str | None) -> list
 def calls_after(conn: sqlite3.Connection, rowid: int) -> list[dict[str, Any]]:
     """Calls written after row `rowid`, in the order they were written: what a follower has not seen.
     (The writer only appends, so rowids grow; a call is written once, when it ends.)"""
-    sql = f"SELECT rowid AS _rowid, {window_columns(conn)} FROM requests WHERE rowid > ? ORDER BY rowid"
+    sql = f"SELECT rowid AS _rowid, {call_columns(conn)} FROM requests WHERE rowid > ? ORDER BY rowid"
     return [dict(r) for r in conn.execute(sql, (rowid,))]
 
 
@@ -143,7 +148,7 @@ def spend_by_scope(conn: sqlite3.Connection, since: str) -> list[sqlite3.Row]:
 
 
 def last_calls(conn: sqlite3.Connection, limit: int, until: str | None = None) -> list[dict[str, Any]]:
-    sql = f"SELECT {', '.join(CALL_COLUMNS)} FROM requests"
+    sql = f"SELECT {call_columns(conn)} FROM requests"
     params = (until, limit) if until else (limit,)
     return [dict(r) for r in conn.execute(
         sql + (" WHERE started_at < ?" if until else "") + " ORDER BY started_at DESC LIMIT ?", params)]
@@ -225,8 +230,8 @@ def scalar(value: str) -> Any:
 def logs(conn: sqlite3.Connection, filters: Filters, limit: int | None, bodies: bool = False) -> list[dict[str, Any]]:
     """Calls matching the filters, newest first."""
     where, params = filters.where()
-    columns = CALL_COLUMNS + (BODY_COLUMNS if bodies else ())
-    sql = f"SELECT {', '.join(columns)} FROM requests{where} ORDER BY started_at DESC, id DESC"
+    sql = f"SELECT {call_columns(conn, BODY_COLUMNS if bodies else ())} FROM requests{where}"
+    sql += " ORDER BY started_at DESC, id DESC"
     if limit:
         sql, params = sql + " LIMIT ?", [*params, limit]
     return [dict(r) for r in conn.execute(sql, params)]
@@ -252,18 +257,42 @@ def resolve_trace(conn: sqlite3.Connection, ident: str) -> str:
     raise StoreError(f"no trace or request {ident!r} in the store")
 
 
+SHORT_ID = 8  # the shortest request id prefix `tapgate logs` shows (git shows 7 of a hash)
+
+
+def unique_prefixes(conn: sqlite3.Connection, ids: list[str], least: int = SHORT_ID) -> dict[str, str]:
+    """Each request id's shortest prefix (at least `least` characters) that resolve_trace takes to
+    its call's trace: no other trace's id or request id starts with it."""
+    out = {}
+    for ident in ids:
+        if not re.fullmatch(r"[0-9a-f]{6,}", ident):  # resolve_trace takes hex prefixes only
+            out[ident] = ident
+            continue
+        for n in range(min(max(least, 6), len(ident)), len(ident) + 1):
+            prefix = ident[:n]
+            # a range on the two indexed columns: LIKE 'x%' would scan (the default LIKE ignores case)
+            end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            found = {r[0] for r in conn.execute(
+                "SELECT DISTINCT trace_id FROM requests WHERE (id >= ?1 AND id < ?2) OR (trace_id >= ?1 AND trace_id < ?2)"
+                " LIMIT 2", (prefix, end))}
+            if len(found) <= 1:
+                break
+        out[ident] = prefix
+    return out
+
+
 def trace(conn: sqlite3.Connection, trace_id: str) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """The trace's spans (oldest first) and its requests by id."""
     spans = [dict(r) for r in conn.execute(
         "SELECT * FROM spans WHERE trace_id = ? ORDER BY started_at, span_id", (trace_id,))]
     requests = {r["id"]: dict(r) for r in conn.execute(
-        f"SELECT {', '.join(CALL_COLUMNS)} FROM requests WHERE trace_id = ?", (trace_id,))}
+        f"SELECT {call_columns(conn)} FROM requests WHERE trace_id = ?", (trace_id,))}
     return spans, requests
 
 
 def thread(conn: sqlite3.Connection, thread_id: str) -> list[dict[str, Any]]:
     """The thread's calls, oldest first, bodies included."""
-    sql = f"SELECT {', '.join(CALL_COLUMNS + BODY_COLUMNS)} FROM requests WHERE thread_identifier = ?"
+    sql = f"SELECT {call_columns(conn, BODY_COLUMNS)} FROM requests WHERE thread_identifier = ?"
     return [dict(r) for r in conn.execute(sql + " ORDER BY started_at, id", (thread_id,))]
 
 

@@ -15,6 +15,8 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from addons import columns
+from addons.columns import Column, keep_end
 from addons.console import cost_text, status_text, tokens_text
 from addons.ledger import fmt
 from addons.snapshot import Snapshot, Spend
@@ -49,40 +51,46 @@ def percent(value: float | None) -> str:
 # -- a list of calls (`tapgate logs`, the dashboard's last calls) ------------------------------------
 
 
-def calls_table(rows: Iterable[dict[str, Any]], *, compact: bool = False, title: str | None = None) -> Table:
-    """One line per call, in the colours of the gateway's console line; `compact` (the dashboard)
-    shows the time of day only and leaves out TTFT and the id."""
-    t = Table(box=box.SIMPLE_HEAD, expand=True, title=title, title_justify="left", title_style="bold",
-              pad_edge=False, show_edge=False, padding=(0, 1, 0, 0))
-    t.add_column("time" if compact else "time (UTC)", style="dim", no_wrap=True)
-    t.add_column("provider", style="cyan", no_wrap=True, max_width=10, overflow="ellipsis")
-    t.add_column("model", style="bold", no_wrap=True, overflow="ellipsis", ratio=3, min_width=8)
-    t.add_column("status", no_wrap=True)
-    t.add_column("ms", justify="right", no_wrap=True)
-    if not compact:
-        t.add_column("ttft", justify="right", no_wrap=True)
-    t.add_column("tokens", style="yellow", justify="right", no_wrap=True)
-    t.add_column("cost", style="yellow", justify="right", no_wrap=True)
-    t.add_column("customer", style="magenta", no_wrap=True, overflow="ellipsis", ratio=2, min_width=6)
-    if not compact:
-        t.add_column("id", style="dim", no_wrap=True)
-    for r in rows:
-        ok = r["status"] == "ok"
-        started = (r["started_at"] or "").replace("T", " ")
-        cells = [
-            started[11:19] if compact else started[:19],
-            r["provider"] or "?",
-            r["response_model"] or r["model"] or "?",
-            Text(status_text(r), style="green" if ok else "red"),
-            ms(r["duration_ms"]),
-            *([] if compact else [ms(r["ttft_ms"]) if r["ttft_ms"] is not None else ""]),
-            tokens_text(r),
-            cost_text(r),
-            r["customer_identifier"] or "",
-            *([] if compact else [r["id"]]),
-        ]
-        t.add_row(*cells)
-    return t
+def plural(n: int, word: str) -> str:
+    """`1 call`, `2 calls`."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def call_columns(compact: bool = False, ids: dict[str, str] | None = None) -> list[Column]:
+    """The columns of a list of calls in the order shown, with their priorities at narrow widths.
+    `compact` (the dashboard): the time of day, no id. `ids`: each id's shortest unique prefix, which
+    the id column may show instead of the whole id (`tapgate trace` takes it)."""
+    ids = ids or {}
+    when = (lambda r: (r["started_at"] or "")[11:19]) if compact else (lambda r: (r["started_at"] or "")[:19].replace("T", " "))
+    columns = [
+        Column("time" if compact else "time (UTC)", when, 0 if compact else 1, style="dim", floor=None if compact else 14,
+               cut=keep_end),
+        Column("provider", lambda r: r["provider"] or "?", 7, floor=6, style="cyan"),
+        Column("model", lambda r: r["response_model"] or r["model"] or "?", 3, floor=10, style="bold"),
+        Column("status", lambda r: Text(status_text(r), style="green" if r["status"] == "ok" else "red"), 2, floor=10),
+        Column("routed to", lambda r: r.get("routed_to") or "", 9, floor=12, optional=True, style="cyan"),
+        Column("attempts", lambda r: "" if r.get("attempts") is None else str(r["attempts"]), 10, justify="right",
+               optional=True),
+        Column("cache", lambda r: {1: "hit", 0: "miss"}.get(r.get("cache_hit"), ""), 8, optional=True, style="green"),
+        Column("ms", lambda r: ms(r["duration_ms"]), 6, justify="right"),
+        Column("ttft", lambda r: "" if r["ttft_ms"] is None else ms(r["ttft_ms"]), 11, justify="right", optional=True),
+        Column("tokens", tokens_text, 5, justify="right", style="yellow"),
+        Column("cost", cost_text, 4, justify="right", style="yellow"),  # never cut
+        Column("customer", lambda r: r["customer_identifier"] or "", 6, floor=8, optional=True, style="magenta"),
+    ]
+    if compact:
+        return [c for c in columns if c.header not in ("ttft", "attempts")]
+    shortest = max((len(v) for v in ids.values()), default=32)
+    ident = Column("id", lambda r: r["id"], 0, floor=shortest, cut=lambda t, w: t[:w], style="dim")
+    error = Column("error", lambda r: "" if r["status"] == "ok" else (r["error"] or ""), 12, floor=12, optional=True,
+                   yields=True, style="red")
+    return [ident, *columns, error]
+
+
+def calls_table(rows: Iterable[dict[str, Any]], width: int, *, compact: bool = False, title: str | None = None,
+                ids: dict[str, str] | None = None) -> Table:
+    """One line per call, in the colours of the gateway's console line, laid out for `width`."""
+    return columns.table(call_columns(compact, ids), list(rows), width, title=title)
 
 
 # -- the dashboard --------------------------------------------------------------------------------
@@ -103,7 +111,7 @@ class DashboardView:
             yield Segment.line()
         room = height - len(lines) - 3  # the calls table's title, header and rule
         if room > 0:
-            yield calls_table(self.snap.last[:room], compact=True, title="last calls")
+            yield calls_table(self.snap.last[:room], width, compact=True, title="last calls")
 
     def header(self, width: int) -> Text:
         """Two lines (one from 130 columns): time and traffic, then health."""
@@ -255,7 +263,8 @@ def trace_tree(trace_id: str, spans: list[dict[str, Any]], requests: dict[str, d
             details.append(f"  ttft {ms(attrs['ttft_ms'])} ms", style="dim")
         if attrs.get("error"):
             details.append(f"  {str(attrs['error'])[:80]}", style="red")
-        return Text("\n").join([line, details])
+        notes = [Text(f"note: {n}", style="italic") for n in attrs.get("notes") or () if isinstance(n, str)]
+        return Text("\n").join([line, details, *notes])
 
     def grow(tree: Tree, parent: str | None) -> None:
         for s in children.get(parent, []):
@@ -286,7 +295,7 @@ def _attributes(span: dict[str, Any]) -> dict[str, Any]:
 def thread_view(thread_id: str, rows: list[dict[str, Any]], full: bool = False) -> Group:
     """The thread turn by turn: when, which model, tokens and cost, what the user said, the answer."""
     cut = None if full else 600
-    parts: list[Any] = [Text.assemble(("thread ", "bold"), (thread_id, "cyan"), f"  {len(rows)} turns")]
+    parts: list[Any] = [Text.assemble(("thread ", "bold"), (thread_id, "cyan"), f"  {plural(len(rows), 'turn')}")]
     for n, r in enumerate(rows, 1):
         parts.append(Text.assemble(
             "\n", (f"turn {n}", "bold"), "  ", ((r["started_at"] or "")[:19].replace("T", " "), "dim"), "  ",
@@ -308,22 +317,67 @@ def thread_view(thread_id: str, rows: list[dict[str, Any]], full: bool = False) 
 # -- `tapgate spend` ------------------------------------------------------------------------------
 
 
-def spend_table(by: str, rows: list[dict[str, Any]]) -> Table:
-    t = Table(box=box.SIMPLE_HEAD, title=f"spend by {by}", title_justify="left", title_style="bold",
-              show_footer=True)
-    priced = sum(r["cost_usd"] or 0 for r in rows)
-    t.add_column(by, footer="total", no_wrap=True, overflow="fold")
-    t.add_column("requests", justify="right", footer=str(sum(r["requests"] for r in rows)))
-    t.add_column("input tokens", justify="right", footer=f"{sum(r['input_tokens'] or 0 for r in rows):,}")
-    t.add_column("output tokens", justify="right", footer=f"{sum(r['output_tokens'] or 0 for r in rows):,}")
-    t.add_column("cost", justify="right", style="yellow", footer=usd(priced))
-    t.add_column("unpriced", justify="right", style="dim", footer=str(sum(r["unpriced"] for r in rows)))
-    t.add_column("cache hits", justify="right", footer=str(sum(r.get("cache_hits") or 0 for r in rows)))
-    t.add_column("saved", justify="right", style="green", footer=usd(sum(r.get("saved_usd") or 0 for r in rows)))
-    for r in rows:
-        name = r["name"] if r["name"] is not None else "(none)"
-        t.add_row(str(name), str(r["requests"]), f"{r['input_tokens'] or 0:,}", f"{r['output_tokens'] or 0:,}",
-                  usd(r["cost_usd"]), str(r["unpriced"] or ""), str(r.get("cache_hits") or ""),
-                  usd(r["saved_usd"]) if r.get("saved_usd") else "")
-    return t
+def total(values: Iterable[float | None]) -> float | None:
+    """The sum of the known values; None (unknown) when none is known."""
+    known = [v for v in values if v is not None]
+    return sum(known) if known else None
 
+
+def count(value: float | None) -> str:
+    return DASH if value is None else f"{value:,.0f}"
+
+
+def group_cost(cost: float | None, unpriced: int) -> str:
+    """A group's cost: unknown (`$?`) when it had unpriced calls only, `–` when nothing was priced
+    because nothing went upstream (refused calls)."""
+    return usd(cost) if cost is not None or unpriced else DASH
+
+
+def spend_table(by: str, rows: list[dict[str, Any]], width: int) -> Table:
+    """Spend per group with a total, laid out for `width`: the group's name and cost are never cut."""
+    unpriced = sum(r["unpriced"] or 0 for r in rows)
+    cost = total(r["cost_usd"] for r in rows)
+    saved = total(r.get("saved_usd") for r in rows)
+    table = [
+        Column(by, lambda r: "(none)" if r["name"] is None else str(r["name"]), 0, floor=20, fold=True,
+               footer="total"),
+        Column("requests", lambda r: count(r["requests"]), 2, justify="right", footer=count(sum(r["requests"] for r in rows))),
+        Column("tokens in", lambda r: count(r["input_tokens"]), 3, justify="right",
+               footer=count(total(r["input_tokens"] for r in rows))),
+        Column("tokens out", lambda r: count(r["output_tokens"]), 4, justify="right",
+               footer=count(total(r["output_tokens"] for r in rows))),
+        Column("cost", lambda r: group_cost(r["cost_usd"], r["unpriced"]), 1, justify="right", style="yellow",
+               footer=group_cost(cost, unpriced)),
+        Column("unpriced", lambda r: count(r["unpriced"]) if r["unpriced"] else "", 5, justify="right", style="dim",
+               footer=count(unpriced) if unpriced else "", optional=True),
+        Column("cache hits", lambda r: count(r.get("cache_hits")) if r.get("cache_hits") else "", 6, justify="right",
+               footer=count(sum(r.get("cache_hits") or 0 for r in rows)), optional=True),
+        Column("saved", lambda r: usd(r["saved_usd"]) if r.get("saved_usd") else "", 7, justify="right",
+               style="green", footer=usd(saved) if saved else "", optional=True),
+    ]
+    return columns.table(table, rows, width, title=f"spend by {by}")
+
+
+# -- `tapgate keys list` --------------------------------------------------------------------------
+
+
+def keys_table(keys: list[dict[str, Any]], width: int) -> Table:
+    """Every key, laid out for `width`: ids are what `revoke`, `rotate` and `update` take, never cut."""
+    table = [
+        Column("id", lambda k: k["id"], 0, style="bold"),
+        Column("name", lambda k: k["name"], 2, floor=8),
+        Column("prefix", lambda k: k["prefix"] + "…", 8, style="dim"),
+        Column("status", lambda k: Text(k["status"], style="green" if k["status"] == "active" else "red"), 1),
+        Column("created", lambda k: k["created_at"][:16], 10, style="dim"),
+        Column("expires", lambda k: (k["expires_at"] or "")[:16], 7, optional=True),
+        Column("revoked", lambda k: (k["revoked_at"] or "")[:16], 6, optional=True),
+        # one setting a line, whole: each is what `keys update` would be given to change it
+        Column("budgets", lambda k: "\n".join(k["budgets"]), 3, optional=True),
+        Column("rate limit", lambda k: "\n".join(f"{v} {n}" for n, v in k["rate_limit"].items()), 4, optional=True),
+        Column("models", lambda k: "\n".join(k["models"]), 5, optional=True),
+        Column("downgrade", lambda k: "\n".join(k.get("downgrade") or ()), 11, optional=True),
+        Column("alerts", lambda k: "\n".join(k.get("alerts") or ()), 9, optional=True),
+        Column("metadata", lambda k: "\n".join(f"{n}={v}" for n, v in k["metadata"].items()), 12, floor=10,
+               optional=True),
+    ]
+    return columns.table(table, keys, width, title=plural(len(keys), "gateway key"))

@@ -86,8 +86,8 @@ def test_cache_hit_rate_when_known():
 
 def test_calls_table_compact_and_full():
     rows = [request(id="1" * 32, started_at="2025-06-01T10:00:00.000Z", customer_identifier="acme", ttft_ms=42.0)]
-    full = "\n".join(render(calls_table(rows), 160, 10))
-    compact = "\n".join(render(calls_table(rows, compact=True), 80, 10))
+    full = "\n".join(render(calls_table(rows, 160), 160, 10))
+    compact = "\n".join(render(calls_table(rows, 80, compact=True), 80, 10))
     assert "2025-06-01 10:00:00" in full and "1" * 32 in full and "42" in full
     assert "10:00:00" in compact and "2025-06-01" not in compact and "1" * 12 not in compact
     assert "10→20" in compact and "$0.010000" in compact and "acme" in compact
