@@ -233,10 +233,44 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     budgets = [keyadmin.parse_budget(spec) for spec in args.budget]
     meta = keyadmin.parse_meta(args.meta)
     downgrade = [keyadmin.parse_downgrade(spec) for spec in args.downgrade]
+    alerts = keyadmin.parse_alerts(alert_flags(args))
     with keys_db(args.db) as db:
         key, secret = keyadmin.create_key(db, args.name, budgets, args.rpm, args.tpm, args.models, args.expires, meta,
-                                          downgrade=downgrade)
+                                          downgrade=downgrade, alerts=alerts)
     show_secret(args, "created", key.id, key.name, secret)
+    return 0
+
+
+def cmd_keys_update(args: argparse.Namespace) -> int:
+    from addons import keyadmin
+
+    def given(items: list[str] | None, parse) -> Any:
+        """None: not given; [] for `none`; else each item parsed."""
+        if items is None:
+            return None
+        return [] if items == ["none"] else parse(items)
+
+    changes = {
+        "name": args.name,
+        "budgets": given(args.budget, lambda specs: [keyadmin.parse_budget(spec) for spec in specs]),
+        "models": given(args.models, list),
+        "metadata": given(args.meta, keyadmin.parse_meta),  # [] for none: no metadata
+        "downgrade": given(args.downgrade, lambda specs: [keyadmin.parse_downgrade(spec) for spec in specs]),
+        "alerts": alert_flags(args),
+    }
+    if changes["metadata"] == []:
+        changes["metadata"] = {}
+    for flag in ("rpm", "tpm"):
+        if getattr(args, flag) is not None:
+            changes[flag] = getattr(args, flag)
+    if args.expires is not None:
+        changes["expires"] = None if args.expires == "never" else args.expires
+    with keys_db(args.db) as db:
+        key = keyadmin.update_key(db, args.id, **changes)
+    if args.format:
+        print(json.dumps(key, ensure_ascii=False))
+    else:
+        print(f"updated key {key['id']} ({key['name']}); the gateway applies it within seconds")
     return 0
 
 
@@ -350,29 +384,26 @@ def parser() -> argparse.ArgumentParser:
     time_flags(s)
     s.add_argument("--out", metavar="FILE", help="write here instead of standard output")
 
-    keys = sub.add_parser("keys", help="create, list, revoke and rotate gateway keys",
+    keys = sub.add_parser("keys", help="create, list, update, revoke and rotate gateway keys",
                           description="Gateway keys name who is calling, with budgets, rate limits, allowed "
                           "models and an expiry. The secret is printed once; the store keeps only its hash.")
     actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
     s = store_command(actions, "create", cmd_keys_create, "a new key; prints its secret once",
                       "Create a key and print its id and secret (only this once).")
     s.add_argument("--name", required=True, help="what the key is for, e.g. the app or team")
-    s.add_argument("--budget", action="append", default=[], metavar="SPEC",
-                   help="<cap><unit>/<period>[@soft,...]: units usd, tokens, requests; periods day, week, month, "
-                   "year, lifetime; e.g. 100usd/month@50,80, 10requests/day, usd/month@5,8 (repeatable)")
-    s.add_argument("--rpm", type=int, help="requests per minute")
-    s.add_argument("--tpm", type=int, help="tokens per minute (as the providers report them)")
-    s.add_argument("--models", action="append", default=[], metavar="GLOB",
-                   help="a model the key may call, * and ? as wildcards, e.g. gpt-4o* (repeatable; none: every model)")
-    s.add_argument("--expires", metavar="WHEN", help="30d, 12h, 90m, 2w from now, or an ISO date or time (UTC)")
-    s.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="a metadata entry (repeatable)")
-    s.add_argument("--downgrade", action="append", default=[], metavar="RULE",
-                   help="<share>:<model>=<cheaper>: router calls for model go to the cheaper one once a budget of "
-                   "the key is past share, e.g. 0.8:gpt-4o=gpt-4o-mini (repeatable)")
+    key_settings(s, update=False)
     secret_format(s)
     s = store_command(actions, "list", cmd_keys_list, "every key and its settings (never a secret)",
                       "Every key with its status, budgets, rate limits, models and metadata.")
     s.add_argument("--json", dest="format", action="store_const", const="json", help="JSON Lines, one key a line")
+    s = store_command(actions, "update", cmd_keys_update, "change a key's settings; the gateway applies them at once",
+                      "Change a key's budgets, rate limits, models, expiry, metadata, downgrade rules or alert "
+                      "destinations. Each flag given replaces that setting whole ('none' removes it); the rest stay. "
+                      "The running gateway applies the change within seconds; spend so far counts against new caps.")
+    s.add_argument("id", help="the key's id (key_...)")
+    s.add_argument("--name", help="a new name")
+    key_settings(s, update=True)
+    s.add_argument("--json", dest="format", action="store_const", const="json", help="print the key as JSON")
     s = store_command(actions, "revoke", cmd_keys_revoke, "stop a key working",
                       "Revoke a key: the running gateway refuses it within seconds.")
     s.add_argument("id", help="the key's id (key_...)")
@@ -381,6 +412,49 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("id", help="the key's id (key_...)")
     secret_format(s)
     return p
+
+
+def key_settings(s: argparse.ArgumentParser, update: bool) -> None:
+    """The flags `keys create` and `keys update` share. For update every default is None (not given:
+    unchanged), and `none` (0 for --rpm and --tpm, `never` for --expires) removes a setting."""
+    many = None if update else []
+    s.add_argument("--budget", action="append", default=many, metavar="SPEC",
+                   help="<cap><unit>/<period>[@soft,...]: units usd, tokens, requests; periods day, week, month, "
+                   "year, lifetime; e.g. 100usd/month@50,80, 10requests/day, usd/month@5,8 (repeatable)"
+                   + ("; none: no budgets" if update else ""))
+    s.add_argument("--rpm", type=int, help="requests per minute" + (" (0: no limit)" if update else ""))
+    s.add_argument("--tpm", type=int, help="tokens per minute (as the providers report them)"
+                   + (" (0: no limit)" if update else ""))
+    s.add_argument("--models", action="append", default=many, metavar="GLOB",
+                   help="a model the key may call, * and ? as wildcards, e.g. gpt-4o* (repeatable; none: every model)")
+    s.add_argument("--expires", metavar="WHEN", help="30d, 12h, 90m, 2w from now, or an ISO date or time (UTC)"
+                   + ("; never: no expiry" if update else ""))
+    s.add_argument("--meta", action="append", default=many, metavar="KEY=VALUE",
+                   help="a metadata entry (repeatable)" + ("; none: no metadata" if update else ""))
+    s.add_argument("--downgrade", action="append", default=many, metavar="RULE",
+                   help="<share>:<model>=<cheaper>: router calls for model go to the cheaper one once a budget of "
+                   "the key is past share, e.g. 0.8:gpt-4o=gpt-4o-mini (repeatable)" + ("; none: no rules" if update else ""))
+    g = s.add_argument_group("alert destinations", "where this key's budget alerts go, beside the gateway's own"
+                             + ("; 'none' removes one" if update else ""))
+    g.add_argument("--slack-webhook", metavar="URL", help="a Slack incoming webhook")
+    g.add_argument("--webhook", metavar="URL", help="a URL that gets each alert as JSON")
+    g.add_argument("--email-to", action="append", metavar="ADDRESS", help="an address for alert emails (repeatable)")
+    g.add_argument("--smtp-host", metavar="HOST", help="the SMTP server for alert emails")
+    g.add_argument("--smtp-port", type=int, metavar="PORT", help="its port (default 25)")
+    g.add_argument("--email-from", metavar="ADDRESS", help="the sender (default tapgate@localhost)")
+    g.add_argument("--smtp-starttls", action="store_true", default=None, help="STARTTLS before logging in")
+    g.add_argument("--smtp-username", metavar="USER", help="the SMTP login")
+    g.add_argument("--smtp-password-env", metavar="VAR", help="the environment variable holding its password")
+
+
+ALERT_FLAGS = {"slack_webhook": "slack_webhook", "webhook": "webhook", "email_to": "email_to",
+               "smtp_host": "smtp_host", "smtp_port": "smtp_port", "email_from": "sender",
+               "smtp_starttls": "starttls", "smtp_username": "username", "smtp_password_env": "password_env"}
+
+
+def alert_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The alert destination flags given, by their Alerts/EmailAlerts field names."""
+    return {field: getattr(args, flag) for flag, field in ALERT_FLAGS.items() if getattr(args, flag) is not None}
 
 
 def secret_format(s: argparse.ArgumentParser) -> None:

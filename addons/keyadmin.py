@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
-from addons.config import Budget, Downgrade, Period, RateLimit, Unit
+from addons.config import Alerts, Budget, Downgrade, Period, RateLimit, Unit
 from addons.keys import GatewayKey, hash_secret, new_secret
 from addons.queries import StoreError
 
@@ -135,18 +135,12 @@ def create_key(
     metadata: dict[str, Any] | None = None,
     now: datetime | None = None,
     downgrade: list[Downgrade] = (),
+    alerts: Alerts | None = None,
 ) -> tuple[GatewayKey, str]:
     """A new key and its secret; the secret is returned here once and never stored."""
     now = now or datetime.now(UTC)
-    seen: set[tuple[str, str]] = set()
-    for b in budgets:
-        if (b.unit, b.period) in seen:
-            raise KeyAdminError(f"two budgets in {b.unit} per {b.period}: give one")
-        seen.add((b.unit, b.period))
-    try:
-        limit = RateLimit(rpm=rpm, tpm=tpm)
-    except ValidationError as e:
-        raise KeyAdminError(f"rate limit: {_readable(e)}") from None
+    _one_per_period(budgets)
+    limit = _rate_limit(rpm, tpm)
     secret = new_secret()
     row = {
         "name": name,
@@ -159,7 +153,7 @@ def create_key(
         "models": json.dumps(list(models)),
         "budgets": json.dumps([b.model_dump(exclude_none=True) for b in budgets]),
         "rate_limit": limit.model_dump_json(exclude_none=True),
-        "alerts": "{}",
+        "alerts": (alerts or Alerts()).model_dump_json(exclude_none=True),
         "metadata": json.dumps(metadata or {}),
         "downgrade": json.dumps([d.model_dump() for d in downgrade]),
     }
@@ -173,6 +167,92 @@ def create_key(
     else:
         raise KeyAdminError("could not find a free key id")
     return GatewayKey.from_row(row), secret
+
+
+def _one_per_period(budgets: list[Budget]) -> None:
+    seen: set[tuple[str, str]] = set()
+    for b in budgets:
+        if (b.unit, b.period) in seen:
+            raise KeyAdminError(f"two budgets in {b.unit} per {b.period}: give one")
+        seen.add((b.unit, b.period))
+
+
+def _rate_limit(rpm: int | None, tpm: int | None) -> RateLimit:
+    try:
+        return RateLimit(rpm=rpm or None, tpm=tpm or None)  # 0: no limit
+    except ValidationError as e:
+        raise KeyAdminError(f"rate limit: {_readable(e)}") from None
+
+
+def parse_alerts(given: dict[str, Any], current: Alerts | None = None) -> Alerts:
+    """A key's alert destinations: `given` fields (slack_webhook, webhook, and email_to, smtp_host,
+    smtp_port, sender, starttls, username, password_env for email) over `current`; a value of "none"
+    (email_to ["none"] for email) removes that destination."""
+    fields = (current or Alerts()).model_dump(exclude_none=True)
+    for name in ("slack_webhook", "webhook"):
+        if name in given:
+            fields[name] = None if given[name] == "none" else given[name]
+    email = {("to" if k == "email_to" else k): v for k, v in given.items() if k not in ("slack_webhook", "webhook")}
+    if email.get("to") == ["none"]:
+        fields["email"] = None
+    elif email:
+        fields["email"] = {**(fields.get("email") or {}), **email}
+    try:
+        return Alerts.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as e:
+        err = e.errors()[0]
+        if err["loc"][:1] == ("email",) and err["type"] == "missing":
+            raise KeyAdminError(f"email alerts need --{'email-to' if err['loc'][-1] == 'to' else 'smtp-host'}") from None
+        raise KeyAdminError(f"alerts: {_readable(e)}") from None
+
+
+KEEP = object()  # update_key: a setting not given stays as it is
+
+
+def update_key(
+    db: Database,
+    key_id: str,
+    *,
+    name: str | None = None,
+    budgets: list[Budget] | None = None,
+    rpm: Any = KEEP,
+    tpm: Any = KEEP,
+    models: list[str] | None = None,
+    expires: Any = KEEP,
+    metadata: dict[str, Any] | None = None,
+    downgrade: list[Downgrade] | None = None,
+    alerts: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> dict[str, Any]:
+    """Change a key's settings; each one given replaces the old whole (None or KEEP: unchanged;
+    rpm/tpm 0 and expires None remove them). Its id, secret and spend stay; the running gateway's key
+    ring sees the row change and applies it to the next call."""
+    row = _row(db, key_id)
+    if row["revoked_at"]:
+        raise KeyAdminError(f"key {key_id} was revoked at {row['revoked_at']}; create a new one")
+    key = GatewayKey.from_row(row)
+    updates: dict[str, Any] = {}
+    if name is not None:
+        updates["name"] = name
+    if budgets is not None:
+        _one_per_period(budgets)
+        updates["budgets"] = json.dumps([b.model_dump(exclude_none=True) for b in budgets])
+    if rpm is not KEEP or tpm is not KEEP:
+        limit = _rate_limit(key.rate_limit.rpm if rpm is KEEP else rpm, key.rate_limit.tpm if tpm is KEEP else tpm)
+        updates["rate_limit"] = limit.model_dump_json(exclude_none=True)
+    if models is not None:
+        updates["models"] = json.dumps(list(models))
+    if expires is not KEEP:
+        updates["expires_at"] = parse_expiry(expires, now or datetime.now(UTC)) if expires else None
+    if metadata is not None:
+        updates["metadata"] = json.dumps(metadata)
+    if downgrade is not None:
+        updates["downgrade"] = json.dumps([d.model_dump() for d in downgrade])
+    if alerts:
+        updates["alerts"] = parse_alerts(alerts, key.alerts).model_dump_json(exclude_none=True)
+    if updates:
+        db["keys"].update(key_id, updates)
+    return describe({**row, **updates})
 
 
 def list_keys(db: Database) -> list[dict[str, Any]]:

@@ -22,6 +22,8 @@ from addons.config import Alerts, Budget, Downgrade, RateLimit
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "tg-"
+# The columns of a key that the gateway acts on: a change to any of them is re-read.
+SETTINGS = "id, hash, name, expires_at, revoked_at, models, budgets, rate_limit, alerts, metadata, downgrade"
 REFRESH_SECONDS = 1.0
 
 
@@ -123,16 +125,15 @@ class KeyRing:
             self._thread = None
 
     def reload(self) -> None:
-        """Re-read the keys when one was created, rotated or revoked; otherwise only a one-row query
-        (file stamps would not do: the store changes with every recorded call)."""
+        """Re-read the keys when one was created, rotated, revoked or updated; otherwise only a
+        one-row query (file stamps would not do: the store changes with every recorded call)."""
         assert self._path is not None
         conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=5)
         conn.row_factory = sqlite3.Row
         try:
-            # what create, rotate and revoke change, in one short string
-            version = conn.execute(
-                "SELECT group_concat(id || hash || coalesce(revoked_at, ''), ',') FROM (SELECT * FROM keys ORDER BY id)"
-            ).fetchone()[0]
+            # every column create, rotate, revoke and update change, in one string built by SQLite
+            version = conn.execute(f"SELECT json_group_array(json_array({SETTINGS})) FROM (SELECT * FROM keys ORDER BY id)"
+                                   ).fetchone()[0]
             if version == self._version:
                 return
             rows = [dict(r) for r in conn.execute("SELECT * FROM keys")]
@@ -150,7 +151,8 @@ class KeyRing:
         self._by_hash, self._version = by_hash, version
         if changed:  # after the swap: whoever waits for this line sees the new keys in use
             usable = sum(k.problem() is None for k in by_hash.values())
-            log.info("tapgate: %d gateway keys (%d usable) from %s", len(by_hash), usable, self._path)
+            log.info("tapgate: %d gateway key%s (%d usable) from %s", len(by_hash), "" if len(by_hash) == 1 else "s",
+                     usable, self._path)
 
     def _follow(self) -> None:
         while not self._stop.wait(REFRESH_SECONDS):

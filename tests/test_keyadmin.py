@@ -2,6 +2,7 @@
 the secret's hash may ever be written."""
 
 import json
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -104,6 +105,47 @@ def test_revoke_and_rotate(db):
         keyadmin.rotate_key(db, "key_00000000")
 
 
+def test_update_replaces_what_is_given_and_keeps_the_rest(db):
+    key, secret = keyadmin.create_key(db, "app", [parse_budget("10requests/day")], rpm=60, tpm=1000,
+                                      models=["gpt-*"], metadata={"team": "a"})
+    listed = keyadmin.update_key(db, key.id, budgets=[parse_budget("5usd/month@4"), parse_budget("2requests/day")],
+                                 tpm=0, alerts={"slack_webhook": "https://hooks.example/T/B/x"})
+    assert (listed["budgets"], listed["rate_limit"], listed["models"], listed["metadata"]) == (
+        ["5usd/month@4", "2requests/day"], {"rpm": 60}, ["gpt-*"], {"team": "a"})
+    assert listed["alerts"] == ["slack_webhook"]  # the kind, never the URL
+    after = GatewayKey.from_row(db["keys"].get(key.id))
+    assert after.alerts.slack_webhook == "https://hooks.example/T/B/x" and keyadmin.describe(db["keys"].get(key.id)) == listed
+    assert db["keys"].get(key.id)["hash"] == hash_secret(secret)  # the same secret
+
+    listed = keyadmin.update_key(db, key.id, budgets=[], models=[], metadata={}, expires="7d", now=NOW,
+                                 downgrade=[keyadmin.parse_downgrade("0.8:gpt-4o=gpt-4o-mini")],
+                                 alerts={"slack_webhook": "none", "email_to": ["ops@example.com"],
+                                         "smtp_host": "smtp.example.com"})
+    assert (listed["budgets"], listed["models"], listed["metadata"], listed["expires_at"]) == (
+        [], [], {}, "2025-06-08T12:00:00+00:00")
+    assert listed["alerts"] == ["email"] and listed["downgrade"] == ["0.8:gpt-4o=gpt-4o-mini"]
+    assert keyadmin.update_key(db, key.id, expires=None, alerts={"email_to": ["none"]})["expires_at"] is None
+    assert GatewayKey.from_row(db["keys"].get(key.id)).alerts == keyadmin.parse_alerts({})
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"budgets": [parse_budget("1usd/day"), parse_budget("2usd/day")]}, "two budgets in usd per day"),
+    ({"rpm": -1}, "rpm must be greater than 0"),
+    ({"alerts": {"email_to": ["ops@example.com"]}}, "email alerts need --smtp-host"),
+    ({"alerts": {"smtp_host": "smtp.example.com"}}, "email alerts need --email-to"),
+    ({"expires": "2020-01-01"}, "already past"),
+])
+def test_update_says_what_is_wrong(db, changes, message):
+    key, _ = keyadmin.create_key(db, "app", [])
+    with pytest.raises(KeyAdminError, match=message):
+        keyadmin.update_key(db, key.id, **changes)
+    with pytest.raises(KeyAdminError, match="no key 'key_00000000'"):
+        keyadmin.update_key(db, "key_00000000", rpm=1)
+    keyadmin.revoke_key(db, key.id)
+    with pytest.raises(KeyAdminError, match="was revoked"):
+        keyadmin.update_key(db, key.id, rpm=1)
+
+
 def test_list_shows_status_and_never_a_hash(db):
     live, _ = keyadmin.create_key(db, "live", [])
     gone, _ = keyadmin.create_key(db, "gone", [])
@@ -137,15 +179,36 @@ def test_the_commands_print_the_secret_once_and_list_without_it(tmp_path, capsys
     assert main(["keys", "list", "--db", db]) == 0
     assert "revoked" in capsys.readouterr().out
 
+    assert main(["keys", "update", "--db", db, key_id, "--budget", "none"]) == 1  # revoked above
+    assert "was revoked" in capsys.readouterr().err
     assert main(["keys", "create", "--db", db, "--name", "x", "--budget", "10req/day"]) == 1
     assert "unit 'req' is not one of usd, tokens, requests" in capsys.readouterr().err
+
+
+def test_update_flags(tmp_path, capsys):
+    db = str(tmp_path / "t.db")
+    assert main(["keys", "create", "--db", db, "--name", "app", "--json", "--meta", "team=a", "--expires", "7d",
+                 "--webhook", "http://127.0.0.1:9/hook"]) == 0
+    key_id = json.loads(capsys.readouterr().out)["id"]
+    assert main(["keys", "update", "--db", db, key_id, "--name", "app2", "--budget", "3usd/day", "--budget",
+                 "9requests/day", "--models", "o3", "--meta", "none", "--expires", "never", "--tpm", "500",
+                 "--email-to", "a@example.com", "--email-to", "b@example.com", "--smtp-host", "smtp.example.com",
+                 "--smtp-port", "587", "--smtp-starttls", "--webhook", "none"]) == 0
+    assert capsys.readouterr().out.startswith(f"updated key {key_id} (app2)")
+    with closing(open_db(db)) as store:
+        key = GatewayKey.from_row(store["keys"].get(key_id))
+    assert [keyadmin.budget_spec(b) for b in key.budgets] == ["3usd/day", "9requests/day"]
+    assert (key.models, key.metadata, key.expires_at, key.rate_limit.tpm, key.alerts.webhook) == (
+        ("o3",), {}, None, 500, None)
+    assert (key.alerts.email.to, key.alerts.email.smtp_port, key.alerts.email.starttls) == (
+        ["a@example.com", "b@example.com"], 587, True)
 
 
 def test_every_keys_action_and_flag_is_in_the_readme():
     readme = (ROOT / "README.md").read_text()
     keys = next(a for a in parser()._actions if a.dest == "command").choices["keys"]
     actions = next(a for a in keys._actions if a.dest == "action").choices
-    assert set(actions) == {"create", "list", "revoke", "rotate"}
+    assert set(actions) == {"create", "list", "update", "revoke", "rotate"}
     for name, action in actions.items():
         assert f"tapgate keys {name}" in readme
         for flag in (f for a in action._actions for f in a.option_strings if f not in ("-h", "--help")):

@@ -57,6 +57,9 @@ def test_the_ring_follows_creates_revokes_and_rotations(ring):
 
         other, old = keyadmin.create_key(db, "other", [])
         until(lambda: r.find(old) is not None)
+        keyadmin.update_key(db, other.id, budgets=[parse_budget("5usd/day")], rpm=10)
+        until(lambda: r.find(old).budgets == (parse_budget("5usd/day"),))
+        assert r.find(old).rate_limit.rpm == 10
         _, new = keyadmin.rotate_key(db, other.id)
         until(lambda: r.find(new) is not None)
         assert r.find(old) is None and r.find(new).id == other.id

@@ -30,7 +30,7 @@ from addons.store import open_db
 KEY = "sk-test-e2e-SECRET-openai-0123456789"
 MSG = [{"role": "user", "content": "hi"}]
 CALL_USD = 14 * 2.5e-6 + 37 * 10e-6  # the mock's gpt-4o reply: 14 input and 37 output tokens
-CHANGED = r"tapgate: \d+ gateway keys"  # the KeyRing's line once it has re-read a change
+CHANGED = r"tapgate: \d+ gateway keys?"  # the KeyRing's line once it has re-read a change
 # Spend reserves a call's worst case before it goes upstream: ceil(prompt_chars / 2) input tokens
 # (prompt_chars = the JSON of `messages`) plus max_tokens output, at gpt-4o's prices. With max_tokens=37
 # that is at least what the call costs, so settled spend only ever falls short of what was reserved.
@@ -48,6 +48,7 @@ KEYS = {
     "models": ("--models", "gpt-4o-mini*", "--models", "o3"),
     "ten": ("--budget", "10requests/day"),
     "usd": ("--budget", f"{CAP_USD}usd/day"),
+    "update": ("--budget", "100requests/day"),
 }
 
 
@@ -90,7 +91,7 @@ def wait_for_keys(process: Process, db: Path) -> None:
     """Until the gateway's key ring holds every key in the store (keys are never deleted, so the count
     names this state)."""
     (count,) = query(db, "SELECT count(*) AS n FROM keys")
-    process.wait_for(rf"tapgate: {count['n']} gateway keys")
+    process.wait_for(rf"tapgate: {count['n']} gateway keys? ")
 
 
 def keys(gw: Keyed, *argv: str):
@@ -181,6 +182,26 @@ def test_rotate_keeps_the_id_and_retires_the_old_secret(gw):
     chat(client(gw, header=rotated["secret"]))
     chat(client(gw, rotated["secret"]))
     assert [r["status"] for r in gw.rows("key_id = ?", (key_id,), 3)] == ["ok", "ok", "ok"]  # the refusal names no key
+
+
+def test_update_applies_to_the_running_gateway(gw):
+    """`keys update` on a key in use: a lowered budget refuses the next call, its removal lets calls
+    through again, and a models change applies as well; spend so far counts against the new cap."""
+    key_id, secret = gw.made["update"]
+    c = client(gw, header=secret)
+    chat(c)
+    chat(c)  # two of a hundred a day
+    updated = keys(gw, "update", key_id, "--budget", "2requests/day", "--rpm", "30", "--json")
+    assert (updated["budgets"], updated["rate_limit"]) == (["2requests/day"], {"rpm": 30})
+    with pytest.raises(openai.RateLimitError) as e:
+        chat(c)
+    assert e.value.code == "budget_exceeded" and key_id in e.value.message
+    keys(gw, "update", key_id, "--budget", "none")
+    chat(c)
+    assert keys(gw, "update", key_id, "--models", "o3", "--json")["models"] == ["o3"]
+    with pytest.raises(openai.PermissionDeniedError):
+        chat(c)
+    assert [r["status"] for r in gw.rows("key_id = ?", (key_id,), 5)] == ["ok", "ok", "refused", "ok", "refused"]
 
 
 def test_an_expired_key_is_refused(gw):
