@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from addons import queries
+from addons.ledger import plural
 from addons.store import DEFAULT_DB
 
 DEFAULT_PROXY = "http://127.0.0.1:8080"
@@ -148,7 +149,7 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from addons.views import calls_table, plural
+    from addons.views import calls_table
 
     since, until = time_range(args)
     meta = []
@@ -221,8 +222,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.out:
             out.close()
     if args.out:
-        from addons.views import plural
-
         print(f"exported {plural(count, 'request')} to {args.out}", file=sys.stderr)
     return 0
 

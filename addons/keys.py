@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from addons.config import Alerts, Budget, Downgrade, RateLimit
+from addons.ledger import plural
 
 log = logging.getLogger(__name__)
 
@@ -151,8 +152,7 @@ class KeyRing:
         self._by_hash, self._version = by_hash, version
         if changed:  # after the swap: whoever waits for this line sees the new keys in use
             usable = sum(k.problem() is None for k in by_hash.values())
-            log.info("tapgate: %d gateway key%s (%d usable) from %s", len(by_hash), "" if len(by_hash) == 1 else "s",
-                     usable, self._path)
+            log.info("tapgate: %s (%d usable) from %s", plural(len(by_hash), "gateway key"), usable, self._path)
 
     def _follow(self) -> None:
         while not self._stop.wait(REFRESH_SECONDS):

@@ -92,6 +92,11 @@ def who(scope: str, scope_id: str) -> str:
     return "the gateway" if scope == "global" else f"{scope} {scope_id}"
 
 
+def plural(n: int, word: str) -> str:
+    """`1 call`, `2 calls`, `1,000 calls`."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "-"

@@ -18,7 +18,7 @@ from rich.tree import Tree
 from addons import columns
 from addons.columns import Column, keep_end
 from addons.console import cost_text, status_text, tokens_text
-from addons.ledger import fmt
+from addons.ledger import fmt, plural
 from addons.snapshot import Snapshot, Spend
 from providers import transcript
 
@@ -49,11 +49,6 @@ def percent(value: float | None) -> str:
 
 
 # -- a list of calls (`tapgate logs`, the dashboard's last calls) ------------------------------------
-
-
-def plural(n: int, word: str) -> str:
-    """`1 call`, `2 calls`."""
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
 
 
 def call_columns(compact: bool = False, ids: dict[str, str] | None = None) -> list[Column]:

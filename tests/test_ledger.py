@@ -92,3 +92,18 @@ def test_rate_limit_window(rpm, tpm):
     assert which == ("requests" if rpm else "tokens")
     assert retry == 57  # when the oldest call (1000 s) leaves the window
     assert w.check(rpm, tpm, now + 62) is None  # the window has moved on
+
+
+def test_restored_spend_is_one_line():
+    from addons.spend import restored_summary
+
+    assert restored_summary({}) is None
+    spent = {}
+    for scope in (("global", ""), ("key", "key_1"), ("key", "key_2"), ("customer", "acme")):
+        for period, start, amount in (("day", "2025-06-01", Amount(0.25, 100, 1)),
+                                      ("month", "2025-06-01", Amount(1.5, 900, 12)),
+                                      ("lifetime", "lifetime", Amount(10.0, 9000, 1200))):
+            spent[scope, period, start] = amount
+    assert restored_summary(spent) == (
+        "tapgate: restored spend from the store: today $0.250000 in 1 call, this month $1.500000 in 12 calls, "
+        "in all $10.000000 in 1,200 calls; 2 keys and 1 customer with spend")

@@ -163,10 +163,12 @@ def test_sigkill_mid_load_neither_forgets_nor_double_counts(mock, tmp_path):
     process, port = start_gateway(mock, tmp_path / "conf", db, *extra)
     try:
         rows = query(db, "SELECT count(*) AS n, sum(cost_usd) AS usd FROM requests WHERE status IS NOT 'refused'")[0]
-        restored = process.wait_for(r"restored global - month since \S+: usd=([\d.]+) tokens=(\d+) requests=(\d+)")
+        restored = process.wait_for(r"restored spend from the store: .*this month \$([\d.]+) in ([\d,]+) calls?,")
         assert rows["n"] >= 1
-        assert int(restored.group(3)) == rows["n"]
-        assert float(restored.group(1)) == pytest.approx(rows["usd"], abs=1e-9)
+        assert int(restored.group(2).replace(",", "")) == rows["n"]
+        assert float(restored.group(1)) == pytest.approx(rows["usd"], abs=1e-6)  # printed to 6 places
         assert rows["usd"] == pytest.approx(rows["n"] * CALL_USD)
+        # one line, not one per scope and period
+        assert sum("restored" in line for line in process.lines) == 1, [x for x in process.lines if "restored" in x]
     finally:
         assert process.stop() == 0
