@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 # waits for it: at ~500 calls/s through one gateway, 4 redraws a second added 13-27 ms to p99, 2
 # added 1-13 ms. Twice a second, as `tapgate top` by default.
 REFRESH_PER_SECOND = 2
+# The budgets come from the store's budgets table, which Spend rewrites every 2 s: read it as often.
+BUDGETS_SECONDS = 2.0
 # While the dashboard owns the terminal, mitmproxy's own output would scroll through it: its log
 # drops to warnings (from info or debug) and its flow dump is turned off.
 QUIET = {"termlog_verbosity": ("warn", ("info", "debug")), "flow_detail": (0, (1, 2, 3, 4))}
@@ -39,6 +41,7 @@ class Dashboard:
         self._thread: threading.Thread | None = None
         self._restore: dict[str, Any] = {}
         self._running = False
+        self._stopping = threading.Event()
         self.drawing = threading.Event()  # set once seeded and drawing
 
     @property
@@ -94,26 +97,36 @@ class Dashboard:
         )
         # Calls recorded from now on reach the tally through show(); the seed takes those before.
         until = queries.iso(datetime.now(UTC))
+        self._stopping.clear()
         self._thread = threading.Thread(target=self._seed_and_draw, args=(self.tally, db, until),
                                         name="tapgate-dashboard", daemon=True)
         self._thread.start()
 
     def _seed_and_draw(self, tally: Tally, db: Path | None, until: str) -> None:
-        """Off the event loop: take in today's calls from before this start, then start drawing."""
+        """Off the event loop: take in today's calls from before this start, start drawing, then keep
+        the budget bars current until stopped."""
+        conn = None
         if db is not None and db.is_file():
             try:
                 conn = queries.connect(db)
-                try:
-                    tally.seed(conn, time.time(), until=until)
-                finally:
-                    conn.close()
+                tally.seed(conn, time.time(), until=until)
             except Exception as e:  # the dashboard still shows calls from now on
                 log.warning("tapgate: dashboard could not read %s: %s", db, e)
         if self._live is not None:
             self._live.start()
             self.drawing.set()
+        try:
+            while conn is not None and not self._stopping.wait(BUDGETS_SECONDS):
+                try:
+                    tally.read_budgets(conn)
+                except Exception as e:  # a busy or damaged file: the bars stay as they were
+                    log.warning("tapgate: dashboard could not read budgets from %s: %s", db, e)
+        finally:
+            if conn is not None:
+                conn.close()
 
     def _stop(self) -> None:
+        self._stopping.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None

@@ -16,9 +16,9 @@ from addons.tunnel import Tunnel
 settings = Settings()
 store = Store()
 console = Console()
-spend = Spend(settings, store)
-capture = Capture(settings, store, listeners=[spend.settle, console.show])
 auth = Auth(settings)
+spend = Spend(settings, store, auth.ring)  # the ring: every key's budgets for the budgets table
+capture = Capture(settings, store, listeners=[spend.settle, console.show])
 cache = Cache(settings, store)
 alerts = Alerts(settings, spend)
 spend.on_crossing.append(alerts.fire)  # thresholds crossed become alerts, sent off the event loop

@@ -107,6 +107,10 @@ class KeyRing:
     def by_hash(self, digest: str) -> GatewayKey | None:
         return self._by_hash.get(digest)
 
+    def keys(self) -> list[GatewayKey]:
+        """Every key (the dict is swapped whole on reload, so any thread may ask)."""
+        return list(self._by_hash.values())
+
     def by_id(self, key_id: str) -> GatewayKey | None:
         return next((k for k in self._by_hash.values() if k.id == key_id), None)
 

@@ -147,8 +147,7 @@ class Tally:
                 self._spend(day, r["key_id"], r["customer_identifier"], r["model"], r["calls"], r["cost_usd"],
                             r["unpriced"])
             self.last.extendleft(last[: LAST_KEEP - len(self.last)])  # newest first, so the deque stays in order
-            self.budgets = None if budgets is None else [
-                (r["name"], r["spent"] or 0.0, r["cap"], r["unit"]) for r in budgets]
+        self._take_budgets(budgets)
 
     def follow(self, conn: sqlite3.Connection) -> int:
         """Take in the calls written to the store since the last look; how many there were."""
@@ -162,10 +161,17 @@ class Tally:
         for r in rows:
             self.add(r, tries.get(r["id"], []))
             self.rowid = r["_rowid"]
-        with self.lock:
-            self.budgets = None if budgets is None else [
-                (r["name"], r["spent"] or 0.0, r["cap"], r["unit"]) for r in budgets]
+        self._take_budgets(budgets)
         return len(rows)
+
+    def read_budgets(self, conn: sqlite3.Connection) -> None:
+        """Where the budgets stand now: the gateway rewrites the budgets table every few seconds."""
+        self._take_budgets(queries.budgets(conn))
+
+    def _take_budgets(self, rows: list[sqlite3.Row] | None) -> None:
+        budgets = None if rows is None else [(r["name"], r["spent"] or 0.0, r["cap"], r["unit"]) for r in rows]
+        with self.lock:
+            self.budgets = budgets
 
 
 @dataclass(frozen=True)

@@ -60,15 +60,17 @@ def restored_summary(spent: dict[tuple[Scope, str, str], Amount]) -> str | None:
 
 
 class Spend:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, keyring: Any = None) -> None:
         self.settings = settings
         self.store = store
+        self.keyring = keyring  # Auth's KeyRing: the budgets of every usable key, called or not
         self.ledger = Ledger()
         self.windows: dict[Scope, Window] = {}
         self.seen: dict[tuple[Scope, str], Budget] = {}  # every budget a call counted against
         self.on_crossing: list[Callable[[Crossing, Any], None]] = []
         self._unpriced: set[str] = set()
         self._snapshot: asyncio.TimerHandle | None = None
+        self._written: dict[str, tuple] = {}  # budgets table id -> what was last written for it
 
     # -- start: spend comes back from the store --------------------------------------------------
 
@@ -83,6 +85,8 @@ class Spend:
         totals: dict[tuple[Scope, str, str], Amount] = {}
         now = self.ledger.now()
         with closing(queries.connect(ctx.options.tapgate_db)) as conn:
+            # budgets an earlier run wrote: the first snapshot retires those no longer in force
+            self._written = {r["id"]: () for r in queries.budgets(conn) or ()}
             for period in PERIODS:
                 start, _ = period_bounds(period, now)
                 label = start.isoformat() if start else "lifetime"
@@ -219,14 +223,31 @@ class Spend:
             return
         self._snapshot = loop.call_later(SNAPSHOT_SECONDS, self._write_snapshot)
 
+    def in_force(self) -> dict[tuple[Scope, str], Budget]:
+        """Every budget that applies now, by (scope, label): the config's, every usable key's (from
+        the key ring, so a key created or updated shows before its first call), each configured
+        customer's and each customer's that has called (with budgets its calls carried)."""
+        config = self.settings.config
+        budgets = {(("global", ""), b.label): b for b in config.budgets}
+        for key in self.keyring.keys() if self.keyring is not None else ():
+            if key.problem() is None:
+                budgets.update({(("key", key.id), b.label): b for b in key.budgets})
+        budgets.update({k: b for k, b in self.seen.items() if k[0][0] == "customer"})
+        called = {scope[1] for scope, _, _ in self.ledger.spent if scope[0] == "customer"}
+        for customer in sorted(called | set(config.customers)):
+            policy = config.customers.get(customer, config.customer_default)
+            budgets.update({(("customer", customer), b.label): b for b in policy.budgets})
+        return budgets
+
     def _write_snapshot(self) -> None:
+        """Where each budget in force stands, for the dashboards: a row when it changed, and a row
+        with no cap for one no longer in force (a key's budget removed, a key revoked)."""
         now, updated = self.ledger.now(), iso(time.time())
-        for (scope, label), budget in list(self.seen.items()) + [
-            ((("global", ""), b.label), b) for b in self.settings.config.budgets
-        ]:
+        current = set()
+        for (scope, label), budget in self.in_force().items():
             spent, reserved, resets = self.ledger.standing(scope, budget, now)
             start, _ = period_bounds(budget.period, now)
-            self.store.add("budgets", {
+            row = {
                 "id": f"{scope[0]}:{scope[1]}:{label}",
                 "name": f"{scope[0]} {scope[1]} {label}".replace("  ", " "),
                 "scope": scope[0],
@@ -238,9 +259,20 @@ class Spend:
                 "spent": spent,
                 "reserved": reserved,
                 "cap": budget.cap,
-                "updated_at": updated,
-            })
+            }
+            current.add(row["id"])
+            self._write_budget(row, updated)
+        for gone in [i for i, last in self._written.items() if i not in current and last != ("retired",)]:
+            scope, scope_id, label = gone.split(":", 2)
+            self._write_budget({"id": gone, "name": f"{scope} {scope_id} {label}".replace("  ", " "), "scope": scope,
+                                "scope_id": scope_id, "cap": None}, updated, retired=True)
         self._schedule_snapshot()
+
+    def _write_budget(self, row: dict[str, Any], updated: str, retired: bool = False) -> None:
+        what = ("retired",) if retired else tuple(row.values())
+        if self._written.get(row["id"]) != what:
+            self._written[row["id"]] = what
+            self.store.add("budgets", {**row, "updated_at": updated})
 
     def done(self) -> None:
         if self._snapshot is not None:

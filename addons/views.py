@@ -99,7 +99,7 @@ class DashboardView:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width, height = options.max_width, options.height or options.size.height
-        head = Group(self.header(width), self.panels(width), self.spend(width), self.budgets(width))
+        head = Group(self.header(width), self.panels(width), self.spend(width), self.budgets(width, height))
         lines = console.render_lines(head, options.update(height=None), pad=False)  # rendered once
         for line in lines:
             yield from line
@@ -169,17 +169,22 @@ class DashboardView:
         grid.add_row(*tables)
         return grid
 
-    def budgets(self, width: int) -> Text | Table:
+    def budgets(self, width: int, height: int) -> Text | Table:
+        """The budgets nearest their caps first, as many as leave room for the last calls."""
         if self.snap.budgets is None:
             return Text("budgets: no budgets configured", style="dim")
+        room = 3 if height < 30 else 6
+        shown, more = self.snap.budgets[:room], len(self.snap.budgets) - room
         t = Table.grid(padding=(0, 1))
-        t.add_column(style="bold", no_wrap=True, overflow="ellipsis", max_width=24)
+        bar = max(10, min(40, width - 50))
+        t.add_column(style="bold", no_wrap=True, overflow="ellipsis", max_width=max(16, width - bar - 24))
         t.add_column(no_wrap=True)
         t.add_column(justify="right", no_wrap=True)
-        bar = max(10, min(40, width - 50))
-        for name, spent, cap, unit in self.snap.budgets:
-            shown = usd if unit == "usd" else (lambda v, unit=unit: fmt(v, unit))
-            t.add_row(name, budget_bar(spent, cap, bar), f"{shown(spent)} / {shown(cap)}")
+        for name, spent, cap, unit in shown:
+            amount = usd if unit == "usd" else (lambda v, unit=unit: fmt(v, unit))
+            t.add_row(name, budget_bar(spent, cap, bar), f"{amount(spent)} / {amount(cap)}")
+        if more > 0:
+            t.add_row(Text(f"and {plural(more, 'more budget')}", style="dim"), "", "")
         return t
 
 

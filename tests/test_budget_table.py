@@ -1,0 +1,64 @@
+"""The budgets table Spend writes for the dashboards: every budget in force, a key's before its first
+call, a row only when a budget's standing changed, and a capless row for one no longer in force."""
+
+from dataclasses import replace
+
+from addons.config import Budget, Policy, TapgateConfig
+from addons.keys import GatewayKey
+from addons.ledger import Amount
+from addons.settings import Settings
+from addons.spend import Spend
+
+DAY = Budget(unit="requests", period="day", cap=5)
+
+
+class Ring:
+    def __init__(self, *keys: GatewayKey) -> None:
+        self.list = list(keys)
+
+    def keys(self) -> list[GatewayKey]:
+        return self.list
+
+
+class Rows:
+    def __init__(self) -> None:
+        self.written: list[dict] = []
+
+    def add(self, table: str, row: dict) -> None:
+        assert table == "budgets"
+        self.written.append(row)
+
+    def take(self) -> dict[str, dict]:
+        out, self.written = {r["id"]: r for r in self.written}, []
+        return out
+
+
+def test_budgets_in_force_are_written_when_they_change_and_retired_when_gone():
+    settings = Settings()
+    settings.config = TapgateConfig(budgets=[Budget(unit="usd", period="month", cap=100)],
+                                    customers={"acme": Policy(budgets=[Budget(unit="usd", period="day", cap=1)])})
+    key = GatewayKey(id="key_1", name="a", prefix="tg-x", created_at="", budgets=(DAY,))
+    revoked = GatewayKey(id="key_2", name="b", prefix="tg-y", created_at="", budgets=(DAY,), revoked_at="2025")
+    ring, rows = Ring(key, revoked), Rows()
+    spend = Spend(settings, rows, ring)
+    spend._write_snapshot()
+    first = rows.take()
+    assert set(first) == {"global::usd/month", "key:key_1:requests/day", "customer:acme:usd/day"}  # no call yet
+    assert (first["key:key_1:requests/day"]["cap"], first["key:key_1:requests/day"]["spent"]) == (5, 0)
+
+    spend._write_snapshot()
+    assert rows.take() == {}  # nothing changed: nothing written
+
+    reservation = spend.ledger.reserve([(("key", "key_1"), DAY)], Amount(0.0, 10, 1))
+    spend.ledger.settle(reservation, Amount(0.0, 10, 1))
+    ring.list = [replace(key, budgets=(DAY.model_copy(update={"cap": 3}),))]  # keys update
+    spend._write_snapshot()
+    assert {i: (r["spent"], r["cap"]) for i, r in rows.take().items()} == {"key:key_1:requests/day": (1, 3)}
+
+    ring.list = [replace(key, budgets=(Budget(unit="usd", period="day", cap=2),))]
+    spend._write_snapshot()
+    changed = rows.take()
+    assert changed["key:key_1:usd/day"]["cap"] == 2
+    assert changed["key:key_1:requests/day"]["cap"] is None  # retired: the dashboards show capped budgets only
+    spend._write_snapshot()
+    assert rows.take() == {}  # retired once
