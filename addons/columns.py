@@ -75,12 +75,13 @@ def layout(columns: Iterable[Column], rows: list[dict[str, Any]], width: int) ->
     chosen = [c for c in shown if c in chosen]  # back in display order
     widths = {c.header: natural[c.header] for c in chosen}
     over = sum(widths.values()) + GAP * (len(chosen) - 1) - width
-    # Cut the widest cuttable column by one, and again, until the table fits (or all are at their floor).
+    # Cut a column by one, and again, until the table fits (or all are at their floor): a yielding
+    # column first, the first-priority column (the id) last, else the one with the most to spare.
     while over > 0:
         cuttable = [c for c in chosen if widths[c.header] > least[c.header]]
         if not cuttable:
             break
-        widest = max(cuttable, key=lambda c: (c.yields, widths[c.header] - least[c.header], -c.priority))
+        widest = max(cuttable, key=lambda c: (c.yields, c.priority > 0, widths[c.header] - least[c.header], -c.priority))
         widths[widest.header] -= 1
         over -= 1
     out = []

@@ -36,9 +36,10 @@ def tokens_text(row: dict[str, Any]) -> str:
 
 
 def cost_text(row: dict[str, Any], places: int = 6) -> str:
-    """`$0.000533`; nothing for a call the gateway refused (it cost nothing), `$?` when unpriced."""
+    """`$0.000533`; `$?` for usage without a price; nothing for a call without usage (refused by the
+    gateway, or an error the provider answered before any token)."""
     if row["cost_usd"] is None:
-        return "" if row["status"] == "refused" else "$?"
+        return "$?" if row["input_tokens"] is not None and row["status"] != "refused" else ""
     return f"${row['cost_usd']:.{places}f}"
 
 

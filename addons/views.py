@@ -62,7 +62,7 @@ def call_columns(compact: bool = False, ids: dict[str, str] | None = None) -> li
                cut=keep_end),
         Column("provider", lambda r: r["provider"] or "?", 7, floor=6, style="cyan"),
         Column("model", lambda r: r["response_model"] or r["model"] or "?", 3, floor=10, style="bold"),
-        Column("status", lambda r: Text(status_text(r), style="green" if r["status"] == "ok" else "red"), 2, floor=10),
+        Column("status", lambda r: Text(status_text(r), style="green" if r["status"] == "ok" else "red"), 2, floor=11),
         Column("routed to", lambda r: r.get("routed_to") or "", 9, floor=12, optional=True, style="cyan"),
         Column("attempts", lambda r: "" if r.get("attempts") is None else str(r["attempts"]), 10, justify="right",
                optional=True),
