@@ -35,6 +35,8 @@ def test_logs_lists_newest_first_as_a_table(store, capsys):
     assert positions == sorted(positions), "newest first"
     assert "5 calls, newest first" in out
     assert "429 error" in out and "$?" in out and "acme" in out
+    one = run(capsys, "logs", "--db", str(path), "--limit", "1")
+    assert "1 call, newest first" in one
 
 
 def test_logs_json_lines_and_csv(store, capsys):
@@ -128,7 +130,7 @@ def test_spend_by_each_group(store, capsys):
     path, _ = store
     rows = jsonl(run(capsys, "spend", "--db", str(path), "--by", "customer", "--json"))
     assert rows[0] == {"customer": "acme", "requests": 3, "input_tokens": 30, "output_tokens": 60,
-                       "cost_usd": pytest.approx(1.03), "unpriced": 0, "cache_hits": 0, "saved_usd": None}
+                       "cost_usd": 1.03, "unpriced": 0, "cache_hits": 0, "saved_usd": None}  # rounded, not 1.0300000000000002
     assert rows[1]["customer"] == "globex" and rows[1]["cost_usd"] is None and rows[1]["unpriced"] == 1
     recent = jsonl(run(capsys, "spend", "--db", str(path), "--by", "customer", "--since", "1d", "--json"))
     assert recent[0]["cost_usd"] == pytest.approx(0.03)
@@ -171,3 +173,13 @@ def test_top_once_prints_one_frame(store, capsys):
     assert "calls 3 (5m)" in out  # c, d, e started in the last five minutes
     assert "errors 33.3%" in out
     assert "acme" in out and "globex" in out
+
+
+def test_json_and_csv_print_floats_rounded(store, capsys):
+    path, calls = store
+    db = open_db(path)
+    db["requests"].insert({**db["requests"].get(calls[-1]["id"]), "id": "f" * 32, "started_at": "2999-01-01T00:00:00.000Z",
+                           "cost_usd": 0.1 + 0.2})
+    db.close()
+    assert '"cost_usd": 0.3,' in run(capsys, "logs", "--db", str(path), "--json", "--limit", "1")
+    assert ",0.3," in run(capsys, "logs", "--db", str(path), "--csv", "--limit", "1")

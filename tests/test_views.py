@@ -2,14 +2,18 @@
 tables; rendered on a recording rich Console of a fixed size."""
 
 import io
+import json
 from dataclasses import replace
 
 from known_store import request
 from rich.console import Console
 from test_snapshot import NOW, ago
 
+from addons import columns
+from addons.columns import Column
+from addons.ledger import plural
 from addons.snapshot import Tally, snapshot
-from addons.views import DashboardView, budget_bar, calls_table
+from addons.views import DashboardView, budget_bar, calls_table, keys_table, spend_table, thread_view, trace_tree
 
 
 def render(renderable, width: int, height: int) -> list[str]:
@@ -91,3 +95,84 @@ def test_calls_table_compact_and_full():
     assert "2025-06-01 10:00:00" in full and "1" * 32 in full and "42" in full
     assert "10:00:00" in compact and "2025-06-01" not in compact and "1" * 12 not in compact
     assert "10→20" in compact and "$0.010000" in compact and "acme" in compact
+
+
+# -- the CLI's tables: columns by width, and the small things ---------------------------------------
+
+
+def test_columns_fit_the_width_by_priority_and_never_cut_what_has_no_floor():
+    rows = [{"id": f"{n:x}" * 32, "name": "a rather long name " * 3, "cost": f"$0.00{n}123"} for n in range(1, 4)]
+    table = [Column("name", lambda r: r["name"], 2, floor=8), Column("cost", lambda r: r["cost"], 1, justify="right"),
+             Column("id", lambda r: r["id"], 0)]
+    for width in (50, 60, 80, 200):
+        lines = render(columns.table(table, rows, width), width, 10)
+        assert max(map(len, lines)) <= width
+        for r in rows:  # the id and the cost are whole on every width
+            assert any(r["id"] in line and r["cost"] in line for line in lines), width
+    assert "name" not in render(columns.table(table, rows, 50), 50, 10)[0]  # no room left for it at 50
+    assert any("…" in line for line in render(columns.table(table, rows, 60), 60, 10))  # cut to fit
+    assert not any("…" in line for line in render(columns.table(table, rows, 200), 200, 10))
+
+
+def test_a_list_of_calls_shows_no_cost_where_there_was_none():
+    refused = request(id="1" * 32, started_at="2025-06-01T10:00:00.000Z", status="refused", status_code=429,
+                      input_tokens=None, output_tokens=None, cost_usd=None)
+    failed = {**refused, "id": "2" * 32, "status": "error"}
+    unpriced = request(id="3" * 32, started_at="2025-06-01T10:00:01.000Z", cost_usd=None)
+    lines = render(calls_table([refused, failed, unpriced], 120), 120, 10)
+    by_id = {c: next(line for line in lines if line.startswith(c * 8)) for c in "123"}
+    assert "$" not in by_id["1"] and "$" not in by_id["2"] and "$?" in by_id["3"]
+
+
+def test_narrow_lists_of_calls_show_the_ids_unique_prefix():
+    rows = [request(id=c * 32, started_at="2025-06-01T10:00:00.000Z", customer_identifier="acme") for c in "ab"]
+    ids = {r["id"]: r["id"][:9] for r in rows}
+    narrow = render(calls_table(rows, 60, ids=ids), 60, 10)
+    wide = render(calls_table(rows, 200, ids=ids), 200, 10)
+    for line, row in zip(narrow[2:], rows, strict=True):  # a prefix at least as long as the unique one
+        shown = line.split()[0]
+        assert row["id"].startswith(shown) and len(shown) >= 9 and len(shown) < 32
+    assert [line.split()[0] for line in wide[2:]] == ["a" * 32, "b" * 32]
+
+
+def test_unique_prefixes_grow_past_a_shared_start(tmp_path):
+    from addons import queries
+    from addons.store import open_db
+
+    db = open_db(tmp_path / "t.db")
+    for ident in ("abcdef0123456789" * 2, "abcdef0199999999" * 2, "ffffffff00000000" * 2):
+        db["requests"].insert(request(id=ident, started_at="2025-06-01T10:00:00.000Z"))
+    db.close()
+    conn = queries.connect(tmp_path / "t.db")
+    short = queries.unique_prefixes(conn, ["abcdef0123456789" * 2, "ffffffff00000000" * 2, "not-hex"])
+    assert short == {"abcdef0123456789" * 2: "abcdef012", "ffffffff00000000" * 2: "ffffffff", "not-hex": "not-hex"}
+    assert queries.resolve_trace(conn, "abcdef012") == ("abcdef0123456789" * 2) * 2  # the trace it opens
+
+
+def test_spend_totals_leave_unknown_cells_unknown():
+    rows = [{"name": "acme", "requests": 2, "input_tokens": None, "output_tokens": None, "cost_usd": None,
+             "unpriced": 0, "cache_hits": 0, "saved_usd": None},
+            {"name": None, "requests": 1, "input_tokens": None, "output_tokens": None, "cost_usd": None,
+             "unpriced": 0, "cache_hits": 0, "saved_usd": None}]
+    lines = render(spend_table("customer", rows, 80), 80, 10)
+    total = next(line for line in lines if line.startswith("total"))
+    assert total.split() == ["total", "3", "–", "–", "–"]  # not 0 tokens and $0.00
+    assert next(line for line in lines if line.startswith("acme")).split() == ["acme", "2", "–", "–", "–"]
+    assert any(line.startswith("(none)") for line in lines)
+
+
+def test_singular_and_plural():
+    assert (plural(1, "call"), plural(2, "call"), plural(1000, "turn")) == ("1 call", "2 calls", "1,000 turns")
+    one = [request(id="1" * 32, started_at="2025-06-01T10:00:00.000Z", thread_identifier="t")]
+    assert "t  1 turn\n" in "\n".join(render(thread_view("t", one), 80, 10)) + "\n"
+    assert render(keys_table([], 80), 80, 5)[0].startswith("0 gateway keys")
+
+
+def test_trace_shows_the_root_spans_notes():
+    row = request(id="1" * 32, started_at="2025-06-01T10:00:00.000Z")
+    root = {"span_id": row["span_id"], "trace_id": row["trace_id"], "parent_span_id": None, "request_id": row["id"],
+            "name": "router openai chat.completions", "started_at": row["started_at"], "duration_ms": 100.0,
+            "status": "ok", "attributes": json.dumps({"notes": ["downgraded gpt-4o to gpt-4o-mini: key key_1 has "
+                                                                "spent 85% of its usd/month budget"]})}
+    text = "\n".join(render(trace_tree(row["trace_id"], [root], {row["id"]: row}), 120, 10))
+    assert "note: downgraded gpt-4o to gpt-4o-mini: key key_1 has spent 85%" in text
