@@ -176,8 +176,8 @@ class DashboardView:
         room = 3 if height < 30 else 6
         shown, more = self.snap.budgets[:room], len(self.snap.budgets) - room
         t = Table.grid(padding=(0, 1))
-        bar = max(10, min(40, width - 50))
-        t.add_column(style="bold", no_wrap=True, overflow="ellipsis", max_width=max(16, width - bar - 24))
+        bar = max(10, min(40, width - 55))  # room for a name and "2 requests / 5 requests"
+        t.add_column(style="bold", no_wrap=True, overflow="ellipsis", max_width=max(16, width - bar - 26))
         t.add_column(no_wrap=True)
         t.add_column(justify="right", no_wrap=True)
         for name, spent, cap, unit in shown:

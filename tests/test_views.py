@@ -176,3 +176,13 @@ def test_trace_shows_the_root_spans_notes():
                                                                 "spent 85% of its usd/month budget"]})}
     text = "\n".join(render(trace_tree(row["trace_id"], [root], {row["id"]: row}), 120, 10))
     assert "note: downgraded gpt-4o to gpt-4o-mini: key key_1 has spent 85%" in text
+
+
+def test_budget_bars_fit_80_columns_nearest_the_cap_first():
+    budgets = [("key key_1a2b3c4d requests/day", 4.0, 5.0, "requests"), ("global usd/month", 0.5, 100.0, "usd"),
+               ("customer acme usd/day", 0.1, 1.0, "usd"), ("customer globex usd/day", 0.0, 1.0, "usd")]
+    lines = render(DashboardView(replace(busy_snapshot(), budgets=budgets)), 80, 24)
+    assert any(line.startswith("key key_1a2b3c4d requests/day") and line.endswith("4 requests / 5 requests")
+               for line in lines)
+    assert "and 1 more budget" in "\n".join(lines) and "globex" not in "\n".join(lines)
+    assert "globex" in "\n".join(render(DashboardView(replace(busy_snapshot(), budgets=budgets)), 100, 30))
