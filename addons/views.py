@@ -307,9 +307,9 @@ def thread_view(thread_id: str, rows: list[dict[str, Any]], full: bool = False) 
                                  ("answer", transcript.answer(r["response_body"]), "")):
             text = text if cut is None or len(text) <= cut else text[:cut] + "…"
             parts.append(Text.assemble((f"  {who}: ", "bold " + style), (text or DASH, "" if text else "dim")))
-    priced = [r["cost_usd"] for r in rows if r["cost_usd"] is not None]
     unpriced = sum(r["cost_usd"] is None and r["input_tokens"] is not None for r in rows)
-    parts.append(Text.assemble("\n", ("total ", "bold"), (usd(sum(priced)), "bold yellow"),
+    cost = group_cost(total(r["cost_usd"] for r in rows), unpriced)
+    parts.append(Text.assemble("\n", ("total ", "bold"), (cost, "bold yellow"),
                                (f"  ({unpriced} unpriced)" if unpriced else "", "dim")))
     return Group(*parts)
 

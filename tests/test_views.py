@@ -166,6 +166,8 @@ def test_singular_and_plural():
     one = [request(id="1" * 32, started_at="2025-06-01T10:00:00.000Z", thread_identifier="t")]
     assert "t  1 turn\n" in "\n".join(render(thread_view("t", one), 80, 10)) + "\n"
     assert render(keys_table([], 80), 80, 5)[0].startswith("0 gateway keys")
+    refused = [{**one[0], "status": "refused", "input_tokens": None, "output_tokens": None, "cost_usd": None}]
+    assert "total –" in "\n".join(render(thread_view("t", refused), 80, 10))  # not $0.00
 
 
 def test_trace_shows_the_root_spans_notes():
