@@ -18,8 +18,7 @@ from addons import queries
 from addons.call import Call, iso
 from addons.capture import refuse
 from addons.config import Budget, Policy, RateLimit
-from addons.ledger import (LIFETIME, Amount, Crossing, Ledger, Refusal, Reservation, Scope, period_bounds,
-                           plural)
+from addons.ledger import LIFETIME, Amount, Crossing, Ledger, Refusal, Reservation, Scope, period_bounds, plural
 from addons.ratelimit import Window
 from addons.settings import Settings
 from addons.store import Store
