@@ -432,7 +432,8 @@ def key_settings(s: argparse.ArgumentParser, update: bool) -> None:
                    help="a metadata entry (repeatable)" + ("; none: no metadata" if update else ""))
     s.add_argument("--downgrade", action="append", default=many, metavar="RULE",
                    help="<share>:<model>=<cheaper>: router calls for model go to the cheaper one once a budget of "
-                   "the key is past share, e.g. 0.8:gpt-4o=gpt-4o-mini (repeatable)" + ("; none: no rules" if update else ""))
+                   "the key is past share, e.g. 0.8:gpt-4o=gpt-4o-mini (repeatable)"
+                   + ("; none: no rules" if update else ""))
     g = s.add_argument_group("alert destinations", "where this key's budget alerts go, beside the gateway's own"
                              + ("; 'none' removes one" if update else ""))
     g.add_argument("--slack-webhook", metavar="URL", help="a Slack incoming webhook")

@@ -81,7 +81,8 @@ def layout(columns: Iterable[Column], rows: list[dict[str, Any]], width: int) ->
         cuttable = [c for c in chosen if widths[c.header] > least[c.header]]
         if not cuttable:
             break
-        widest = max(cuttable, key=lambda c: (c.yields, c.priority > 0, widths[c.header] - least[c.header], -c.priority))
+        widest = max(cuttable, key=lambda c: (c.yields, c.priority > 0, widths[c.header] - least[c.header],
+                                              -c.priority))
         widths[widest.header] -= 1
         over -= 1
     out = []
@@ -95,7 +96,8 @@ def table(columns: list[Column], rows: list[dict[str, Any]], width: int, title: 
     """The rows as a rich Table at most `width` wide, laid out by `layout`."""
     laid = layout(columns, rows, width)
     footers = any(c.footer is not None for c, _, _ in laid)
-    t = Table(box=box.SIMPLE if footers else box.SIMPLE_HEAD, title=title, title_justify="left", title_style="bold", show_footer=footers,
+    t = Table(box=box.SIMPLE if footers else box.SIMPLE_HEAD, title=title, title_justify="left", title_style="bold",
+              show_footer=footers,
               pad_edge=False, show_edge=False, padding=0)  # the box puts GAP between columns
     for c, w, _ in laid:
         t.add_column(c.header, footer=c.footer if c.footer is not None else "", justify=c.justify, style=c.style,

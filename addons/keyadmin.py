@@ -202,7 +202,8 @@ def parse_alerts(given: dict[str, Any], current: Alerts | None = None) -> Alerts
     except ValidationError as e:
         err = e.errors()[0]
         if err["loc"][:1] == ("email",) and err["type"] == "missing":
-            raise KeyAdminError(f"email alerts need --{'email-to' if err['loc'][-1] == 'to' else 'smtp-host'}") from None
+            flag = "email-to" if err["loc"][-1] == "to" else "smtp-host"
+            raise KeyAdminError(f"email alerts need --{flag}") from None
         raise KeyAdminError(f"alerts: {_readable(e)}") from None
 
 

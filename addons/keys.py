@@ -137,8 +137,8 @@ class KeyRing:
         conn.row_factory = sqlite3.Row
         try:
             # every column create, rotate, revoke and update change, in one string built by SQLite
-            version = conn.execute(f"SELECT json_group_array(json_array({SETTINGS})) FROM (SELECT * FROM keys ORDER BY id)"
-                                   ).fetchone()[0]
+            version = conn.execute(
+                f"SELECT json_group_array(json_array({SETTINGS})) FROM (SELECT * FROM keys ORDER BY id)").fetchone()[0]
             if version == self._version:
                 return
             rows = [dict(r) for r in conn.execute("SELECT * FROM keys")]

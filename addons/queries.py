@@ -273,8 +273,8 @@ def unique_prefixes(conn: sqlite3.Connection, ids: list[str], least: int = SHORT
             # a range on the two indexed columns: LIKE 'x%' would scan (the default LIKE ignores case)
             end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
             found = {r[0] for r in conn.execute(
-                "SELECT DISTINCT trace_id FROM requests WHERE (id >= ?1 AND id < ?2) OR (trace_id >= ?1 AND trace_id < ?2)"
-                " LIMIT 2", (prefix, end))}
+                "SELECT DISTINCT trace_id FROM requests"
+                " WHERE (id >= ?1 AND id < ?2) OR (trace_id >= ?1 AND trace_id < ?2) LIMIT 2", (prefix, end))}
             if len(found) <= 1:
                 break
         out[ident] = prefix

@@ -56,10 +56,13 @@ def call_columns(compact: bool = False, ids: dict[str, str] | None = None) -> li
     `compact` (the dashboard): the time of day, no id. `ids`: each id's shortest unique prefix, which
     the id column may show instead of the whole id (`tapgate trace` takes it)."""
     ids = ids or {}
-    when = (lambda r: (r["started_at"] or "")[11:19]) if compact else (lambda r: (r["started_at"] or "")[:19].replace("T", " "))
-    columns = [
-        Column("time" if compact else "time (UTC)", when, 0 if compact else 1, style="dim", floor=None if compact else 14,
-               cut=keep_end),
+    if compact:
+        when = Column("time", lambda r: (r["started_at"] or "")[11:19], 0, style="dim")
+    else:  # at narrow widths without the year ("06-01 10:00:00")
+        when = Column("time (UTC)", lambda r: (r["started_at"] or "")[:19].replace("T", " "), 1, style="dim", floor=14,
+                      cut=keep_end)
+    shown = [
+        when,
         Column("provider", lambda r: r["provider"] or "?", 7, floor=6, style="cyan"),
         Column("model", lambda r: r["response_model"] or r["model"] or "?", 3, floor=10, style="bold"),
         Column("status", lambda r: Text(status_text(r), style="green" if r["status"] == "ok" else "red"), 2, floor=11),
@@ -74,12 +77,12 @@ def call_columns(compact: bool = False, ids: dict[str, str] | None = None) -> li
         Column("customer", lambda r: r["customer_identifier"] or "", 6, floor=8, optional=True, style="magenta"),
     ]
     if compact:
-        return [c for c in columns if c.header not in ("ttft", "attempts")]
+        return [c for c in shown if c.header not in ("ttft", "attempts")]
     shortest = max((len(v) for v in ids.values()), default=32)
     ident = Column("id", lambda r: r["id"], 0, floor=shortest, cut=lambda t, w: t[:w], style="dim")
     error = Column("error", lambda r: "" if r["status"] == "ok" else (r["error"] or ""), 12, floor=12, optional=True,
                    yields=True, style="red")
-    return [ident, *columns, error]
+    return [ident, *shown, error]
 
 
 def calls_table(rows: Iterable[dict[str, Any]], width: int, *, compact: bool = False, title: str | None = None,
@@ -341,7 +344,8 @@ def spend_table(by: str, rows: list[dict[str, Any]], width: int) -> Table:
     table = [
         Column(by, lambda r: "(none)" if r["name"] is None else str(r["name"]), 0, floor=20, fold=True,
                footer="total"),
-        Column("requests", lambda r: count(r["requests"]), 2, justify="right", footer=count(sum(r["requests"] for r in rows))),
+        Column("requests", lambda r: count(r["requests"]), 2, justify="right",
+               footer=count(sum(r["requests"] for r in rows))),
         Column("tokens in", lambda r: count(r["input_tokens"]), 3, justify="right",
                footer=count(total(r["input_tokens"] for r in rows))),
         Column("tokens out", lambda r: count(r["output_tokens"]), 4, justify="right",

@@ -130,7 +130,7 @@ def test_spend_by_each_group(store, capsys):
     path, _ = store
     rows = jsonl(run(capsys, "spend", "--db", str(path), "--by", "customer", "--json"))
     assert rows[0] == {"customer": "acme", "requests": 3, "input_tokens": 30, "output_tokens": 60,
-                       "cost_usd": 1.03, "unpriced": 0, "cache_hits": 0, "saved_usd": None}  # rounded, not 1.0300000000000002
+                       "cost_usd": 1.03, "unpriced": 0, "cache_hits": 0, "saved_usd": None}
     assert rows[1]["customer"] == "globex" and rows[1]["cost_usd"] is None and rows[1]["unpriced"] == 1
     recent = jsonl(run(capsys, "spend", "--db", str(path), "--by", "customer", "--since", "1d", "--json"))
     assert recent[0]["cost_usd"] == pytest.approx(0.03)
@@ -178,8 +178,8 @@ def test_top_once_prints_one_frame(store, capsys):
 def test_json_and_csv_print_floats_rounded(store, capsys):
     path, calls = store
     db = open_db(path)
-    db["requests"].insert({**db["requests"].get(calls[-1]["id"]), "id": "f" * 32, "started_at": "2999-01-01T00:00:00.000Z",
-                           "cost_usd": 0.1 + 0.2})
+    db["requests"].insert({**db["requests"].get(calls[-1]["id"]), "id": "f" * 32,
+                           "started_at": "2999-01-01T00:00:00.000Z", "cost_usd": 0.1 + 0.2})
     db.close()
     assert '"cost_usd": 0.3,' in run(capsys, "logs", "--db", str(path), "--json", "--limit", "1")
     assert ",0.3," in run(capsys, "logs", "--db", str(path), "--csv", "--limit", "1")

@@ -114,7 +114,8 @@ def test_update_replaces_what_is_given_and_keeps_the_rest(db):
         ["5usd/month@4", "2requests/day"], {"rpm": 60}, ["gpt-*"], {"team": "a"})
     assert listed["alerts"] == ["slack_webhook"]  # the kind, never the URL
     after = GatewayKey.from_row(db["keys"].get(key.id))
-    assert after.alerts.slack_webhook == "https://hooks.example/T/B/x" and keyadmin.describe(db["keys"].get(key.id)) == listed
+    assert after.alerts.slack_webhook == "https://hooks.example/T/B/x"
+    assert keyadmin.describe(db["keys"].get(key.id)) == listed
     assert db["keys"].get(key.id)["hash"] == hash_secret(secret)  # the same secret
 
     listed = keyadmin.update_key(db, key.id, budgets=[], models=[], metadata={}, expires="7d", now=NOW,

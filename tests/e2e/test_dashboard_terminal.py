@@ -84,7 +84,8 @@ def test_the_dashboards_budget_bars_follow_keys_made_and_changed_while_it_runs(g
         assert main(["keys", "create", "--db", str(db), "--name", "bars", "--budget", "5requests/day", "--json"]) == 0
     key = json.loads(printed.getvalue())
     bar = f"key {key['id']} requests/day"
-    terminals.wait(pane, lambda text: any(bar in line and "0 requests / 5 requests" in line for line in text.splitlines()))
+    terminals.wait(pane, lambda text: any(bar in line and "0 requests / 5 requests" in line
+                                          for line in text.splitlines()))
 
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
     client = openai.OpenAI(api_key="sk-bars", max_retries=0, default_headers={"X-Tapgate-Key": key["secret"]})
@@ -97,7 +98,8 @@ def test_the_dashboards_budget_bars_follow_keys_made_and_changed_while_it_runs(g
 
     with redirect_stdout(io.StringIO()):
         assert main(["keys", "update", key["id"], "--db", str(db), "--budget", "3requests/day"]) == 0
-    terminals.wait(pane, lambda text: any(bar in line and "2 requests / 3 requests" in line for line in text.splitlines()))
+    terminals.wait(pane, lambda text: any(bar in line and "2 requests / 3 requests" in line
+                                          for line in text.splitlines()))
     with redirect_stdout(io.StringIO()):
         assert main(["keys", "update", key["id"], "--db", str(db), "--budget", "1usd/day"]) == 0
     text = terminals.wait(pane, lambda text: f"key {key['id']} usd/day" in text and bar not in text)
