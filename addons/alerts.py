@@ -32,6 +32,7 @@ from addons.channels import TIMEOUT_SECONDS, DeliveryError, send_email, send_sla
 from addons.ledger import LIFETIME, Crossing, Ledger, Scope, fmt, period_bounds, who
 from addons.settings import Settings
 from addons.store import open_db
+from providers.safe_json import loads
 
 if TYPE_CHECKING:
     from addons.spend import Spend
@@ -279,7 +280,7 @@ class Sender(threading.Thread):
         alert = dict(zip([c[0] for c in cursor.description], row, strict=True))
         if alert["sent_at"]:
             return
-        remaining: list[str] = json.loads(alert["channels"] or "[]")
+        remaining: list[str] = loads(alert["channels"] or "[]")
         errors = []
         for channel in list(remaining):
             if self.stopping.is_set():

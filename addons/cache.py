@@ -21,6 +21,7 @@ from addons.store import Store, read_cache_entries
 from addons.tagging import new_span_id
 from providers.canonical import sampled
 from providers.replay import Replay, replay_for
+from providers.safe_json import loads
 from providers.stream import StreamParser
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,6 @@ def render(entry: Entry, wants_stream: bool, replay: Replay | None, wants_usage:
     if replay is None:
         return None
     if wants_stream:
-        return replay.as_stream(json.loads(entry.body), include_usage=wants_usage), "text/event-stream"
+        return replay.as_stream(loads(entry.body), include_usage=wants_usage), "text/event-stream"
     whole = replay.as_whole(entry.body)
     return (json.dumps(whole).encode(), "application/json") if whole is not None else None

@@ -10,6 +10,7 @@ from typing import Any
 
 from addons.config import CacheConfig, CacheSettings
 from providers.canonical import canonical
+from providers.safe_json import loads
 
 TRUE = ("1", "true", "yes", "on")
 # The request fields and headers that control the cache (the router body, X-Tapgate-Params, headers).
@@ -50,7 +51,7 @@ def controls(config: CacheConfig, fields: dict[str, Any], headers: dict[str, str
     options = _pick(fields, headers, "cache_options")
     if isinstance(options, str):
         try:
-            options = json.loads(options)
+            options = loads(options)
         except ValueError:
             raise BadCacheControl("cache_options", "cache_options must be a JSON object") from None
     if options is not None:

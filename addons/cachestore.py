@@ -12,6 +12,8 @@ from typing import Any
 
 from cachetools import TLRUCache
 
+from providers.safe_json import loads
+
 ENTRY_OVERHEAD = 256  # bytes of bookkeeping counted per entry beside its body
 
 
@@ -56,7 +58,7 @@ class ResponseCache:
         for row in rows:
             if row["expires_at"] > now:
                 self.entries[row["key"]] = Entry(bool(row["stream"]), row["content_type"], row["body"],
-                                                 row["expires_at"], json.loads(row["meta"] or "{}"))
+                                                 row["expires_at"], loads(row["meta"] or "{}"))
                 count += 1
         return count
 

@@ -23,7 +23,8 @@ from addons.tagging import (
     tags_from,
     trace_context,
 )
-from providers.base import ResponseFacts, parse_json
+from providers.base import ResponseFacts
+from providers.safe_json import TooDeep, loads
 from providers.stream import StreamParser, StreamTap
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ class Capture:
             return
         req = flow.request
         raw = req.get_content(strict=False) or b""
-        body = parse_json(raw)
+        body, too_deep = _request_body(raw)
         provider = call.route.provider
         call.facts = provider.request_facts(call.route, body)
         headers = header_dict(req.headers)  # one pass; every lookup below is a plain dict get
@@ -87,6 +88,11 @@ class Capture:
         if ctx.options.tapgate_store_bodies:
             call.request_body = _text(raw)
         tagged = any(name.startswith(HEADER_PREFIX) for name in headers)
+        if too_deep is not None:  # unreadable, so neither tagged, capped nor priced: refused, still recorded
+            call.customer_identifier = headers.get("x-tapgate-customer-identifier")
+            strip_gateway_headers(req.headers)
+            refuse(flow, call, 400, f"The request body is not valid JSON: {too_deep}.", "invalid_json")
+            return
         try:
             tags = tags_from(headers, call.facts.user, call.facts.metadata) if tagged else None
         except BadTag as e:
@@ -169,11 +175,16 @@ class Capture:
             response_body = state.output.as_json() if store_bodies else None
         elif resp is not None:
             content = resp.get_content(strict=False) or b""
-            body = parse_json(content)
+            try:
+                body = loads(content) if content else None
+            except TooDeep as e:
+                body, why = None, f"response body is not JSON: {e}"
+            except ValueError:
+                body, why = None, "response body is not JSON"
             if body is not None:
                 facts = call.route.provider.response_facts(call.route, body)
             else:
-                facts = ResponseFacts(error="response body is not JSON" if content else "empty response body")
+                facts = ResponseFacts(error=why if content else "empty response body")
             output_chars = len(content)
             response_body = _text(content) if store_bodies else None
         else:
@@ -218,6 +229,17 @@ def _status(flow: http.HTTPFlow, status_code: int | None, finished: bool, body_e
     if not finished:
         return "incomplete", "the stream ended before its final event"
     return "ok", None
+
+
+def _request_body(raw: bytes) -> tuple[Any, TooDeep | None]:
+    """(the parsed body or None when it is not JSON, the TooDeep error when it is nested too deep).
+    A body that is simply not JSON goes on: the provider answers it in its own words."""
+    try:
+        return (loads(raw) if raw else None), None
+    except TooDeep as e:
+        return None, e
+    except ValueError:
+        return None, None
 
 
 def _text(raw: bytes) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 from addons import queries
 from addons.ledger import plural
 from addons.store import DEFAULT_DB
+from providers.safe_json import loads
 
 DEFAULT_PROXY = "http://127.0.0.1:8080"
 DEFAULT_CONFDIR = "~/.mitmproxy"
@@ -113,7 +114,7 @@ def decoded(row: dict[str, Any]) -> dict[str, Any]:
     for key in ("metadata", "attributes"):
         if isinstance(out.get(key), str):
             try:
-                out[key] = json.loads(out[key])
+                out[key] = loads(out[key])
             except ValueError:
                 pass  # not JSON after all: keep the text as stored
     return out

@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import fnmatch
 import hashlib
-import json
 import logging
 import os
 import sqlite3
@@ -19,6 +18,7 @@ from typing import Any
 
 from addons.config import Alerts, Budget, Downgrade, RateLimit
 from addons.ledger import plural
+from providers.safe_json import loads
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,12 @@ class GatewayKey:
             created_at=row["created_at"],
             expires_at=row["expires_at"],
             revoked_at=row["revoked_at"],
-            models=tuple(json.loads(row["models"] or "[]")),
-            budgets=tuple(Budget.model_validate(b) for b in json.loads(row["budgets"] or "[]")),
-            rate_limit=RateLimit.model_validate(json.loads(row["rate_limit"] or "{}")),
-            alerts=Alerts.model_validate(json.loads(row["alerts"] or "{}")),
-            downgrade=tuple(Downgrade.model_validate(d) for d in json.loads(row.get("downgrade") or "[]")),
-            metadata=json.loads(row["metadata"] or "{}"),
+            models=tuple(loads(row["models"] or "[]")),
+            budgets=tuple(Budget.model_validate(b) for b in loads(row["budgets"] or "[]")),
+            rate_limit=RateLimit.model_validate(loads(row["rate_limit"] or "{}")),
+            alerts=Alerts.model_validate(loads(row["alerts"] or "{}")),
+            downgrade=tuple(Downgrade.model_validate(d) for d in loads(row.get("downgrade") or "[]")),
+            metadata=loads(row["metadata"] or "{}"),
         )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -10,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from providers.safe_json import loads
 
 # The columns a list of calls shows: everything but the bodies, which can be a MiB each.
 CALL_COLUMNS = (
@@ -221,7 +222,7 @@ def json_path(key: str) -> str:
 def scalar(value: str) -> Any:
     """`5`, `true`, `1.5` as the SQL values json_extract gives for JSON numbers and booleans."""
     try:
-        parsed = json.loads(value)
+        parsed = loads(value)
     except ValueError:
         return value
     return int(parsed) if isinstance(parsed, bool) else parsed if isinstance(parsed, (int, float)) else value

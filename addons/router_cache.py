@@ -15,6 +15,7 @@ from addons.router_errors import BadRequest
 from addons.settings import Settings
 from providers.canonical import sampled
 from providers.replay import openai_chunks
+from providers.safe_json import loads
 
 
 class RouterCache:
@@ -48,7 +49,7 @@ class RouterCache:
 def render_cached(front, entry: Entry, stream: bool, wants_usage: bool, as_is: str | None,
                   model: str | None) -> tuple[dict[str, Any], bytes, str]:
     """(the OpenAI answer, the bytes for the client, their content type) for a hit."""
-    answer = json.loads(entry.body)
+    answer = loads(entry.body)
     if as_is:
         return answer, entry.body, "application/json"
     if stream:

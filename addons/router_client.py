@@ -4,7 +4,6 @@ each refused with the router's named errors."""
 from __future__ import annotations
 
 import hmac
-import json
 import os
 
 from aiohttp import web
@@ -12,6 +11,7 @@ from aiohttp import web
 from addons.config import RouterConfig, TapgateConfig
 from addons.keys import GatewayKey, KeyRing, hash_secret
 from addons.router_errors import BadRequest, BodyTooLarge, Unauthorized
+from providers.safe_json import loads
 
 
 def master_key(config: RouterConfig) -> str | None:
@@ -38,7 +38,8 @@ def authenticate(request: web.Request, config: TapgateConfig, ring: KeyRing) -> 
 
 
 async def read_json(request: web.Request, limit: int) -> dict:
-    """The body as a JSON object; 413 past `limit` bytes, 400 when it is not a JSON object."""
+    """The body as a JSON object; 413 past `limit` bytes, 400 when it is not a JSON object (or is
+    nested too deep)."""
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge(f"The request body is {request.content_length} bytes; the limit is {limit}.")
     try:
@@ -46,7 +47,7 @@ async def read_json(request: web.Request, limit: int) -> dict:
     except web.HTTPRequestEntityTooLarge:
         raise BodyTooLarge(f"The request body is over the limit of {limit} bytes.") from None
     try:
-        body = json.loads(raw)
+        body = loads(raw)
     except ValueError as e:
         raise BadRequest(f"The request body is not valid JSON: {e}") from None
     if not isinstance(body, dict):

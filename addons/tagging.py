@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+from providers.safe_json import TooDeep, loads
 
 HEADER_PREFIX = "x-tapgate-"
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
@@ -35,12 +36,16 @@ class Tags:
 
 def _json_object(param: str, text: str, allow_base64: bool = False) -> dict[str, Any]:
     try:
-        value = json.loads(text)
+        value = loads(text)
+    except TooDeep as e:
+        raise BadTag(param, f"{param} must be a JSON object: {e}") from None
     except ValueError:
         value = None
         if allow_base64:
             try:
-                value = json.loads(base64.b64decode(text + "=" * (-len(text) % 4), validate=False))
+                value = loads(base64.b64decode(text + "=" * (-len(text) % 4), validate=False))
+            except TooDeep as e:
+                raise BadTag(param, f"{param} must be a JSON object: {e}") from None
             except (ValueError, binascii.Error):
                 value = None
         if value is None:

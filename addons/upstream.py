@@ -15,6 +15,7 @@ import aiohttp
 from addons.router_errors import Failure
 from addons.routing import Target
 from providers.chat import ChatStream, ProviderStreamError, UpstreamRequest, error_summary, translate_frames
+from providers.safe_json import TooDeep, loads
 from providers.sse import SSEDecoder
 
 READ_SIZE = 64 * 1024
@@ -127,8 +128,10 @@ class Upstream:
                 raw = await asyncio.wait_for(response.content.readany(), max(left, 0.001))
                 raw += await asyncio.wait_for(response.content.read(), remaining - (time.monotonic() - started))
                 try:
-                    parsed = json.loads(raw)
+                    parsed = loads(raw)
                     body = parsed if as_is else target.endpoint.adapter.chat_response(parsed, target.model)
+                except TooDeep as e:
+                    return Failure("http", f"the provider's answer is not JSON: {e}", response.status)
                 except ValueError:
                     return Failure("http", "the provider's answer is not JSON", response.status)
                 return WholeAnswer(target, response.status, body, raw)

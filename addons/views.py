@@ -3,7 +3,6 @@ shared by the gateway's dashboard and the `tapgate` commands (and testable on a 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -21,6 +20,7 @@ from addons.console import cost_text, status_text, tokens_text
 from addons.ledger import fmt, plural
 from addons.snapshot import Snapshot, Spend
 from providers import transcript
+from providers.safe_json import loads
 
 DASH = "–"  # no figure: nothing to compute it from (no calls, no streams, no cache hits recorded)
 
@@ -286,7 +286,7 @@ def trace_tree(trace_id: str, spans: list[dict[str, Any]], requests: dict[str, d
 
 def _attributes(span: dict[str, Any]) -> dict[str, Any]:
     try:
-        attrs = json.loads(span.get("attributes") or "{}")
+        attrs = loads(span.get("attributes") or "{}")
     except ValueError:
         return {}
     return attrs if isinstance(attrs, dict) else {}

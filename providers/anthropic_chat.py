@@ -22,6 +22,7 @@ from providers.chat import (
     each_tool_call,
     openai_usage,
 )
+from providers.safe_json import loads
 
 ANTHROPIC_VERSION = "2023-06-01"
 # Messages requires max_tokens; an OpenAI client that sends none means "the model's default".
@@ -328,7 +329,7 @@ def arguments(raw: Any, path: str) -> dict[str, Any]:
     if raw in (None, ""):
         return {}
     try:
-        value = json.loads(raw) if isinstance(raw, str) else None
+        value = loads(raw) if isinstance(raw, str) else None
     except ValueError:
         value = None
     if not isinstance(value, dict):

@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from providers.safe_json import parse_json  # noqa: F401  (the parser's old home; import it from safe_json)
+
 
 @dataclass(slots=True)
 class Usage:
@@ -219,16 +221,6 @@ def add(*values: int | None) -> int | None:
     """Sum of the values that are known; None when none is."""
     known = [v for v in values if v is not None]
     return sum(known) if known else None
-
-
-def parse_json(raw: str | bytes | None) -> Any:
-    """The JSON value of a body, or None when it is empty or not JSON (never raises)."""
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
 
 
 def prompt_chars(body: Any) -> int:

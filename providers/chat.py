@@ -3,12 +3,12 @@ chunks back, whole and streamed. One object per dialect implements `ChatAdapter`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from providers.base import Usage
+from providers.safe_json import TooDeep, loads
 
 # What to do with a request parameter a provider has no equivalent for (config router.unsupported_params).
 Unsupported = Literal["drop", "refuse"]
@@ -45,13 +45,16 @@ class ProviderStreamError(RuntimeError):
 
 def translate_frames(translator: ChatStream, frames) -> list[dict[str, Any]]:
     """OpenAI chunks for a run of SSE frames (providers/sse.py): each JSON event fed to the translator;
-    comments, OpenAI's "[DONE]" and unparseable data are skipped (the router writes its own end)."""
+    comments, OpenAI's "[DONE]" and unparseable data are skipped (the router writes its own end).
+    Raises ProviderStreamError (502) for an event nested too deep: that is a broken provider, not noise."""
     out: list[dict[str, Any]] = []
     for frame in frames:
         if frame.data is None or frame.data.startswith("[DONE]"):
             continue
         try:
-            data = json.loads(frame.data)
+            data = loads(frame.data)
+        except TooDeep as e:
+            raise ProviderStreamError(502, f"malformed stream event: {e}", "malformed_event") from None
         except ValueError:
             continue
         out += translator.feed(frame.event, data)
@@ -63,7 +66,7 @@ def error_summary(raw: bytes) -> tuple[str, str | None]:
     and error.code or type, Anthropic's error.type, Google's error.status; else the body's start."""
     message, code = raw[:300].decode("utf-8", "replace").strip(), None
     try:
-        err = json.loads(raw).get("error")
+        err = loads(raw).get("error")
     except (ValueError, AttributeError):
         err = None
     if isinstance(err, dict):

@@ -4,7 +4,6 @@ objects, so the router can send an OpenAI client to Gemini."""
 from __future__ import annotations
 
 import base64
-import json
 import mimetypes
 import posixpath
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from providers.gemini_chat_stream import (
     split_call_id,
     tool_call,
 )
+from providers.safe_json import loads
 
 # OpenAI parameter -> GenerationConfig field (generative_service.proto JSON names). In this order,
 # so max_completion_tokens overrides the deprecated max_tokens.
@@ -301,7 +301,7 @@ def _function_calls(message: dict[str, Any], where: str, calls: dict[str, tuple[
         if not isinstance(call_id, str) or not call_id:
             raise InvalidRequest(f"{here}.id", "a tool call needs an id")
         try:
-            args = json.loads(arguments) if arguments else {}
+            args = loads(arguments) if arguments else {}
         except (TypeError, ValueError):
             raise InvalidRequest(f"{here}.function.arguments", "function arguments are not valid JSON") from None
         if not isinstance(args, dict):
@@ -326,7 +326,7 @@ def _function_response(message: dict[str, Any], where: str, calls: dict[str, tup
     name, gemini_id = calls[call_id]
     text = "".join(p["text"] for p in _parts(message.get("content"), "tool", where, policy))
     try:
-        result = json.loads(text)
+        result = loads(text)
     except ValueError:
         result = text
     # FunctionResponse.response is a Struct: an object result goes as is, anything else as the string

@@ -10,6 +10,7 @@ from typing import Any
 
 from providers.base import dig
 from providers.openai import openai
+from providers.safe_json import loads
 
 # OpenAI finish_reason -> Anthropic stop_reason (spec StopReason). OpenAI never says which stop
 # sequence matched, so "stop" is end_turn and stop_sequence stays null.
@@ -58,7 +59,7 @@ def _parse_input(arguments: Any) -> dict[str, Any]:
     """Tool arguments as an object; arguments that do not parse to one become {} (Anthropic's input
     must be an object, and a made-up key would reach the client's tool)."""
     try:
-        args = json.loads(arguments) if isinstance(arguments, str) else {}
+        args = loads(arguments) if isinstance(arguments, str) else {}
     except ValueError:
         args = {}
     return args if isinstance(args, dict) else {}

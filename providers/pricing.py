@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 from cachetools import LRUCache
 
 from providers.base import Usage
+from providers.safe_json import loads
 
 PRICES_JSON = Path(__file__).with_name("prices.json")
 LONG_CONTEXT = 200_000  # input tokens above which a model's "above_200k" prices apply to the whole call
@@ -71,7 +71,7 @@ class Price:
 @functools.cache
 def builtin_prices() -> Mapping[str, Price]:
     """The shipped table, read once; read-only so no caller can change another's prices."""
-    models = json.loads(PRICES_JSON.read_text(encoding="utf-8"))["models"]
+    models = loads(PRICES_JSON.read_text(encoding="utf-8"))["models"]
     return MappingProxyType({key.lower(): Price.from_dict(key, row) for key, row in models.items()})
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from providers.replay_sse import read_events, write_events
+from providers.safe_json import loads
 
 # Message fields the API sends in message_delta, not in message_start (server-tool streams send
 # container there: messages_stream_prompt_cache_server_tools.sse).
@@ -112,7 +113,7 @@ class AnthropicReplay:
                 try:
                     for index, parts in json_parts.items():
                         if "".join(parts):
-                            blocks[index]["input"] = json.loads("".join(parts))
+                            blocks[index]["input"] = loads("".join(parts))
                 except ValueError:
                     return None
                 return message | {"content": [blocks[i] for i in sorted(blocks)]}

@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from providers.safe_json import loads
 from providers.sse import SSEDecoder
 
 DONE = "[DONE]"
@@ -23,7 +24,7 @@ def read_events(raw: bytes) -> list[tuple[str | None, Any]] | None:
             events.append((frame.event, DONE))
             continue
         try:
-            events.append((frame.event, json.loads(frame.data)))
+            events.append((frame.event, loads(frame.data)))
         except ValueError:
             return None
     return events

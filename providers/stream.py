@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from providers.base import Route, StreamState
 from providers.decoding import incremental_decoder
+from providers.safe_json import TooDeep, loads
 from providers.sse import Frame, decoder_for
 
 
@@ -57,10 +57,12 @@ class StreamParser:
                 data: object = "[DONE]"
             else:
                 try:
-                    data = json.loads(frame_data)
+                    data = loads(frame_data)
+                except TooDeep as e:
+                    self.state.error = f"malformed stream event: {e}"
+                    continue
                 except ValueError:
-                    snippet = frame_data[:80]
-                    self.state.error = f"malformed stream event: {snippet!r}"
+                    self.state.error = f"malformed stream event: {frame_data[:80]!r}"
                     continue
             parsed[-1] = (frame, data)
             try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from providers.base import parse_json
+from providers.safe_json import parse_json
 
 
 def _text_of(content: Any) -> str:

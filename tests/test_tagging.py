@@ -26,7 +26,10 @@ def test_headers_win_over_params_which_win_over_the_body():
     "name,value,param",
     [("x-tapgate-metadata", "not json", "X-Tapgate-Metadata"), ("x-tapgate-metadata", "[1]", "X-Tapgate-Metadata"),
      ("x-tapgate-params", "%%%", "X-Tapgate-Params"),
-     ("x-tapgate-params", '{"metadata": 5}', "X-Tapgate-Params.metadata")],
+     ("x-tapgate-params", '{"metadata": 5}', "X-Tapgate-Params.metadata"),
+     ("x-tapgate-metadata", '{"a":' * 20_000 + "1" + "}" * 20_000, "X-Tapgate-Metadata"),
+     ("x-tapgate-params", "[" * 20_000 + "]" * 20_000, "X-Tapgate-Params"),
+     ("x-tapgate-params", base64.b64encode(b"[" * 20_000 + b"]" * 20_000).decode(), "X-Tapgate-Params")],
 )
 def test_malformed_headers_name_the_param(name, value, param):
     with pytest.raises(BadTag) as e:
