@@ -70,3 +70,47 @@ def test_decoder_for_content_types():
     assert isinstance(decoder_for("text/event-stream; charset=utf-8"), SSEDecoder)
     assert isinstance(decoder_for("application/x-ndjson"), NDJSONDecoder)
     assert isinstance(decoder_for("application/json; charset=UTF-8"), JSONArrayDecoder)
+
+
+class CountingBuffer(bytearray):
+    """A decoder's buffer that counts the bytes each find() looks at: quadratic framing rescans them."""
+
+    scanned = 0
+
+    def find(self, sub, start=0, end=None):
+        self.scanned += (len(self) if end is None else end) - start
+        return super().find(sub, start, end)
+
+
+LONG = 4 * 1024 * 1024
+
+
+@pytest.mark.parametrize("decoder,wire", [
+    (SSEDecoder, b"data: " + b"x" * LONG + b"\n\ndata: after\n\n"),
+    (SSEDecoder, b": start\r\n\r\ndata: " + b"x" * LONG + b"\r\n\r\ndata: after\r\n\r\n"),
+    (NDJSONDecoder, b"\"" + b"x" * LONG + b"\"\n\"after\"\n"),
+], ids=["sse-lf", "sse-crlf", "ndjson"])
+def test_one_long_event_is_framed_in_linear_time(decoder, wire):
+    d = decoder()
+    d._buf = buf = CountingBuffer()  # white box: the count is deterministic where a timing is not
+    frames = []
+    for i in range(0, len(wire), 4096):  # 1,000+ chunks: rescanning each time would look at ~2 GB
+        frames += d.feed(wire[i : i + 4096])
+    frames += d.close()
+    assert [len(f.data) for f in frames if f.data][-2:] in ([LONG, 5], [LONG + 2, 7])
+    assert buf.scanned < 3 * len(wire)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_long_events_keep_utf8_and_crlf_whole_across_any_boundary(seed):
+    text = ("é€" * 50_000).encode()  # past the 64 KiB compaction point, characters cut by chunks
+    wire = b"data: " + text + b"\r\n\r\ndata: " + text + b"\n\n" + b"data: " + text + b"\r\r"
+    split = random_splits(wire, random.Random(seed), max_piece=9000)
+    assert [f.data for f in frames_of(SSEDecoder(), split)] == [text.decode()] * 3
+
+
+def test_json_array_escapes_survive_one_byte_chunks():
+    data = b'[{"t": "a\\\\\\"}]{[", "u": "\\\\"}, {"v": "\xe2\x82\xac\\""}]'
+    whole = frames_of(JSONArrayDecoder(), [data])
+    assert [f.data for f in whole if f.data] == ['{"t": "a\\\\\\"}]{[", "u": "\\\\"}', '{"v": "€\\""}']
+    assert frames_of(JSONArrayDecoder(), [data[i : i + 1] for i in range(len(data))]) == whole
