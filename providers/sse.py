@@ -35,7 +35,8 @@ class SSEDecoder:
         self._buf = bytearray()
         self._start = 0  # where the current (incomplete) event begins in _buf
         self._scan = 0  # where the next line begins
-        self._searched = 0  # bytes before this were already searched for a line or event end
+        self._searched = 0  # bytes before this were already searched for a line end (CR mode)
+        self._pairs_searched = 0  # ... for a blank line (LF mode)
         self._event: str | None = None
         self._data: list[str] = []
         self._seen_field = False
@@ -44,20 +45,19 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[Frame]:
         self._buf += chunk
         if not self._cr_seen and b"\r" in chunk:
-            self._cr_seen = True
-            self._searched = self._start  # lines from here on: the event so far is read once more
+            self._cr_seen = True  # lines from here on: the pending event is read once more, from its start
         return self._lines(final=False) if self._cr_seen else self._events_lf()
 
     def _events_lf(self) -> list[Frame]:
         """Whole events split at blank lines by bytes.find; only complete events are looked at."""
         buf, frames = self._buf, []
         # Resume one byte back: the last byte searched may be the first "\n" of the pair.
-        while (end := buf.find(b"\n\n", max(self._start, self._searched - 1))) >= 0:
+        while (end := buf.find(b"\n\n", max(self._start, self._pairs_searched - 1))) >= 0:
             for line in bytes(buf[self._start : end]).split(b"\n"):
                 if line:
                     self._field(line)
             frames.append(self._dispatch(end + 2))
-        self._scan, self._searched = self._start, len(buf)
+        self._scan, self._pairs_searched = self._start, len(buf)
         self._compact()
         return frames
 
@@ -100,6 +100,7 @@ class SSEDecoder:
             del self._buf[: self._start]
             self._scan -= self._start
             self._searched = max(self._searched - self._start, 0)
+            self._pairs_searched = max(self._pairs_searched - self._start, 0)
             self._start = 0
 
     def _field(self, line: bytes) -> None:

@@ -114,3 +114,8 @@ def test_json_array_escapes_survive_one_byte_chunks():
     whole = frames_of(JSONArrayDecoder(), [data])
     assert [f.data for f in whole if f.data] == ['{"t": "a\\\\\\"}]{[", "u": "\\\\"}', '{"v": "€\\""}']
     assert frames_of(JSONArrayDecoder(), [data[i : i + 1] for i in range(len(data))]) == whole
+
+
+@pytest.mark.parametrize("pieces", [[b"data: a\n\nevent: x\ndata: b\n"], [b"data: a\n", b"\nevent: x\nda", b"ta: b\n"]])
+def test_an_lf_stream_ending_without_a_blank_line_keeps_its_last_event(pieces):
+    assert [(f.event, f.data) for f in frames_of(SSEDecoder(), pieces)] == [(None, "a"), ("x", "b")]
