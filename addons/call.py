@@ -50,6 +50,9 @@ class Call:
     # The gateway asked this stream for usage the client did not ask for.
     injected_usage: bool = False
     upstream_started: float | None = None
+    # The prompt reached a provider (passthrough: handed upstream; router: an attempt went out), so a
+    # call that ends without usage, a client gone before the first byte included, is still charged.
+    prompt_sent: bool = False
     upstream_span_id: str = field(default_factory=new_span_id)
     first_chunk: float | None = None
     parser: StreamParser | None = None

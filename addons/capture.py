@@ -116,6 +116,7 @@ class Capture:
             req.headers["accept-encoding"] = "identity"  # so the hidden usage chunk can be cut out in place
             call.injected_usage = True
         call.upstream_started = time.time()
+        call.prompt_sent = True
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         call: Call | None = flow.metadata.get("tapgate")
@@ -201,7 +202,7 @@ def refuse(flow: http.HTTPFlow, call: Call, status: int, message: str, code: str
     reply = call.route.provider.error_reply(status, message, code, param)
     flow.response = http.Response.make(status, reply.body, {"content-type": reply.content_type, **(headers or {})})
     call.refused = code
-    call.upstream_started = None  # nothing went upstream
+    call.upstream_started, call.prompt_sent = None, False  # nothing went upstream
 
 
 def request_host(req: http.Request) -> str:

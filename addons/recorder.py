@@ -26,7 +26,12 @@ class Recorder:
         if call.refused:
             status = "refused"
         usage, estimated = facts.usage, False
-        if status_code is not None and status_code < 400 and status != "refused":
+        if status == "client_disconnected" and status_code is None and call.prompt_sent and not usage.known:
+            # Gone before the answer: the provider still read (and bills) the whole prompt.
+            usage, estimated = call.estimate(0), True
+            error = "; ".join(filter(None, (error, "the provider got the prompt: its input tokens are "
+                                                   "estimated and charged")))
+        elif status_code is not None and status_code < 400 and status != "refused":
             if not usage.known:
                 usage, estimated = call.estimate(output_chars), True
                 error = error or "the provider reported no usage; tokens are estimated"

@@ -44,7 +44,11 @@ class Outcome:
 
 
 class ChatRelay:
-    """OpenAI chunks from the translator, written in the client's shape (OpenAI SSE or Anthropic events)."""
+    """OpenAI chunks from the translator, written in the client's shape (OpenAI SSE or Anthropic events).
+    `cancelled`: the router's handler was cancelled (its client left) while the relay waited; the
+    outcome says so and the caller re-raises once it is recorded."""
+
+    cancelled = False
 
     def __init__(self, answer: StreamAnswer, out, deadline: float, headers: dict[str, str] | None = None,
                  keep: list | None = None) -> None:
@@ -79,13 +83,17 @@ class ChatRelay:
             await self.response.write_eof()
         except ConnectionError as e:
             status, error = "client_disconnected", f"the client left mid-stream: {type(e).__name__}"
+        except asyncio.CancelledError:
+            status, error, self.cancelled = "client_disconnected", "the client left mid-stream", True
         finally:
-            answer.release()
+            answer.release()  # an unfinished answer's connection is closed, not pooled
         return Outcome.of(state, status, error)
 
 
 class RawRelay:
     """Bytes as the provider sent them (the client speaks the provider's shape), parsed as they pass."""
+
+    cancelled = False
 
     def __init__(self, answer: RawStreamAnswer, route: Route, deadline: float, keep: list | None = None) -> None:
         self.answer, self.deadline = answer, deadline
@@ -113,9 +121,13 @@ class RawRelay:
             await self.response.write_eof()
         except ConnectionError as e:
             status, error = "client_disconnected", f"the client left mid-stream: {type(e).__name__}"
+        except asyncio.CancelledError:
+            status, error, self.cancelled = "client_disconnected", "the client left mid-stream", True
         finally:
             answer.release()
         state = self.parser.state
-        if status == "ok" and not state.finished:
+        if status == "ok" and state.error:  # an error event, or one that could not be read
+            status, error = "error", state.error
+        elif status == "ok" and not state.finished:
             status, error = "incomplete", "the stream ended before its final event"
         return Outcome.of(state, status, error)

@@ -3,10 +3,16 @@ served as plain HTTP inside mitmdump on `tapgate_router`, with fallbacks, retrie
 
 It is its own aiohttp server, not a mitmproxy mode: mitmproxy streams a response only from the
 upstream it first connected to, and sends a response set in a hook whole, so a fallback could not
-stream. Here the router holds each attempt until its first chunk and only then answers the client."""
+stream. Here the router holds each attempt until its first chunk and only then answers the client.
+
+A client that leaves stops its call at once: aiohttp cancels the handler when the connection drops
+(handler_cancellation), which cancels the attempt in flight (its upstream connection is closed) and
+every retry and fallback after it; the call is recorded `client_disconnected` and charged the
+estimated input when a provider already had the prompt."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -96,7 +102,7 @@ class Router:
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/v1/responses", self.responses)
         app.router.add_get("/v1/models", self.models)
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
         await self.runner.setup()
         host, _, port = ctx.options.tapgate_router.rpartition(":")
         site = web.TCPSite(self.runner, host.strip("[]") or "127.0.0.1", int(port))
@@ -192,6 +198,9 @@ class Router:
             finally:
                 if call.cache_leader:
                     self.cache.cache.release(call.cache_key)
+        except asyncio.CancelledError:  # the client left (or the gateway is stopping): record, then stop
+            self._record_cancelled(call, request)
+            raise
         except RouterError as e:
             if isinstance(e, (Refused, Unauthorized, Forbidden, BadRequest, ModelNotFound, BodyTooLarge)):
                 call.refused = e.code
@@ -210,6 +219,9 @@ class Router:
         try:
             tags = router_tags(headers, call.facts.user, fields)
         except BadTag as e:
+            # Still say who it was for, as far as the well-formed parts tell (as passthrough does).
+            call.customer_identifier = (headers.get("x-tapgate-customer-identifier") or fields.get("customer_identifier")
+                                        or call.facts.user)
             raise BadRequest(str(e), param=e.param) from None
         call.customer_identifier, call.thread_identifier = tags.customer_identifier, tags.thread_identifier
         call.metadata, call.customer_params = tags.metadata, tags.customer_params
@@ -246,6 +258,7 @@ class Router:
             except (InvalidRequest, UnsupportedParam) as e:
                 raise BadRequest(f"{target.name}: {e}", param=e.param) from None
             translated[target.name] = upstream_request
+            call.prompt_sent = True
             return await self.upstream.attempt(target, upstream_request, stream=stream, remaining=remaining,
                                                connect_timeout=config.connect_timeout,
                                                first_byte_timeout=config.first_byte_timeout,
@@ -279,6 +292,8 @@ class Router:
         outcome = await relay.run(request, call.mark_first_chunk)
         self._record(call, 200, outcome.facts, outcome.finished, outcome.chars,
                      outcome.body if store_bodies else None, outcome.status, outcome.error)
+        if relay.cancelled:
+            raise asyncio.CancelledError  # recorded; aiohttp drops what is left of the connection
         if kept and call.status == "ok":
             if same_dialect:  # the cache keeps every answer as OpenAI chat, served in any client's shape
                 whole = replay_for(provider, front.endpoint).as_whole(b"".join(kept))
@@ -351,6 +366,14 @@ class Router:
                                  facts=facts, finished=finished, output_chars=chars, response_body=body)
         except Exception:  # recording must never break the router
             log.exception("tapgate: could not record routed call %s", call.id)
+
+    def _record_cancelled(self, call: Call, request: web.Request) -> None:
+        """A call stopped before its answer began: its client left, or the gateway is shutting down."""
+        left = request.transport is None or request.transport.is_closing()
+        why = ("the client left before the answer's first byte" if left
+               else "the gateway stopped before the answer's first byte")
+        self._record(call, None, ResponseFacts(error=why), True, 0, None,
+                     "client_disconnected" if left else "error", why)
 
     def _record_error(self, call: Call, e: RouterError) -> None:
         self._record(call, e.status, ResponseFacts(error=e.message), True, 0, None, "error", e.message)

@@ -157,6 +157,9 @@ class Upstream:
         except aiohttp.ClientError as e:
             response.close()
             return Failure("reset", f"the connection broke: {type(e).__name__}")
+        except asyncio.CancelledError:  # the client left: this attempt's connection goes now, not at a timeout
+            response.close()
+            raise
         finally:
             if not stream:
                 response.release()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import dataclasses
 import json
 import os
 import signal
@@ -33,7 +34,7 @@ LOG_SIZE = 1000
 # /_mock/program keys -> the request header they stand for.
 PROGRAM_KEYS = {"fixture": "x-mock-fixture", "status": "x-mock-status", "encoding": "x-mock-encoding",
                 "delay_ms": "x-mock-delay-ms", "chunk_delay_ms": "x-mock-chunk-delay-ms", "fault": "x-mock-fault",
-                "echo": "x-mock-echo", "headers": "x-mock-headers"}
+                "echo": "x-mock-echo", "headers": "x-mock-headers", "nest": "x-mock-nest"}
 
 
 class MockError(ValueError):
@@ -56,6 +57,7 @@ class Controls:
     fault: str | None = None  # reset | silent | cut
     echo: bool = False
     headers: tuple[tuple[str, str], ...] = ()  # extra response headers
+    nest: int = 0  # wrap a body in this many arrays; give a stream an extra event nested this deep
 
     @property
     def immediate(self) -> bool:
@@ -68,7 +70,9 @@ def parse_controls(get, fixtures: dict) -> Controls:
         return seconds(name, get(name) or "0")
 
     fixture, status, encoding = get("x-mock-fixture"), get("x-mock-status"), get("x-mock-encoding")
-    fault = get("x-mock-fault")
+    fault, nest = get("x-mock-fault"), get("x-mock-nest") or "0"
+    if not nest.isdigit():
+        raise MockError(f"x-mock-nest must be a whole number of levels, got {nest!r}")
     if fixture is not None and fixture not in fixtures:
         raise MockError(f"unknown fixture {fixture!r}; GET /_mock/fixtures lists them")
     if status is not None and not (status.isdigit() and 100 <= int(status) <= 999):
@@ -87,7 +91,8 @@ def parse_controls(get, fixtures: dict) -> Controls:
         except (ValueError, AttributeError):
             raise MockError(f"x-mock-headers must be a JSON object, got {raw!r}") from None
     return Controls(fixture, int(status) if status else None, encoding, ms("x-mock-delay-ms"),
-                    ms("x-mock-chunk-delay-ms"), first_byte, fault, get("x-mock-echo") in ("1", "true"), headers)
+                    ms("x-mock-chunk-delay-ms"), first_byte, fault, get("x-mock-echo") in ("1", "true"), headers,
+                    int(nest))
 
 
 def seconds(name: str, ms: str) -> float:
@@ -97,7 +102,7 @@ def seconds(name: str, ms: str) -> float:
 
 
 class Request:
-    __slots__ = ("method", "target", "path", "query", "headers", "body", "keep_alive", "has_controls")
+    __slots__ = ("method", "target", "path", "query", "headers", "body", "keep_alive", "has_controls", "closed")
 
     def __init__(self, method: str, target: str, version: str, headers: dict[str, str], body: bytes):
         self.method, self.target, self.headers, self.body = method, target, headers, body
@@ -108,6 +113,11 @@ class Request:
         connection = headers.get("connection", "").lower()
         self.keep_alive = "close" not in connection if version == "HTTP/1.1" else "keep-alive" in connection
         self.has_controls = any(name.startswith("x-mock-") for name in headers)
+        self.closed: asyncio.Future | None = None  # its connection's, set once the connection has it
+
+    @property
+    def connection_open(self) -> bool:
+        return self.closed is not None and not self.closed.done()
 
     def describe(self) -> dict:
         """What the mock received; header names lower-cased, repeats joined with ", "."""
@@ -154,7 +164,11 @@ class Mock:
                 response = fx.render(echo, controls.status, controls.encoding, controls.headers)
             else:
                 key = self.catalog.choose(req, controls.fixture, controls.status)
-                response = self.catalog.render(key, controls.status, controls.encoding, controls.headers)
+                if controls.nest:
+                    response = fx.render(nested(self.catalog.fixtures[key], controls.nest), controls.status,
+                                         controls.encoding, controls.headers)
+                else:
+                    response = self.catalog.render(key, controls.status, controls.encoding, controls.headers)
         except MockError as e:
             conn.transport.write(json_response(400, {"error": {"message": f"mock: {e}", "type": "mock_error",
                                                                "param": None, "code": None}}))
@@ -200,10 +214,22 @@ class Mock:
             self.log.clear()
             return json_response(200, {"ok": True})
         if route == ("GET", "/_mock/requests"):
-            return json_response(200, [r.describe() for r in self.log])
+            # connection_open: whether the client still holds the connection the request came on.
+            return json_response(200, [{**r.describe(), "connection_open": r.connection_open} for r in self.log])
         if route == ("GET", "/_mock/fixtures"):
             return json_response(200, self.catalog.keys())
         return json_response(404, {"error": {"message": f"mock: no admin route {req.method} {req.path}"}})
+
+
+def nested(fixture: fx.Fixture, depth: int) -> fx.Fixture:
+    """The fixture with JSON nested `depth` deep: a body wrapped in arrays, or a stream with an extra
+    SSE event of nested arrays after its first, as a broken or hostile upstream might send."""
+    deep = b"[" * depth + b"]" * depth
+    if fixture.stream:
+        events = (*fixture.events[:1], b"data: " + deep + b"\n\n", *fixture.events[1:])
+    else:
+        events = (b"[" * depth + fixture.events[0] + b"]" * depth,)
+    return dataclasses.replace(fixture, key=f"{fixture.key}#nest{depth}", events=events)
 
 
 def json_response(status: int, doc) -> bytes:
@@ -362,7 +388,9 @@ class Connection(asyncio.Protocol):
             body = bytes(buf[: int(length)])
             del buf[: int(length)]
         self.head = None
-        return Request(method, target, version, headers, body)
+        req = Request(method, target, version, headers, body)
+        req.closed = self.closed  # so the log can tell whether the client still holds the connection
+        return req
 
 
 def take_chunked(buf: bytearray) -> bytes | None:
