@@ -1,4 +1,4 @@
-"""The gateway's one JSON parser for anything it did not write itself: request bodies, tag headers,
+"""The gateway's one JSON parser, above all for what it did not write itself: request bodies, tag headers,
 provider answers and stream events. Excessive nesting is malformed input (a ValueError like any
 other), never a RecursionError escaping into a hook, and never a value deep enough to break a
 recursive walker further on (json.dumps, the cache's canonical form, pydantic).
@@ -8,7 +8,8 @@ structured outputs allow 10 schema levels, some 25 JSON levels with the body aro
 256 keeps every recursive walker well under Python's recursion limit of 1000, even when it starts
 deep in mitmproxy's or aiohttp's call stack. The check is cheap on the hot path: the number of
 opening brackets (a C-speed count) bounds the depth, so only a document with more than MAX_DEPTH
-brackets has its parsed value walked, once, without recursion."""
+brackets has its parsed value walked, once, level by level (about half the time json.loads took
+for it)."""
 
 from __future__ import annotations
 
@@ -54,12 +55,11 @@ def _brackets(raw: str | bytes | bytearray) -> int:
 
 
 def _too_deep(value: dict | list) -> bool:
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return True
-        for child in node.values() if isinstance(node, dict) else node:
-            if isinstance(child, (dict, list)):
-                stack.append((child, depth + 1))
-    return False
+    """Walk the containers one level at a time (no recursion, no per-node tuples)."""
+    level = [value]
+    for _ in range(MAX_DEPTH):  # after n rounds, `level` holds the containers n + 1 deep
+        level = [c for node in level for c in (node.values() if type(node) is dict else node)
+                 if type(c) is dict or type(c) is list]
+        if not level:
+            return False
+    return True

@@ -70,6 +70,7 @@ def test_controls_layer_request_over_key_over_model_over_global():
     ({"cache_enabled": "maybe"}, {}, "cache_enabled"),
     ({"cache_options": [1]}, {}, "cache_options"),
     ({}, {"x-tapgate-cache-options": "{nope"}, "cache_options"),
+    ({}, {"x-tapgate-cache-options": "[" * 20_000 + "]" * 20_000}, "cache_options"),
     ({}, {"x-tapgate-cache": "sometimes"}, "X-Tapgate-Cache"),
 ])
 def test_bad_controls_name_their_param(fields, headers, param):

@@ -350,6 +350,33 @@ def test_echo_shows_what_the_provider_received(port):
     assert json.loads(echo["body"]) == {"model": "gpt-4o", "messages": USER}
 
 
+def test_nest_wraps_a_body_and_adds_a_deep_event_to_a_stream(port):
+    whole = oai(port).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=USER, extra_headers={"x-mock-nest": "3"}).http_response.content
+    assert whole.startswith(b'[[[{"id"') and whole.endswith(b"]]]") and json.loads(whole)[0][0][0]["id"]
+    events = oai(port).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=USER, stream=True, extra_headers={"x-mock-nest": "3"}).http_response.read()
+    assert events.split(b"\n\n")[1] == b"data: [[[]]]" and events.rstrip().endswith(b"data: [DONE]")
+
+
+def test_the_log_tells_whether_a_connection_is_still_open(port):
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-mock-fault: silent\r\n"
+                 b"Content-Length: 2\r\n\r\n{}")
+    assert until(lambda: [r["connection_open"] for r in admin(port, "GET", "/_mock/requests")] == [True])
+    sock.close()
+    assert until(lambda: [r["connection_open"] for r in admin(port, "GET", "/_mock/requests")] == [False])
+
+
+def until(predicate, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def test_chunked_and_pipelined_requests(port):
     sock = socket.create_connection(("127.0.0.1", port))
     body = b'{"model":"gpt-4o"}'
