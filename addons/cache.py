@@ -89,7 +89,9 @@ class Cache:
         call.cache_key = cache_key(dialect=call.provider, endpoint=call.route.endpoint, body=call.body,
                                    tenant=tenant, customer=call.customer_identifier, controls=found,
                                    model=call.facts.model or call.route.path_model)
+        call.prompt_sent = False  # not while it waits for an identical call (a client leaving then owes nothing)
         entry = await self.lookup(call, found)
+        call.prompt_sent = entry is None
         if entry is not None:
             self._serve(flow, call, entry)
         elif call.cache_leader:

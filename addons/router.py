@@ -5,10 +5,8 @@ It is its own aiohttp server, not a mitmproxy mode: mitmproxy streams a response
 upstream it first connected to, and sends a response set in a hook whole, so a fallback could not
 stream. Here the router holds each attempt until its first chunk and only then answers the client.
 
-A client that leaves stops its call at once: aiohttp cancels the handler when the connection drops
-(handler_cancellation), which cancels the attempt in flight (its upstream connection is closed) and
-every retry and fallback after it; the call is recorded `client_disconnected` and charged the
-estimated input when a provider already had the prompt."""
+A client that leaves stops its call: aiohttp cancels the handler when the connection drops, and with
+it the attempt in flight (its upstream connection closed) and every retry and fallback after it."""
 
 from __future__ import annotations
 
@@ -220,8 +218,7 @@ class Router:
             tags = router_tags(headers, call.facts.user, fields)
         except BadTag as e:
             # Still say who it was for, as far as the well-formed parts tell (as passthrough does).
-            call.customer_identifier = (headers.get("x-tapgate-customer-identifier") or fields.get("customer_identifier")
-                                        or call.facts.user)
+            call.customer_identifier = headers.get("x-tapgate-customer-identifier") or fields.get("customer_identifier")
             raise BadRequest(str(e), param=e.param) from None
         call.customer_identifier, call.thread_identifier = tags.customer_identifier, tags.thread_identifier
         call.metadata, call.customer_params = tags.metadata, tags.customer_params
@@ -370,10 +367,9 @@ class Router:
     def _record_cancelled(self, call: Call, request: web.Request) -> None:
         """A call stopped before its answer began: its client left, or the gateway is shutting down."""
         left = request.transport is None or request.transport.is_closing()
-        why = ("the client left before the answer's first byte" if left
-               else "the gateway stopped before the answer's first byte")
-        self._record(call, None, ResponseFacts(error=why), True, 0, None,
-                     "client_disconnected" if left else "error", why)
+        why = f"the {'client left' if left else 'gateway stopped'} before the answer's first byte"
+        status = "client_disconnected" if left else "error"
+        self._record(call, None, ResponseFacts(error=why), True, 0, None, status, why)
 
     def _record_error(self, call: Call, e: RouterError) -> None:
         self._record(call, e.status, ResponseFacts(error=e.message), True, 0, None, "error", e.message)
