@@ -19,6 +19,7 @@ from addons.capture import refuse
 from addons.settings import Settings
 from addons.store import Store, read_cache_entries
 from addons.tagging import new_span_id
+from providers.base import Route, Usage, parse_json
 from providers.canonical import sampled
 from providers.replay import Replay, replay_for
 from providers.safe_json import loads
@@ -54,6 +55,8 @@ class Cache:
         # Entries served in the other mode (or without the usage the gateway asked for) are rendered
         # once per entry and variant: rendering costs more than the rest of a hit.
         self.renders: LRUCache[tuple, tuple[bytes, str] | None] = LRUCache(maxsize=256)
+        # The usage each entry's original call reported, read from the entry once.
+        self.usages: LRUCache[tuple, Usage] = LRUCache(maxsize=1024)
         self._shape: tuple[int, bool] | None = None
 
     def configure(self, updated: set[str]) -> None:
@@ -172,6 +175,9 @@ class Cache:
             call.cache_hit = False
             return
         body, content_type = rendered
+        if (usage := self.usages.get(variant[:2])) is None:
+            usage = self.usages[variant[:2]] = original_usage(entry, call.route)
+        call.cached_usage = usage
         flow.response = http.Response.make(200, body, {"content-type": content_type, HEADER: "HIT"})
         call.upstream_started = None
         call.mark_first_chunk()
@@ -179,6 +185,18 @@ class Cache:
             call.parser = StreamParser(call.route, content_type)
             call.parser.feed(body)
             call.parser.close()
+
+
+def original_usage(entry: Entry, route: Route) -> Usage:
+    """The usage the provider reported to the call that stored the entry (the gateway asks streams
+    for it), so a hit in any shape records and saves exactly what that call cost."""
+    if entry.stream:
+        parser = StreamParser(route, entry.content_type)
+        parser.feed(entry.body)
+        parser.close()
+        return parser.state.usage
+    body = parse_json(entry.body)
+    return route.provider.response_facts(route, body).usage if body is not None else Usage()
 
 
 def render(entry: Entry, wants_stream: bool, replay: Replay | None, wants_usage: bool) -> tuple[bytes, str] | None:

@@ -78,6 +78,9 @@ class Call:
     cache_hit: bool = False
     cache_leader: bool = False
     cache_ttl: float = 0.0
+    # A hit: the usage of the call that stored the entry (what the hit saved), whatever the rendered
+    # answer shows (a stream rendered from a whole answer carries no usage the client did not ask for).
+    cached_usage: Usage | None = None
     status: str | None = None
     # The client's parsed body, lowercased headers and X-Tapgate-Params object as sent (the cache reads them).
     body: Any = None

@@ -26,6 +26,8 @@ class Recorder:
         if call.refused:
             status = "refused"
         usage, estimated = facts.usage, False
+        if call.cached_usage is not None and call.cached_usage.known:
+            usage = call.cached_usage  # a hit records what the original call used, never an estimate
         if status == "client_disconnected" and status_code is None and call.prompt_sent and not usage.known:
             # Gone before the answer: the provider still read (and bills) the whole prompt.
             usage, estimated = call.estimate(0), True

@@ -97,11 +97,11 @@ def rows(gw, msgs: list[dict], n: int) -> list[dict]:
 
 # -- passthrough: every dialect, every combination of stream and whole ---------------------------------
 
-def openai_call(gw, msgs, stream):
+def openai_call(gw, msgs, stream, usage=True):
     c = oai(gw)
     if stream:
         chunks = list(c.chat.completions.create(model="gpt-4o-mini", messages=msgs, stream=True,
-                                                stream_options={"include_usage": True}))
+                                                **({"stream_options": {"include_usage": True}} if usage else {})))
         return "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices), chunks[-1].usage
     done = c.chat.completions.create(model="gpt-4o-mini", messages=msgs)
     return done.choices[0].message.content, done.usage
@@ -131,19 +131,25 @@ def gemini_call(gw, msgs, stream, monkeypatch):
 
 @pytest.mark.parametrize("second", [False, True], ids=["then-whole", "then-stream"])
 @pytest.mark.parametrize("first", [False, True], ids=["whole", "stream"])
-@pytest.mark.parametrize("dialect", ["openai", "anthropic", "gemini"])
+@pytest.mark.parametrize("dialect", ["openai", "openai-usage-unasked", "anthropic", "gemini"])
 def test_passthrough_hit_in_every_combination(gw, mock, monkeypatch, dialect, first, second):
+    """Whatever shape the hit is served in, its row has the original call's usage (never an
+    estimate, even for a stream whose client did not ask for usage) and saves exactly its cost."""
     msgs = prompt()
-    call = {"openai": openai_call, "anthropic": anthropic_call,
-            "gemini": lambda g, m, s: gemini_call(g, m, s, monkeypatch)}[dialect]
+    call = {"openai": openai_call, "openai-usage-unasked": lambda g, m, s: openai_call(g, m, s, usage=False),
+            "anthropic": anthropic_call, "gemini": lambda g, m, s: gemini_call(g, m, s, monkeypatch)}[dialect]
     text1, usage1 = call(gw, msgs, first)
     text2, usage2 = call(gw, msgs, second)
     assert text2 == text1 and text1
-    assert usage2 == usage1  # the hit reports what the original call used
+    if dialect != "openai-usage-unasked":
+        assert usage2 == usage1  # the hit reports what the original call used
     assert upstream_calls(mock) == 1
     miss, hit = rows(gw, msgs, 2)
     assert (miss["cache_hit"], hit["cache_hit"]) == (0, 1)
-    assert hit["cost_usd"] == 0 and hit["cost_saved_usd"] == pytest.approx(miss["cost_usd"])
+    assert (miss["usage_estimated"], miss["error"]) == (0, None)
+    assert (hit["input_tokens"], hit["output_tokens"]) == (miss["input_tokens"], miss["output_tokens"])
+    assert (hit["usage_estimated"], hit["error"]) == (0, None)
+    assert hit["cost_usd"] == 0 and hit["cost_saved_usd"] == miss["cost_usd"] > 0
     assert hit["status"] == "ok" and hit["stream"] == int(second)
     spans = query(gw["tmp"] / "t.db", "SELECT name, attributes FROM spans WHERE request_id = ?", (hit["id"],))
     assert any(s["name"] == "cache lookup" and json.loads(s["attributes"])["hit"] for s in spans)
@@ -257,11 +263,12 @@ def router(gw, key: str = MASTER) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw["router"], api_key=key, max_retries=0)
 
 
-def routed(c, model, msgs, stream, **extra):
+def routed(c, model, msgs, stream, usage=True, **extra):
     body = dict(model=model, messages=msgs, extra_body={"cache_enabled": True, **extra.pop("extra_body", {})},
                 **extra)
     if stream:
-        chunks = list(c.chat.completions.create(stream=True, stream_options={"include_usage": True}, **body))
+        chunks = list(c.chat.completions.create(
+            stream=True, **({"stream_options": {"include_usage": True}} if usage else {}), **body))
         return "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices), chunks[-1].usage
     done = c.chat.completions.create(**body)
     return done.choices[0].message.content, done.usage
@@ -270,16 +277,20 @@ def routed(c, model, msgs, stream, **extra):
 @pytest.mark.parametrize("second", [False, True], ids=["then-whole", "then-stream"])
 @pytest.mark.parametrize("first", [False, True], ids=["whole", "stream"])
 @pytest.mark.parametrize("model", ["openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"])
-def test_router_hit_in_every_combination(gw, mock, model, first, second):
+@pytest.mark.parametrize("usage", [True, False], ids=["usage", "usage-unasked"])
+def test_router_hit_in_every_combination(gw, mock, model, first, second, usage):
     msgs = prompt()
-    text1, usage1 = routed(router(gw), model, msgs, first)
-    text2, usage2 = routed(router(gw), model, msgs, second)
+    text1, usage1 = routed(router(gw), model, msgs, first, usage)
+    text2, usage2 = routed(router(gw), model, msgs, second, usage)
     assert text1 and text2 == text1
-    assert (usage2.prompt_tokens, usage2.completion_tokens) == (usage1.prompt_tokens, usage1.completion_tokens)
+    if usage:
+        assert (usage2.prompt_tokens, usage2.completion_tokens) == (usage1.prompt_tokens, usage1.completion_tokens)
     assert upstream_calls(mock) == 1
     miss, hit = rows(gw, msgs, 2)
     assert (hit["cache_hit"], hit["cost_usd"], hit["mode"], hit["routed_to"]) == (1, 0, "router", model)
-    assert hit["cost_saved_usd"] == pytest.approx(miss["cost_usd"])
+    assert (hit["input_tokens"], hit["output_tokens"]) == (miss["input_tokens"], miss["output_tokens"])
+    assert (hit["usage_estimated"], hit["error"]) == (0, None)
+    assert hit["cost_saved_usd"] == miss["cost_usd"] > 0
 
 
 def test_router_keys_and_customers_are_isolated(gw, mock):
