@@ -49,6 +49,11 @@ class Capture:
     # -- hooks ---------------------------------------------------------------------------------
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if replayed(flow):
+            # Client replay, server replay or a flow file read: no new call was made, so none is
+            # recorded or charged (every other addon acts only on flows that carry a Call).
+            flow.metadata.pop("tapgate", None)
+            return
         req = flow.request
         registry = self.settings.registry
         host = request_host(req)
@@ -203,6 +208,11 @@ def refuse(flow: http.HTTPFlow, call: Call, status: int, message: str, code: str
     flow.response = http.Response.make(status, reply.body, {"content-type": reply.content_type, **(headers or {})})
     call.refused = code
     call.upstream_started, call.prompt_sent = None, False  # nothing went upstream
+
+
+def replayed(flow: http.HTTPFlow) -> bool:
+    """A flow read from a file (not live) or replayed by mitmproxy (live again, but marked)."""
+    return not flow.live or flow.is_replay is not None
 
 
 def request_host(req: http.Request) -> str:

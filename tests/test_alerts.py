@@ -3,7 +3,6 @@ across restarts, nothing queued is lost at shutdown, and firing never blocks the
 
 import json
 import logging
-import statistics
 import threading
 import time
 from contextlib import contextmanager
@@ -248,20 +247,23 @@ def test_a_clean_shutdown_keeps_queued_alerts_for_the_next_start(tmp_path, http)
 
 
 def test_firing_never_waits_on_a_receiver_that_hangs(tmp_path, http):
+    """While the sender is stuck inside a delivery, fire() still returns at once for every alert: they
+    are all queued, none delivered, until the receiver answers (no clock is read: a fire() that waited
+    on the sender would still be running when the receiver is released)."""
     http.hold.set()
     db = tmp_path / "t.db"
     with running(db, everywhere(http)) as alerts:
         alerts.fire(crossing(), None)
         assert http.arrived.wait(10)  # the sender is blocked on the receiver
-        took = []
-        for i in range(200):
-            c = crossing(threshold=float(i), spent=i + 0.5)
-            start = time.perf_counter()
-            alerts.fire(c, None)
-            took.append(time.perf_counter() - start)
+        firing = threading.Thread(target=lambda: [alerts.fire(crossing(threshold=float(i), spent=i + 0.5), None)
+                                                  for i in range(200)])
+        firing.start()
+        firing.join(30)
+        returned = not firing.is_alive()
+        queued = alerts.inbox.qsize()
         http.release.set()
-    print(f"fire: median {statistics.median(took) * 1e6:.1f} µs, max {max(took) * 1e6:.1f} µs")
-    assert statistics.median(took) < 100e-6 and max(took) < 5e-3
+        firing.join()
+    assert returned and queued == 200
 
 
 def test_a_keys_own_destination_gets_its_alerts_beside_the_global_one(tmp_path, http):

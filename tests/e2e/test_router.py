@@ -440,10 +440,9 @@ def test_a_stream_stalling_past_the_timeout_is_ended_with_an_error(mock, tmp_pat
     try:
         fail(mock, "/chat/completions", chunk_delay_ms=3000)
         c = openai.OpenAI(base_url=router_url(process), api_key="x", max_retries=0)
-        started = time.monotonic()
+        # Without the deadline the stream would end normally (one event every 3 s), not with this error.
         with pytest.raises(openai.APIError, match="timeout"):
             list(c.chat.completions.create(model="openai/gpt-4o-mini", messages=MSG, stream=True))
-        assert time.monotonic() - started < 2.5
         (r,) = wait_rows(tmp_path / "t.db", "SELECT * FROM requests")
         assert r["status"] == "upstream_error" and "timeout" in r["error"]
     finally:
