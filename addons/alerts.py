@@ -1,4 +1,4 @@
-"""Alerts: a budget threshold crossed becomes a Slack post, a webhook post and an email, sent by one
+"""Alerts: a budget threshold crossed (or a cap that starts refusing calls) becomes a Slack post, a webhook post and an email, sent by one
 thread with retries, once per threshold per period, also across restarts (issue 4).
 
 The `alerts` table is the outbox. Its primary key (scope:scope_id:budget:threshold:period_start)
@@ -58,6 +58,13 @@ def alert_row(crossing: Crossing, now: float) -> dict[str, Any]:
     kind = "its cap" if threshold == budget.cap else f"soft threshold {fmt(threshold, unit)}"
     of = f"of its {fmt(budget.cap, unit)}" if budget.cap else "on its"
     resets = f"resets {crossing.resets_at.isoformat()}" if crossing.resets_at else "a lifetime budget"
+    if crossing.refusing is not None:
+        message = (f"tapgate: {who(scope, scope_id)} is refusing calls: {fmt(crossing.spent, unit)} {of} "
+                   f"{budget.label} budget is spent or reserved, and a call needing up to "
+                   f"{fmt(crossing.refusing, unit)} did not fit; {resets}")
+    else:
+        message = (f"tapgate: {who(scope, scope_id)} reached {fmt(crossing.spent, unit)} {of} "
+                   f"{budget.label} budget ({kind}); {resets}")
     return {
         "id": f"{scope}:{scope_id}:{budget.label}:{threshold:.15g}:{crossing.period_start}",
         "created_at": iso(now),
@@ -70,8 +77,7 @@ def alert_row(crossing: Crossing, now: float) -> dict[str, Any]:
         "spent": crossing.spent,
         "period_start": crossing.period_start,
         "resets_at": crossing.resets_at.isoformat() if crossing.resets_at else None,
-        "message": f"tapgate: {who(scope, scope_id)} reached {fmt(crossing.spent, unit)} {of} "
-                   f"{budget.label} budget ({kind}); {resets}",
+        "message": message,
         "channels": "[]",
         "sent_at": None,
         "attempts": 0,
@@ -80,6 +86,8 @@ def alert_row(crossing: Crossing, now: float) -> dict[str, Any]:
 
 
 def subject(alert: dict[str, Any]) -> str:
+    if " is refusing calls: " in alert["message"]:
+        return f"tapgate budget alert: {who(alert['scope'], alert['scope_id'])} is refusing calls ({alert['budget']})"
     return (f"tapgate budget alert: {who(alert['scope'], alert['scope_id'])} reached "
             f"{fmt(alert['threshold'], alert['unit'])} ({alert['budget']})")
 

@@ -212,6 +212,11 @@ class TapgateConfig(Strict):
     # Per customer_identifier: named customers, and the policy every other customer gets.
     customers: dict[str, Policy] = {}
     customer_default: Policy = Policy()
+    # Budgets a request declares for its customer (X-Tapgate-Params customer_params) come from the
+    # caller itself, which can raise or drop them on its next call: they add a cap, never replace the
+    # ones above. "all" honours them from any caller, "none" ignores them, and a list honours them only
+    # on calls made with these gateway keys (ids or names).
+    customer_params_budgets: Literal["all", "none"] | list[str] = "all"
     alerts: Alerts = Alerts()
     router: RouterConfig = RouterConfig()
     cache: CacheConfig = CacheConfig()

@@ -53,21 +53,30 @@ def period_bounds(period: Period, now: datetime) -> tuple[datetime | None, datet
 class Refusal:
     scope: Scope
     budget: Budget
-    spent: float
+    spent: float  # settled plus reserved by calls in flight, in the budget's unit
     resets_at: datetime | None
+    reserving: float = 0.0  # what the refused call would have reserved (its worst case), same unit
+    period_start: str = LIFETIME
 
-    def message(self) -> str:
+    def message(self, worst_case: str = "") -> str:
+        """`worst_case` says how the call's reservation was reckoned; it is named for USD and token
+        budgets, where the reservation (not spend) is often what no longer fits."""
         unit, cap = self.budget.unit, self.budget.cap
         resets = f"; it resets at {self.resets_at.isoformat()}" if self.resets_at else " (a lifetime budget)"
+        why = ""
+        if worst_case and unit != "requests":
+            whole = ", more than the whole budget" if cap is not None and self.reserving > cap else ""
+            why = f"; this call reserves up to {fmt(self.reserving, unit)}{whole}: {worst_case}"
         return (
             f"Budget exceeded for {who(*self.scope)}: {fmt(self.spent, unit)} of {fmt(cap, unit)} per "
-            f"{self.budget.period} spent or reserved by calls in flight{resets}."
+            f"{self.budget.period} spent or reserved by calls in flight{why}{resets}."
         )
 
 
 @dataclass(frozen=True)
 class Crossing:
-    """A soft threshold (or the cap) that settled spend has just reached, once per period."""
+    """A soft threshold (or the cap) that settled spend has just reached, once per period; or, with
+    `refusing` set (the refused call's worst case), a cap that has started refusing calls."""
 
     scope: Scope
     budget: Budget
@@ -75,6 +84,7 @@ class Crossing:
     spent: float
     period_start: str
     resets_at: datetime | None
+    refusing: float | None = None
 
 
 @dataclass
@@ -133,7 +143,7 @@ class Ledger:
                 continue
             spent = self.spent.get(key, Amount()).of(budget.unit) + self.reserved.get(key, Amount()).of(budget.unit)
             if spent + worst.of(budget.unit) > budget.cap + 1e-12:
-                return Refusal(scope, budget, spent, end)
+                return Refusal(scope, budget, spent, end, worst.of(budget.unit), key[2])
         for key in keys:
             self.reserved.setdefault(key, Amount()).add(worst)
         return Reservation(worst, list(keys), list(budgets))

@@ -67,6 +67,7 @@ class Spend:
         self.windows: dict[Scope, Window] = {}
         self.seen: dict[tuple[Scope, str], Budget] = {}  # every budget a call counted against
         self.on_crossing: list[Callable[[Crossing, Any], None]] = []
+        self._refused: dict[tuple[Scope, str], str] = {}  # (scope, budget) -> period its refusal alerted in
         self._unpriced: set[str] = set()
         self._snapshot: asyncio.TimerHandle | None = None
         self._written: dict[str, tuple] = {}  # budgets table id -> what was last written for it
@@ -128,7 +129,8 @@ class Spend:
                 return message, "rate_limit_exceeded", {"retry-after": str(retry_after)}
         result = self.ledger.reserve(budgets, self._worst_case(call))
         if isinstance(result, Refusal):
-            return result.message(), "budget_exceeded", None
+            self._refusing(result, call)
+            return result.message(self._worst_case_text(call)), "budget_exceeded", None
         call.reservation = result
         for scope, budget in budgets:
             self.seen[scope, budget.label] = budget
@@ -145,7 +147,7 @@ class Spend:
             candidates.append((("key", key.id), list(key.budgets), key.downgrade))
         if (customer := call.customer_identifier) and (policy := config.customers.get(customer, config.customer_default)):
             if policy.downgrade:
-                budgets = list(policy.budgets) + customer_params_budgets(call.customer_params)
+                budgets = list(policy.budgets) + self._declared(call, key)
                 candidates.append((("customer", customer), budgets, policy.downgrade))
         now = self.ledger.now()
         for scope, budgets, rules in candidates:
@@ -163,6 +165,38 @@ class Spend:
                                      f"{share:.0%} of its {label} budget (rule: above {rule.above:.0%})")
         return None
 
+    def _declared(self, call: Call, key) -> list[Budget]:
+        """The budgets the call declares for its customer, if config lets its caller declare them."""
+        if not call.customer_params:
+            return []
+        honoured = self.settings.config.customer_params_budgets
+        if honoured == "none" or (honoured != "all" and (key is None or not {key.id, key.name} & set(honoured))):
+            return []
+        return customer_params_budgets(call.customer_params)
+
+    def _refusing(self, refusal: Refusal, call: Call) -> None:
+        """A budget that starts refusing calls becomes an alert, once per budget and period. Settled
+        spend rarely reaches a cap (reservations keep it under), so its crossing alone would never
+        fire; the alert shares the cap crossing's id, so the alerts table keeps only the first."""
+        budget = refusal.budget
+        if self._refused.get((refusal.scope, budget.label)) == refusal.period_start:
+            return
+        self._refused[refusal.scope, budget.label] = refusal.period_start
+        crossing = Crossing(refusal.scope, budget, budget.cap, refusal.spent, refusal.period_start,
+                            refusal.resets_at, refusing=refusal.reserving)
+        for fire in self.on_crossing:
+            fire(crossing, call)
+
+    def _worst_case_text(self, call: Call) -> str:
+        """How the call's reservation was reckoned and how to make it smaller, for a refusal."""
+        field = "generationConfig.maxOutputTokens" if call.mode == "passthrough" and call.provider == "gemini" \
+            else "max_tokens"
+        if call.facts.max_tokens:
+            return (f"its input plus the {call.facts.max_tokens} output tokens its {field} allows "
+                    f"(a smaller {field} reserves less)")
+        return (f"its input plus {self.settings.config.default_max_tokens} output tokens, assumed because it "
+                f"sets no {field} (config default_max_tokens); send {field} to reserve less")
+
     def _policies(self, call: Call, key) -> tuple[list[tuple[Scope, Budget]], list[tuple[Scope, RateLimit]]]:
         config = self.settings.config
         budgets: list[tuple[Scope, Budget]] = [(("global", ""), b) for b in config.budgets]
@@ -175,7 +209,7 @@ class Spend:
             policy: Policy = config.customers.get(customer, config.customer_default)
             scope = ("customer", customer)
             budgets += [(scope, b) for b in policy.budgets]
-            budgets += [(scope, b) for b in customer_params_budgets(call.customer_params)]
+            budgets += [(scope, b) for b in self._declared(call, key)]
             if policy.rate_limit.rpm or policy.rate_limit.tpm:
                 limits.append((scope, policy.rate_limit))
         return budgets, limits

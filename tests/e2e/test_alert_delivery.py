@@ -2,12 +2,17 @@
 customer budget, each threshold reaches Slack, the webhook and email exactly once, a failed post is
 retried, and a restart on the same store sends nothing twice while a new threshold still alerts."""
 
+import io
+import json
 import ssl
+from contextlib import redirect_stdout
 
 import openai
 import pytest
 from harness import query, start_gateway
 from receivers import HttpReceiver, SmtpReceiver
+
+from addons.cli import main
 
 MSG = [{"role": "user", "content": "hi"}]
 CALL_USD = 14 * 2.5e-6 + 37 * 10e-6  # $0.000405: what the mock's gpt-4o reply costs
@@ -100,3 +105,56 @@ def test_each_threshold_alerts_once_on_every_channel_across_a_restart(mock, tmp_
     rows = query(db, "SELECT id, sent_at, channels, attempts FROM alerts ORDER BY created_at")
     assert len(rows) == 4 and all(r["sent_at"] and r["channels"] == "[]" for r in rows)
     assert sum(r["attempts"] for r in rows) == 1
+
+
+
+REFUSING = """
+budgets: [{{name: gateway, unit: usd, period: day, cap: {gateway}}}]
+customers:
+  acme:
+    budgets: [{{name: acme, unit: usd, period: day, cap: {acme}}}]
+alerts:
+  webhook: {hook}
+"""
+
+
+def new_key(db, budget: str) -> dict:
+    with redirect_stdout(io.StringIO()) as printed:
+        assert main(["keys", "create", "--db", str(db), "--name", "k", "--json", "--budget", budget]) == 0
+    return json.loads(printed.getvalue())
+
+
+@pytest.mark.parametrize("scope", ["global", "key", "customer"])
+def test_a_budget_that_starts_refusing_calls_alerts_once(mock, tmp_path, scope):
+    """Reservations keep settled spend under a cap, so reaching the cap never alerts; refusing does,
+    once per budget and period, however many calls are refused."""
+    tight, loose = "0.002", "1000"
+    db = tmp_path / "t.db"
+    with HttpReceiver() as http:
+        (tmp_path / "tapgate.yaml").write_text(REFUSING.format(
+            gateway=tight if scope == "global" else loose, acme=tight if scope == "customer" else loose,
+            hook=http.url("/hook")))
+        process, port = start_gateway(mock, tmp_path / "conf", db, "--set", f"tapgate_config={tmp_path / 'tapgate.yaml'}")
+        try:
+            headers, key = {}, None
+            if scope == "key":
+                key = new_key(db, f"{tight}usd/day")
+                process.wait_for(r"tapgate: 1 gateway key")
+                headers["X-Tapgate-Key"] = key["secret"]
+            client = openai.OpenAI(api_key="sk-x", max_retries=0, http_client=openai.DefaultHttpxClient(
+                proxy=f"http://127.0.0.1:{port}",
+                verify=ssl.create_default_context(cafile=tmp_path / "conf" / "mitmproxy-ca-cert.pem")),
+                default_headers={"X-Tapgate-Customer-Identifier": "acme", **headers})
+            for _ in range(3):
+                with pytest.raises(openai.RateLimitError):
+                    client.chat.completions.create(model="gpt-4o", messages=MSG)
+            alert = http.next(timeout=20).body
+        finally:
+            assert process.stop() == 0, "\n".join(process.lines[-30:])
+        assert http.drain() == []  # the sender stopped: nothing more can come
+    who = {"global": "the gateway", "key": f"key {key and key['id']}", "customer": "customer acme"}[scope]
+    assert alert["scope"] == scope and alert["threshold"] == 0.002
+    assert alert["message"].startswith(f"tapgate: {who} is refusing calls: $0 of its $0.002 ")
+    assert "a call needing up to $0.04" in alert["message"]
+    rows = query(db, "SELECT id, sent_at FROM alerts")
+    assert len(rows) == 1 and rows[0]["sent_at"]

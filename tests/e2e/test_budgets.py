@@ -2,19 +2,23 @@
 cut streams charged, and spend that survives a SIGKILL without being forgotten or counted twice."""
 
 import base64
+import io
 import json
 import re
 import signal
 import ssl
 import threading
 import uuid
+from contextlib import redirect_stdout
 
 import anthropic
 import openai
 import pytest
 from google import genai
 from google.genai import errors, types
-from harness import query, start_gateway, wait_rows
+from harness import query, router_url, start_gateway, wait_rows
+
+from addons.cli import main
 
 MSG = [{"role": "user", "content": "hi"}]
 CALL_USD = 14 * 2.5e-6 + 37 * 10e-6  # what the mock's gpt-4o reply costs
@@ -34,6 +38,9 @@ customers:
   streamer:
     budgets:
       - {unit: usd, period: day, soft: [0.000001]}
+  tiny:
+    budgets:
+      - {unit: usd, period: day, cap: 0.002}   # one gpt-4o call's worst case at 4,096 output tokens is ~$0.041
 """
 
 
@@ -42,7 +49,7 @@ def governed(mock, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("governed")
     (tmp / "tapgate.yaml").write_text(CONFIG)
     process, port = start_gateway(mock, tmp / "conf", tmp / "t.db", "--set", f"tapgate_config={tmp / 'tapgate.yaml'}")
-    yield port, tmp
+    yield port, tmp, router_url(process)
     assert process.stop() == 0, "\n".join(process.lines[-30:])
 
 
@@ -57,7 +64,7 @@ def oai(port, tmp, customer, **headers):
 
 
 def test_a_capped_customer_is_refused_before_upstream_in_openai_shape(governed, mock):
-    port, tmp = governed
+    port, tmp, _ = governed
     c = oai(port, tmp, "capped")
     for _ in range(2):
         c.chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=37)
@@ -70,7 +77,7 @@ def test_a_capped_customer_is_refused_before_upstream_in_openai_shape(governed, 
 
 
 def test_refusals_speak_each_providers_dialect(governed):
-    port, tmp = governed
+    port, tmp, _ = governed
     a = anthropic.Anthropic(api_key="sk-ant", max_retries=0, http_client=http_client(port, tmp),
                             default_headers={"X-Tapgate-Customer-Identifier": "capped"})
     with pytest.raises(anthropic.RateLimitError) as e:
@@ -80,7 +87,7 @@ def test_refusals_speak_each_providers_dialect(governed):
 
 
 def test_customer_params_carry_a_budget_with_the_call(governed):
-    port, tmp = governed
+    port, tmp, _ = governed
     customer = f"cp-{uuid.uuid4().hex[:6]}"
     params = base64.b64encode(json.dumps({"customer_params": {
         "customer_identifier": customer, "budget_duration": "monthly", "period_budget": 0.001}}).encode()).decode()
@@ -99,8 +106,36 @@ def test_customer_params_carry_a_budget_with_the_call(governed):
     assert sum(r["cost_usd"] for r in rows) <= 0.001
 
 
+def test_declared_budgets_are_honoured_only_for_the_keys_config_names(mock, tmp_path):
+    """customer_params budgets are self-declared; with customer_params_budgets: [backend] a call with
+    any other key, or none, is not held to the budget it declares."""
+    (tmp_path / "tapgate.yaml").write_text("customer_params_budgets: [backend]\n")
+    db = tmp_path / "t.db"
+    process, port = start_gateway(mock, tmp_path / "conf", db, "--set", f"tapgate_config={tmp_path / 'tapgate.yaml'}")
+    try:
+        secrets = {}
+        for name in ("backend", "app"):
+            with redirect_stdout(io.StringIO()) as printed:
+                assert main(["keys", "create", "--db", str(db), "--name", name, "--json"]) == 0
+            secrets[name] = json.loads(printed.getvalue())["secret"]
+        process.wait_for(r"tapgate: 2 gateway keys")
+        params = json.dumps({"customer_params": {"customer_identifier": "declared", "period_budget": 0.0001}})
+        outcomes = {}
+        for who, key in (("nobody", None), ("app", secrets["app"]), ("backend", secrets["backend"])):
+            c = oai(port, tmp_path, "declared", **{"X-Tapgate-Params": params},
+                    **({"X-Tapgate-Key": key} if key else {}))
+            try:
+                c.chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=37)
+                outcomes[who] = "ok"
+            except openai.RateLimitError as e:
+                outcomes[who] = e.code
+        assert outcomes == {"nobody": "ok", "app": "ok", "backend": "budget_exceeded"}
+    finally:
+        assert process.stop() == 0
+
+
 def test_rate_limit_gives_retry_after(governed):
-    port, tmp = governed
+    port, tmp, _ = governed
     c = oai(port, tmp, "limited")
     for _ in range(3):
         c.chat.completions.create(model="gpt-4o", messages=MSG)
@@ -111,7 +146,7 @@ def test_rate_limit_gives_retry_after(governed):
 
 
 def test_gemini_callers_get_googles_shape(governed, monkeypatch):
-    port, tmp = governed
+    port, tmp, _ = governed
     # google-genai reads HTTPS_PROXY and SSL_CERT_FILE; the session fixture points them at the other gateway.
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp / "conf" / "mitmproxy-ca-cert.pem"))
@@ -122,8 +157,48 @@ def test_gemini_callers_get_googles_shape(governed, monkeypatch):
     assert e.value.code == 429 and e.value.status == "RESOURCE_EXHAUSTED"
 
 
+RESERVES = r"this call reserves up to \$0\.0\d+, more than the whole budget: its input plus "
+
+
+def test_a_refusal_names_the_reservation_and_how_to_lower_it_in_every_door(governed, monkeypatch):
+    """A $0.002/day budget refuses a first call that sets no max_tokens: not for what was spent ($0)
+    but for the call's worst case, which the message names with its max_tokens assumption and the fix."""
+    port, tmp, router = governed
+    tiny = {"X-Tapgate-Customer-Identifier": "tiny"}
+    assumed = r"4096 output tokens, assumed because it sets no {field} \(config default_max_tokens\); send {field} to reserve less"
+    messages = []
+    c = oai(port, tmp, "tiny")
+    with pytest.raises(openai.RateLimitError) as e:
+        c.chat.completions.create(model="gpt-4o", messages=MSG)
+    messages.append((e.value.message, assumed.format(field="max_tokens")))
+    assert c.chat.completions.create(model="gpt-4o", messages=MSG, max_tokens=37).choices  # the advice works
+    a = anthropic.Anthropic(api_key="sk-ant", max_retries=0, http_client=http_client(port, tmp), default_headers=tiny)
+    with pytest.raises(anthropic.RateLimitError) as e:
+        a.messages.create(model="claude-sonnet-4-6", max_tokens=4096, messages=MSG)
+    messages.append((e.value.body["error"]["message"],
+                     r"the 4096 output tokens its max_tokens allows \(a smaller max_tokens reserves less\)"))
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp / "conf" / "mitmproxy-ca-cert.pem"))
+    g = genai.Client(api_key="AIza-x", http_options=types.HttpOptions(headers=tiny))
+    with pytest.raises(errors.ClientError) as e:
+        g.models.generate_content(model="gemini-2.5-pro", contents="hi")
+    messages.append((e.value.message, assumed.format(field=r"generationConfig\.maxOutputTokens")))
+    routed = openai.OpenAI(base_url=router, api_key="x", max_retries=0)
+    with pytest.raises(openai.RateLimitError) as e:
+        routed.chat.completions.create(model="gpt-4o", messages=MSG, extra_body={"customer_identifier": "tiny"})
+    messages.append((e.value.message, assumed.format(field="max_tokens")))
+    front = anthropic.Anthropic(base_url=router.removesuffix("/v1"), api_key="x", max_retries=0)
+    with pytest.raises(anthropic.RateLimitError) as e:
+        front.messages.create(model="claude-sonnet-4-5", max_tokens=4096, messages=MSG,
+                              extra_body={"customer_identifier": "tiny"})
+    messages.append((e.value.body["error"]["message"], r"the 4096 output tokens its max_tokens allows"))
+    for message, how in messages:
+        assert re.search(r"Budget exceeded for customer tiny: \$[\d.e-]+ of \$0\.002 per day spent or reserved "
+                         r"by calls in flight; " + RESERVES + how + r".*; it resets at \d{4}-", message), message
+
+
 def test_a_stream_cut_by_the_client_is_still_charged(governed):
-    port, tmp = governed
+    port, tmp, _ = governed
     c = oai(port, tmp, "streamer", **{"x-mock-chunk-delay-ms": "300"})
     with c.chat.completions.with_streaming_response.create(model="gpt-4o-mini", messages=MSG, stream=True) as r:
         next(r.iter_lines())
