@@ -167,6 +167,9 @@ class RouterConfig(Strict):
     cooldown: Cooldown = Cooldown()
     # A parameter the target provider has no equivalent for: dropped (noted on the trace) or refused (400).
     unsupported_params: Literal["drop", "refuse"] = "drop"
+    # Body fields beyond OpenAI's documented parameters that still reach OpenAI-compatible deployments
+    # (vLLM's top_k, OpenRouter's provider); "*" passes every field. Others are dropped, noted on the trace.
+    extra_params: list[str] = []
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
 
 

@@ -18,6 +18,8 @@ NEVER_RETRIED = {400, 401, 403, 404, 413, 422}
 
 def decide(failure: Failure) -> str:
     """"retry" the same deployment, go to the "next" one, or "stop" and answer the client now."""
+    if failure.kind == "missing_key":
+        return "next"  # the gateway has no key for this deployment; another may have one
     if failure.kind not in ("http", "stream_error"):
         return "retry"  # refused or reset connection, connect or first-byte timeout
     if failure.code == "insufficient_quota":

@@ -51,7 +51,7 @@ from providers.base import ResponseFacts, Route
 from providers.chat import InvalidRequest, UnsupportedParam, UpstreamRequest
 from providers.fronts import FRONTS
 from providers.openai import openai
-from providers.openai_chat import CHAT_ROUTE, OpenAIChat
+from providers.openai_chat import CHAT_ROUTE, OpenAIChat, documented_only
 from providers.replay import openai_completion, replay_for
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,9 @@ class Router:
                 self.routes = Routes(self.settings.config.router, self.settings.prices)
             except ValueError as e:
                 raise exceptions.OptionsError(f"{ctx.options.tapgate_config}: router: {e}") from None
+            for name, variable in self.routes.missing_keys():
+                log.warning("tapgate: router deployment %s has no key: %s is not set; its calls fail with a 500 "
+                            "until it is (or api_key_env names another variable)", name, variable)
         if "tapgate_router" in updated and ctx.options.tapgate_router:
             host, _, port = ctx.options.tapgate_router.rpartition(":")
             if not port.isdigit():
@@ -154,7 +157,13 @@ class Router:
         call = self._new_call(request, front, as_is)
         headers = _lower(request.headers)
         try:
-            key = authenticate(request, self.settings.config, self.auth.ring)
+            try:
+                key = authenticate(request, self.settings.config, self.auth.ring, front.key_header)
+            except Unauthorized as e:
+                if e.key is not None:  # a known key that may not be used now: the row names it, as passthrough's
+                    call.key_id = e.key.id
+                    await self._note_refused(request, call, front)
+                raise
             body = await read_json(request, config.max_body_bytes)
             if key is not None:
                 call.key_id = key.id
@@ -163,6 +172,10 @@ class Router:
                 chat_body, translation_notes = (body, []) if as_is else front.to_chat(body, config.unsupported_params)
             except (BadTag, InvalidRequest, UnsupportedParam) as e:
                 raise BadRequest(str(e), param=e.param) from None
+            chat_body, unknown = documented_only(as_is or CHAT_ROUTE.endpoint, chat_body, config.extra_params)
+            if unknown:
+                call.notes.append(f"not forwarded (not an OpenAI parameter; router.extra_params passes it): "
+                                  f"{', '.join(unknown)}")
             call.facts = openai.request_facts(Route(openai, as_is) if as_is else CHAT_ROUTE, chat_body)
             self._tag(call, headers, body, fields)
             if not (model := call.facts.model):
@@ -240,6 +253,9 @@ class Router:
 
         async def send(target: Target, remaining: float):
             started[0] = time.time()
+            if variable := target.missing_key:  # never an unauthenticated call upstream
+                return Failure("missing_key", f"its key variable {variable} is not set in the gateway's "
+                                              "environment; nothing was sent")
             self.routes.cooling.attempting(target.name)
             same_dialect = target.endpoint.provider is front.native
             try:
@@ -324,6 +340,19 @@ class Router:
                     started=time.time(), mode="router", route=Route(front.provider, as_is or front.endpoint),
                     host=request.host, path=request.path)
 
+    async def _note_refused(self, request: web.Request, call: Call, front) -> None:
+        """What a refused caller asked for, for its row: the model and, when bodies are kept, the body
+        (as passthrough records a refused call). Best effort: a body that cannot be read is left out."""
+        try:
+            body = await read_json(request, self.settings.config.router.max_body_bytes)
+            pop_router_fields(body)
+            chat_body, _ = front.to_chat(body, "drop")
+            call.facts = openai.request_facts(CHAT_ROUTE, chat_body)
+        except (RouterError, BadTag, InvalidRequest, UnsupportedParam, ValueError, TypeError):
+            return
+        if ctx.options.tapgate_store_bodies:
+            call.request_body = json.dumps(body, ensure_ascii=False)[:BODY_LIMIT]
+
     def _aim(self, call: Call, target: Target) -> None:
         """Point the call at a deployment: prices, provider and host in the row are that deployment's."""
         call.route = Route(target.endpoint.provider, call.route.endpoint)
@@ -335,9 +364,10 @@ class Router:
         """Each attempt becomes a span; the deployment's health follows its results."""
         ended = time.time()
         failed = isinstance(result, Failure)
-        if failed:
+        self._aim(call, target)  # the row names the last deployment tried, the one that answered if any did
+        if failed and result.kind != "missing_key":  # a missing key says nothing of the deployment's health
             self.routes.cooling.failed(target.name, time.monotonic())
-        else:
+        elif not failed:
             self.routes.cooling.succeeded(target.name)
         call.attempts = (call.attempts or 0) + 1
         call.attempt_spans.append({

@@ -18,23 +18,28 @@ def master_key(config: RouterConfig) -> str | None:
     return config.master_key or os.environ.get(config.master_key_env) or None
 
 
-def authenticate(request: web.Request, config: TapgateConfig, ring: KeyRing) -> GatewayKey | None:
+def authenticate(request: web.Request, config: TapgateConfig, ring: KeyRing,
+                 expected: str = "authorization") -> GatewayKey | None:
     """The caller's gateway key: None for the master key, or for anyone when the router has no master
-    key and keys are not required. The Bearer token, or x-api-key for Anthropic-shaped clients.
-    Raises Unauthorized."""
+    key and keys are not required. The Bearer token, or x-api-key for Anthropic-shaped clients; an
+    error names the header the caller sent, else the one its dialect (`expected`) uses.
+    Raises Unauthorized, carrying the key when it is known but may not be used."""
     header = request.headers.get("authorization", "")
-    token = header[7:].strip() if header[:7].lower() == "bearer " else request.headers.get("x-api-key", "")
+    bearer = header[:7].lower() == "bearer "
+    token = header[7:].strip() if bearer else request.headers.get("x-api-key", "")
     master = master_key(config.router)
     if master and token and hmac.compare_digest(token.encode(), master.encode()):
         return None
     if token and (key := ring.by_hash(hash_secret(token))) is not None:
         if problem := key.problem():
-            raise Unauthorized(problem[0].upper() + problem[1:] + ".")
+            raise Unauthorized(problem[0].upper() + problem[1:] + ".", key)
         return key
     if not master and not config.require_key:
         return None
-    raise Unauthorized("Incorrect API key: send the gateway master key or a gateway key as the Bearer token."
-                       if token else "Missing API key: send a gateway key as the Bearer token.")
+    where = "as the Bearer token" if bearer or (not token and expected == "authorization") else \
+        "in the x-api-key header"
+    raise Unauthorized(f"Incorrect API key: send the gateway master key or a gateway key {where}."
+                       if token else f"Missing API key: send a gateway key {where}.")
 
 
 async def read_json(request: web.Request, limit: int) -> dict:

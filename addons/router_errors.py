@@ -9,6 +9,7 @@
     ├── Refused                  429 budget_exceeded / rate_limit_exceeded (addons/spend.py decides)
     ├── ProviderRejected         the provider's own 4xx, not retried (400, 401, 403, 404)
     └── AllAttemptsFailed        429, 502, 503 or 504 once every retry and fallback failed; lists each
+                                 (500 provider_key_missing when no deployment had its key variable set)
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ class BadRequest(RouterError):
 class Unauthorized(RouterError):
     status, type, code = 401, "invalid_request_error", "invalid_api_key"
 
+    def __init__(self, message: str, key=None) -> None:
+        super().__init__(message)
+        self.key = key  # a known gateway key that may not be used now (revoked, expired)
+
 
 class Forbidden(RouterError):
     status, type, code = 403, "permission_error", "model_not_allowed"
@@ -74,7 +79,8 @@ class ProviderRejected(RouterError):
 
 @dataclass(frozen=True, slots=True)
 class Failure:
-    """Why one attempt failed. kind: connect | connect_timeout | first_byte_timeout | reset | http | stream_error."""
+    """Why one attempt failed. kind: connect | connect_timeout | first_byte_timeout | reset | http |
+    stream_error | missing_key (the gateway's environment lacks the deployment's key; nothing was sent)."""
 
     kind: str
     message: str
@@ -93,7 +99,9 @@ class AllAttemptsFailed(RouterError):
     def __init__(self, attempts: list[tuple[str, Failure]]) -> None:
         failures = [f for _, f in attempts]
         last = failures[-1] if failures else None
-        if failures and all(f.status == 429 for f in failures):
+        if failures and all(f.kind == "missing_key" for f in failures):
+            status, code, kind = 500, "provider_key_missing", "server_error"
+        elif failures and all(f.status == 429 for f in failures):
             status, code, kind = 429, "rate_limit_exceeded", "rate_limit_error"
         elif last is not None and last.kind in ("connect_timeout", "first_byte_timeout", "deadline"):
             status, code, kind = 504, "upstream_timeout", "timeout_error"

@@ -29,6 +29,12 @@ class Target:
     key: str | None
     weight: float = 1.0
     headers: tuple[tuple[str, str], ...] = ()
+    key_env: str | None = None  # the variable the key comes from; set and empty means it is missing
+
+    @property
+    def missing_key(self) -> str | None:
+        """The variable this deployment's key should come from, when the environment lacks it."""
+        return self.key_env if self.key_env and not self.key else None
 
     @property
     def provider(self) -> str:
@@ -96,7 +102,15 @@ class Routes:
             raise ValueError(f"unknown provider {d.provider!r} (give base_url for an OpenAI-compatible server)")
         key_env = d.api_key_env or (access.api_key_env if access else None) or found.key_env
         return Target(f"{d.provider}/{d.model}", found, d.model, (base_url or found.base_url).rstrip("/"),
-                      self.env.get(key_env) if key_env else None, d.weight, tuple(d.headers.items()))
+                      self.env.get(key_env) if key_env else None, d.weight, tuple(d.headers.items()), key_env)
+
+    def missing_keys(self) -> list[tuple[str, str]]:
+        """(deployment, variable) for each configured deployment whose key variable is unset."""
+        targets = [t for ts in self.aliases.values() for t in ts]
+        for provider, access in self.config.providers.items():
+            if access.api_key_env and endpoint(provider, access.base_url) is not None:
+                targets.append(self._target(Deployment(provider=provider, model="*")))
+        return list(dict.fromkeys((t.name, t.missing_key) for t in targets if t.missing_key))
 
     def resolve(self, model: str) -> list[Target]:
         """Every deployment that serves `model`. Raises UnknownModel."""

@@ -20,6 +20,7 @@ class OpenAIChatFront:
 
     endpoint = "chat.completions"
     provider = openai  # whose error shape the client expects
+    key_header = "authorization"  # where its SDK sends the API key (as a Bearer token)
     native = None  # OpenAI deployments already get the chat body nearly as sent (providers/openai_chat.py)
 
     def native_headers(self, headers) -> dict[str, str]:
@@ -71,6 +72,7 @@ class MessagesFront:
 
     endpoint = "messages"
     provider = anthropic
+    key_header = "x-api-key"
     # Anthropic deployments get the client's own body and answer bytes untranslated: thinking blocks,
     # cache_control, server tools and betas survive (Claude Code through the router keeps its caching).
     native = anthropic

@@ -13,6 +13,32 @@ from providers.openai import OpenAIDialect, error_message, openai
 # How the router reads the OpenAI chat it works in (requests, answers and chunks of every deployment).
 CHAT_ROUTE = Route(openai, "chat.completions")
 
+# OpenAI's documented request parameters (CreateChatCompletionRequest and CreateEmbeddingRequest in
+# its OpenAPI spec; tests/test_specs.py holds these to it). A router client's other body fields
+# (`api_base`, `base_url`, a vendor's own knobs) stay at the gateway unless config router.extra_params
+# names them: an OpenAI-compatible host might act on a field the gateway never meant to pass on.
+DOCUMENTED_PARAMS = {
+    "chat.completions": frozenset({
+        "audio", "frequency_penalty", "function_call", "functions", "logit_bias", "logprobs",
+        "max_completion_tokens", "max_tokens", "messages", "metadata", "modalities", "model", "moderation", "n",
+        "parallel_tool_calls", "prediction", "presence_penalty", "prompt_cache_key", "prompt_cache_options",
+        "prompt_cache_retention", "reasoning_effort", "response_format", "safety_identifier", "seed",
+        "service_tier", "stop", "store", "stream", "stream_options", "temperature", "tool_choice", "tools",
+        "top_logprobs", "top_p", "user", "verbosity", "web_search_options",
+    }),
+    "embeddings": frozenset({"input", "model", "encoding_format", "dimensions", "user"}),
+}
+
+
+def documented_only(endpoint: str, body: dict[str, Any], extra: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """(the body with only OpenAI's documented parameters and the `extra` ones config allows, the names
+    left out). `"*"` in extra, or an endpoint without a list, keeps the body whole."""
+    known = DOCUMENTED_PARAMS.get(endpoint)
+    if known is None or "*" in extra:
+        return body, []
+    dropped = [name for name in body if name not in known and name not in extra]
+    return ({k: v for k, v in body.items() if k not in dropped}, dropped) if dropped else (body, [])
+
 
 @dataclass(frozen=True, slots=True)
 class OpenAIChat:

@@ -24,6 +24,8 @@ from specs import (
 )
 from support import FIXTURES, fixture_json, fixture_names
 
+from providers.openai_chat import DOCUMENTED_PARAMS
+
 
 def sse_data(provider: str, name: str) -> list[dict]:
     """The JSON of each `data:` line of an SSE fixture, without OpenAI's closing [DONE]."""
@@ -303,3 +305,16 @@ def test_openapi_3_0_leftovers_become_json_schema():
         },
     }
     assert node == before
+
+
+@pytest.mark.parametrize("endpoint, component", [("chat.completions", "CreateChatCompletionRequest"),
+                                                 ("embeddings", "CreateEmbeddingRequest")])
+def test_the_routers_parameter_allow_list_is_openais_documented_one(endpoint, component):
+    """What the router forwards to OpenAI-dialect deployments (providers/openai_chat.py) is exactly
+    the request's properties in OpenAI's spec, allOf parts included."""
+    def properties(node: dict) -> set[str]:
+        if "$ref" in node:
+            node = schema("openai", node["$ref"].rsplit("/", 1)[-1])
+        return set(node.get("properties", {})).union(*(properties(part) for part in node.get("allOf", [])))
+
+    assert DOCUMENTED_PARAMS[endpoint] == properties(schema("openai", component))

@@ -28,6 +28,12 @@ PROVIDER_HOSTS = (
     "openrouter.ai",
 )
 
+# What the router's deployments authenticate with at the mock: stand-ins, never a developer's real keys
+# (a deployment whose key variable is unset is refused before it is called).
+MOCK_PROVIDER_KEYS = {name: f"sk-mock-{name.split('_')[0].lower()}" for name in (
+    "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GROQ_API_KEY", "MISTRAL_API_KEY", "DEEPSEEK_API_KEY",
+    "OPENROUTER_API_KEY", "TOGETHER_API_KEY", "XAI_API_KEY", "FIREWORKS_API_KEY")}
+
 
 @dataclass
 class Process:
@@ -105,7 +111,7 @@ def start_gateway(
         args += ["-s", str(ROOT / "addons" / "gateway.py"), "--set", f"tapgate_db={db}"]
         if not any(a.startswith("tapgate_router=") for a in extra):  # mitmdump stalls on an option set twice
             args += ["--set", "tapgate_router=127.0.0.1:0"]
-    p = Process.start([*args, *extra], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    p = Process.start([*args, *extra], env={**os.environ, **MOCK_PROVIDER_KEYS, "PYTHONUNBUFFERED": "1"})
     host = r"127\.0\.0\.1" if addons else r"\S+"
     port = int(p.wait_for(rf"proxy listening at {host}:(\d+)").group(1))
     if addons:

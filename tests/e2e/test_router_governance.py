@@ -7,6 +7,8 @@ import asyncio
 import io
 import json
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from contextlib import redirect_stdout
@@ -15,7 +17,7 @@ import anthropic
 import openai
 import pytest
 from harness import admin, query, router_url, start_gateway, wait_rows
-from specs import OPENAI_ERROR, conforms
+from specs import ANTHROPIC_ERROR, OPENAI_ERROR, conforms
 
 from addons.cli import main
 
@@ -37,6 +39,7 @@ router:
   retry: {{num_retries: 0}}
   cooldown: {{failures: 2, seconds: 1}}
   unsupported_params: refuse
+  extra_params: [repetition_penalty]
   providers:
     openai: {{base_url: "{base}/v1"}}
     anthropic: {{base_url: "{base}"}}
@@ -50,6 +53,11 @@ router:
     balanced:
       - {{provider: openai, model: gpt-4o-mini, weight: 3}}
       - {{provider: openai, model: gpt-4o, weight: 1}}
+    keyless:
+      deployments: [{{provider: openai, model: gpt-4o-mini, api_key_env: TAPGATE_TEST_UNSET_KEY}}]
+    doomed:
+      deployments: [{{provider: openai, model: gpt-4.1-nano}}]
+      fallback_models: [anthropic/claude-haiku-4-5]
 """
 
 
@@ -193,3 +201,73 @@ def test_model_downgrade_past_a_share_of_the_budget(gov):
     chat(gov, "anthropic/claude-sonnet-4-5", secret)
     assert [r["routed_to"] for r in rows(gov, "key_id = ?", (key_id,), 2)] == [
         "anthropic/claude-sonnet-4-5", "openai/gpt-4o-mini"]
+
+
+def test_a_revoked_keys_refusal_is_recorded_with_its_id_and_body(gov):
+    key_id, secret = gov[3]["gone"]
+    marker = f"revoked-{uuid.uuid4().hex[:6]}"
+    with pytest.raises(openai.AuthenticationError, match="revoked"):
+        chat(gov, "openai/gpt-4o-mini", secret, user=marker)
+    (r,) = rows(gov, "key_id = ? AND request_body LIKE ?", (key_id, f"%{marker}%"))
+    assert (r["status"], r["status_code"], r["model"], r["mode"]) == ("refused", 401, "openai/gpt-4o-mini", "router")
+
+
+def post(url: str, body: dict, headers: dict) -> tuple[int, dict]:
+    """A raw POST straight to the router (no SDK, no proxy): (status, JSON body)."""
+    req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json", **headers})
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_messages_401_speaks_of_the_header_it_was_sent_as_anthropic_does(gov):
+    """Claude Code and curl send x-api-key; the anthropic SDK (2.x) sends a Bearer token. Each hears
+    of its own header, with Anthropic's authentication_error."""
+    url = gov[0] + "/messages"
+    body = {"model": "anthropic/claude-sonnet-4-5", "max_tokens": 10, "messages": MSG}
+    for headers, named in (({"x-api-key": "sk-wrong"}, "in the x-api-key header"), ({}, "in the x-api-key header"),
+                           ({"authorization": "Bearer sk-wrong"}, "as the Bearer token")):
+        status, answer = post(url, body, {"anthropic-version": "2023-06-01", **headers})
+        assert status == 401
+        conforms("anthropic", ANTHROPIC_ERROR, answer)
+        error = answer["error"]
+        assert error["type"] == "authentication_error" and named in error["message"], headers
+    front = anthropic.Anthropic(base_url=gov[0].removesuffix("/v1"), api_key="sk-wrong", max_retries=0)
+    with pytest.raises(anthropic.AuthenticationError):
+        front.messages.create(**body)
+
+
+def test_a_deployment_without_its_key_is_a_warning_and_a_500_never_a_call(gov, mock):
+    process = gov[2]
+    process.wait_for(r"router deployment openai/gpt-4o-mini has no key: TAPGATE_TEST_UNSET_KEY is not set")
+    with pytest.raises(openai.InternalServerError) as e:
+        chat(gov, "keyless", extra_body={"customer_identifier": "keyless"})
+    assert e.value.status_code == 500 and e.value.code == "provider_key_missing"
+    assert "TAPGATE_TEST_UNSET_KEY is not set" in e.value.message
+    assert admin(mock, "GET", "/_mock/requests") == []  # nothing went upstream without a key
+    (r,) = rows(gov, "customer_identifier = 'keyless'", ())
+    assert (r["status"], r["routed_to"]) == ("error", "openai/gpt-4o-mini")
+
+
+def test_fields_the_gateway_does_not_know_stay_at_the_gateway(gov, mock):
+    tag = f"unknown-{uuid.uuid4().hex[:6]}"
+    chat(gov, "openai/gpt-4o-mini", extra_body={"api_base": "http://attacker.example", "base_url": "http://x.example",
+                                                "repetition_penalty": 1.1, "customer_identifier": tag})
+    (sent,) = admin(mock, "GET", "/_mock/requests")
+    body = json.loads(sent["body"])
+    assert "api_base" not in body and "base_url" not in body
+    assert body["repetition_penalty"] == 1.1  # router.extra_params lets it through
+    (r,) = rows(gov, "customer_identifier = ?", (tag,))
+    (root,) = query(gov[1], "SELECT attributes FROM spans WHERE request_id = ? AND parent_span_id IS NULL", (r["id"],))
+    assert any("api_base, base_url" in note for note in json.loads(root["attributes"])["notes"])
+
+
+def test_when_every_deployment_fails_routed_to_names_the_last_tried(gov, mock):
+    admin(mock, "POST", "/_mock/program", {"path_contains": "/chat/completions", "times": 1, "status": 500})
+    admin(mock, "POST", "/_mock/program", {"path_contains": "/v1/messages", "times": 1, "status": 500})
+    with pytest.raises(openai.APIStatusError):
+        chat(gov, "doomed", extra_body={"customer_identifier": "doomed"})
+    (r,) = rows(gov, "customer_identifier = 'doomed'", ())
+    assert (r["status"], r["attempts"], r["routed_to"]) == ("error", 2, "anthropic/claude-haiku-4-5")
