@@ -31,7 +31,7 @@ from addons.fallback import attempt_in_order
 from addons.recorder import Recorder
 from addons.relay import ChatRelay, RawRelay
 from addons.router_cache import RouterCache, render_cached
-from addons.router_client import authenticate, master_key, read_json
+from addons.router_client import authenticate, master_key, note_refused, read_json
 from addons.router_errors import (
     BadRequest,
     BodyTooLarge,
@@ -162,7 +162,7 @@ class Router:
             except Unauthorized as e:
                 if e.key is not None:  # a known key that may not be used now: the row names it, as passthrough's
                     call.key_id = e.key.id
-                    await self._note_refused(request, call, front)
+                    await note_refused(request, call, front, config.max_body_bytes)
                 raise
             body = await read_json(request, config.max_body_bytes)
             if key is not None:
@@ -339,19 +339,6 @@ class Router:
         return Call(id=new_trace_id(), trace_id=trace_id, span_id=new_span_id(), parent_span_id=parent,
                     started=time.time(), mode="router", route=Route(front.provider, as_is or front.endpoint),
                     host=request.host, path=request.path)
-
-    async def _note_refused(self, request: web.Request, call: Call, front) -> None:
-        """What a refused caller asked for, for its row: the model and, when bodies are kept, the body
-        (as passthrough records a refused call). Best effort: a body that cannot be read is left out."""
-        try:
-            body = await read_json(request, self.settings.config.router.max_body_bytes)
-            pop_router_fields(body)
-            chat_body, _ = front.to_chat(body, "drop")
-            call.facts = openai.request_facts(CHAT_ROUTE, chat_body)
-        except (RouterError, BadTag, InvalidRequest, UnsupportedParam, ValueError, TypeError):
-            return
-        if ctx.options.tapgate_store_bodies:
-            call.request_body = json.dumps(body, ensure_ascii=False)[:BODY_LIMIT]
 
     def _aim(self, call: Call, target: Target) -> None:
         """Point the call at a deployment: prices, provider and host in the row are that deployment's."""

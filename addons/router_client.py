@@ -1,16 +1,24 @@
 """What a router client sent: who it is (the master key, a gateway key, or nobody) and its JSON body,
-each refused with the router's named errors."""
+each refused with the router's named errors; and what a refused caller asked for, for its row."""
 
 from __future__ import annotations
 
 import hmac
+import json
 import os
 
 from aiohttp import web
+from mitmproxy import ctx
 
+from addons.call import Call
+from addons.capture import BODY_LIMIT
 from addons.config import RouterConfig, TapgateConfig
 from addons.keys import GatewayKey, KeyRing, hash_secret
-from addons.router_errors import BadRequest, BodyTooLarge, Unauthorized
+from addons.router_errors import BadRequest, BodyTooLarge, RouterError, Unauthorized
+from addons.tagging import BadTag, pop_router_fields
+from providers.chat import InvalidRequest, UnsupportedParam
+from providers.openai import openai
+from providers.openai_chat import CHAT_ROUTE
 from providers.safe_json import loads
 
 
@@ -58,3 +66,17 @@ async def read_json(request: web.Request, limit: int) -> dict:
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     return body
+
+
+async def note_refused(request: web.Request, call: Call, front, limit: int) -> None:
+    """What a refused caller asked for, for its row: the model and, when bodies are kept, the body
+    (as passthrough records a refused call). Best effort: a body that cannot be read is left out."""
+    try:
+        body = await read_json(request, limit)
+        pop_router_fields(body)
+        chat_body, _ = front.to_chat(body, "drop")
+        call.facts = openai.request_facts(CHAT_ROUTE, chat_body)
+    except (RouterError, BadTag, InvalidRequest, UnsupportedParam, ValueError, TypeError):
+        return
+    if ctx.options.tapgate_store_bodies:
+        call.request_body = json.dumps(body, ensure_ascii=False)[:BODY_LIMIT]
