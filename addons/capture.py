@@ -157,7 +157,7 @@ class Capture:
     # -- recording -----------------------------------------------------------------------------
 
     def _record(self, flow: http.HTTPFlow, call: Call) -> None:
-        if call.recorded:
+        if call.recorded or replayed(flow):  # server replay marks a live call only once it answers it
             return
         call.recorded = True
         try:
@@ -211,7 +211,8 @@ def refuse(flow: http.HTTPFlow, call: Call, status: int, message: str, code: str
 
 
 def replayed(flow: http.HTTPFlow) -> bool:
-    """A flow read from a file (not live) or replayed by mitmproxy (live again, but marked)."""
+    """A flow read from a file (not live) or replayed by mitmproxy: client replay (live again, but
+    marked) or server replay (a live call answered from a file, marked in its request hook)."""
     return not flow.live or flow.is_replay is not None
 
 

@@ -16,7 +16,7 @@ from mitmproxy import ctx, http
 
 from addons import queries
 from addons.call import Call, iso
-from addons.capture import refuse
+from addons.capture import refuse, replayed
 from addons.config import Budget, Policy, RateLimit
 from addons.ledger import LIFETIME, Amount, Crossing, Ledger, Refusal, Reservation, Scope, period_bounds, plural
 from addons.ratelimit import Window
@@ -229,6 +229,19 @@ class Spend:
         return Amount(usd or 0.0, tokens_in + tokens_out, 1)
 
     # -- a call ends: settle ---------------------------------------------------------------------
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._release_replayed(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._release_replayed(flow)
+
+    def _release_replayed(self, flow: http.HTTPFlow) -> None:
+        """A call server replay answered from a file is not recorded (Capture) and cost nothing: its
+        reservation is given back, counting nothing."""
+        call: Call | None = flow.metadata.get("tapgate")
+        if call is not None and call.reservation is not None and replayed(flow):
+            self.ledger.settle(call.reservation, Amount())
 
     def settle(self, row: dict[str, Any], call: Call) -> None:
         """A Capture listener: every recorded call, once."""
