@@ -357,4 +357,6 @@ def test_router_v1_messages_hits_from_an_untranslated_anthropic_answer(gw, mock,
     assert two.usage.output_tokens == one.usage.output_tokens
     assert upstream_calls(mock) == 1
     miss, hit = rows(gw, msgs, 2)
-    assert (hit["cache_hit"], hit["cost_usd"]) == (1, 0) and hit["cost_saved_usd"] == pytest.approx(miss["cost_usd"])
+    assert (hit["cache_hit"], hit["cost_usd"]) == (1, 0) and hit["cost_saved_usd"] == miss["cost_usd"] > 0
+    assert (hit["input_tokens"], hit["output_tokens"]) == (miss["input_tokens"], miss["output_tokens"])
+    assert (hit["usage_estimated"], hit["error"]) == (0, None)
