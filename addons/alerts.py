@@ -1,5 +1,6 @@
-"""Alerts: a budget threshold crossed (or a cap that starts refusing calls) becomes a Slack post, a webhook post and an email, sent by one
-thread with retries, once per threshold per period, also across restarts (issue 4).
+"""Alerts: a budget threshold crossed (or a cap that starts refusing calls) becomes a Slack post, a
+webhook post and an email, sent by one thread with retries, once per threshold per period, also
+across restarts (issue 4).
 
 The `alerts` table is the outbox. Its primary key (scope:scope_id:budget:threshold:period_start)
 makes a second crossing of the same threshold in the same period a no-op, in this process or after

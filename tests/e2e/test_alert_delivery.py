@@ -134,7 +134,8 @@ def test_a_budget_that_starts_refusing_calls_alerts_once(mock, tmp_path, scope):
         (tmp_path / "tapgate.yaml").write_text(REFUSING.format(
             gateway=tight if scope == "global" else loose, acme=tight if scope == "customer" else loose,
             hook=http.url("/hook")))
-        process, port = start_gateway(mock, tmp_path / "conf", db, "--set", f"tapgate_config={tmp_path / 'tapgate.yaml'}")
+        process, port = start_gateway(mock, tmp_path / "conf", db,
+                                      "--set", f"tapgate_config={tmp_path / 'tapgate.yaml'}")
         try:
             headers, key = {}, None
             if scope == "key":

@@ -165,7 +165,8 @@ def test_a_refusal_names_the_reservation_and_how_to_lower_it_in_every_door(gover
     but for the call's worst case, which the message names with its max_tokens assumption and the fix."""
     port, tmp, router = governed
     tiny = {"X-Tapgate-Customer-Identifier": "tiny"}
-    assumed = r"4096 output tokens, assumed because it sets no {field} \(config default_max_tokens\); send {field} to reserve less"
+    assumed = (r"4096 output tokens, assumed because it sets no {field} \(config default_max_tokens\); "
+               r"send {field} to reserve less")
     messages = []
     c = oai(port, tmp, "tiny")
     with pytest.raises(openai.RateLimitError) as e:

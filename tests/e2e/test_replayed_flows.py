@@ -57,7 +57,8 @@ def test_calls_answered_by_server_replay_are_not_recorded_or_charged(mock, tmp_p
     marker = f"served-{uuid.uuid4().hex[:8]}"
     flows = tmp_path / "calls.flows"
     saved_call(flows, marker)
-    (tmp_path / "tapgate.yaml").write_text(f"customers:\n  {marker}:\n    budgets: [{{unit: requests, period: day, cap: 1}}]\n")
+    (tmp_path / "tapgate.yaml").write_text(
+        f"customers:\n  {marker}:\n    budgets: [{{unit: requests, period: day, cap: 1}}]\n")
     db = tmp_path / "t.db"
     process, port = start_gateway(
         mock, tmp_path / "conf", db, "--set", f"tapgate_config={tmp_path / 'tapgate.yaml'}",
