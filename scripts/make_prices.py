@@ -1,7 +1,7 @@
 """Build providers/prices.json from LiteLLM's price map, so the gateway ships a small, reviewed table.
 
 Usage: python scripts/make_prices.py [path/to/model_prices_and_context_window.json] [-o providers/prices.json]
-The input and its provenance are described in ../shared/pricing/SOURCES.md; bump LITELLM_VERSION with the file.
+The input and its provenance are described in testdata/SOURCES.md; bump LITELLM_VERSION with the file.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_INPUT = ROOT.parent / "shared" / "pricing" / "model_prices_and_context_window.json"
+DEFAULT_INPUT = ROOT / "testdata" / "pricing" / "model_prices_and_context_window.json"
 DEFAULT_OUTPUT = ROOT / "providers" / "prices.json"
 LITELLM_VERSION = "1.109.1"
 

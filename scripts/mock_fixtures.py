@@ -125,11 +125,11 @@ def json_array(events: list[bytes] | tuple[bytes, ...]) -> list[bytes]:
     return [b"[" + payloads[0]] + [b",\r\n" + p for p in payloads[1:]] + [b"]"]
 
 
-def load(shared: Path) -> dict[str, Fixture]:
-    """Every .json and .sse under shared/fixtures/<provider>/, plus the derived and synthesized bodies."""
+def load(root: Path) -> dict[str, Fixture]:
+    """Every .json and .sse under root/fixtures/<provider>/, plus the derived and synthesized bodies."""
     fixtures: dict[str, Fixture] = {}
     for provider in FIXTURE_DIRS:
-        for path in sorted((shared / "fixtures" / provider).iterdir()):
+        for path in sorted((root / "fixtures" / provider).iterdir()):
             if path.suffix not in (".json", ".sse") or path.name.endswith((".request.json", ".headers.json")):
                 continue
             stream = path.suffix == ".sse"

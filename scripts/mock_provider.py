@@ -5,7 +5,7 @@ path; benchmarks hammer it, so it is a bare asyncio.Protocol speaking HTTP/1.1 k
 case is a dict lookup and one write of bytes pre-rendered by mock_fixtures.py. Request headers or queued
 programs make it misbehave like a real provider: error bodies, compression, delays, resets, cut streams.
 
-    python scripts/mock_provider.py --port 0 [--host 127.0.0.1] [--shared ../shared]   # prints MOCK_PORT=<port>
+    python scripts/mock_provider.py --port 0 [--host 127.0.0.1] [--data testdata]   # prints MOCK_PORT=<port>
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import asyncio
 import base64
 import dataclasses
 import json
-import os
 import signal
 import socket
 import struct
@@ -417,19 +416,18 @@ def take_chunked(buf: bytearray) -> bytes | None:
         pos += size + 2
 
 
-def default_shared() -> Path:
-    return Path(os.environ.get("TAPGATE_SHARED") or Path(__file__).resolve().parents[2] / "shared")
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / "testdata"  # holds fixtures/<provider>/
 
 
-async def start(host: str = "127.0.0.1", port: int = 0, shared: str | Path | None = None):
+async def start(host: str = "127.0.0.1", port: int = 0, data: str | Path = DEFAULT_DATA):
     """Start serving in the running loop; returns (asyncio.Server, bound port)."""
-    mock = Mock(fx.Catalog(fx.load(Path(shared) if shared else default_shared())))
+    mock = Mock(fx.Catalog(fx.load(Path(data))))
     server = await asyncio.get_running_loop().create_server(lambda: Connection(mock), host, port, backlog=1024)
     return server, server.sockets[0].getsockname()[1]
 
 
-async def serve(host: str, port: int, shared: str | None) -> None:
-    server, port = await start(host, port, shared)
+async def serve(host: str, port: int, data: str) -> None:
+    server, port = await start(host, port, data)
     print(f"MOCK_PORT={port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -445,10 +443,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port to bind; 0 picks a free one (default)")
-    parser.add_argument("--shared", help="the shared dir holding fixtures/ "
-                        "(default $TAPGATE_SHARED, else <repo>/../shared)")
+    parser.add_argument("--data", default=str(DEFAULT_DATA),
+                        help="the directory holding fixtures/<provider>/ (default: the repository's testdata)")
     args = parser.parse_args(argv)
-    asyncio.run(serve(args.host, args.port, args.shared))
+    asyncio.run(serve(args.host, args.port, args.data))
 
 
 if __name__ == "__main__":

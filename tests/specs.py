@@ -1,41 +1,58 @@
-"""Checks objects against the official OpenAI and Anthropic OpenAPI specs, so router replies are held to them."""
+"""Checks objects against OpenAI's OpenAPI spec and Anthropic's SDK types, so router replies are held to them.
+
+OpenAI: the reply components of the official spec (MIT), trimmed into testdata/ by scripts/trim_openai_spec.py.
+Anthropic: its OpenAPI spec states no licence, so it is not redistributed here; the same components come from
+the official `anthropic` SDK (MIT), whose pydantic models Stainless generates from that spec. Those models make
+every field with a default optional, so they hold a reply to the spec's shapes, types and enums but not to
+fields the spec lists as required yet nullable (testdata/SOURCES.md).
+"""
 
 from __future__ import annotations
 
-import datetime
 import functools
-import hashlib
 import json
-import os
-import tempfile
-from pathlib import Path
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
+import pydantic
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
-from support import SHARED
+from support import DATA
 
-SPECS = SHARED / "specs"
-FILES = {"openai": SPECS / "openai-openapi.yaml", "anthropic": SPECS / "anthropic-openapi.json"}
+OPENAI_SPEC = DATA / "specs" / "openai-openapi.json"
 
-# Component names under #/components/schemas, as the router tests use them.
+# Component names under #/components/schemas, as the router tests use them (OpenAI's: the ROOTS that
+# scripts/trim_openai_spec.py keeps).
+OPENAI_REQUEST = "CreateChatCompletionRequest"  # the body of POST /v1/chat/completions
 OPENAI_CHAT = "CreateChatCompletionResponse"
 OPENAI_CHAT_CHUNK = "CreateChatCompletionStreamResponse"
 OPENAI_EMBEDDINGS = "CreateEmbeddingResponse"
 OPENAI_MODELS = "ListModelsResponse"
 OPENAI_ERROR = "ErrorResponse"
 ANTHROPIC_MESSAGE = "Message"  # the 200 body of POST /v1/messages
-ANTHROPIC_STREAM_EVENT = "MessageStreamEvent"  # oneOf the seven below, one per SSE `data:` line
-ANTHROPIC_MESSAGE_START = "MessageStartEvent"
-ANTHROPIC_MESSAGE_DELTA = "MessageDeltaEvent"
-ANTHROPIC_MESSAGE_STOP = "MessageStopEvent"
-ANTHROPIC_BLOCK_START = "ContentBlockStartEvent"
-ANTHROPIC_BLOCK_DELTA = "ContentBlockDeltaEvent"
-ANTHROPIC_BLOCK_STOP = "ContentBlockStopEvent"
-ANTHROPIC_PING = "Ping"  # added to MessageStreamEvent by the mirror the file comes from (specs/SOURCES.md)
+ANTHROPIC_STREAM_EVENT = "MessageStreamEvent"  # the SDK's seven stream events and ping, one per SSE `data:` line
 ANTHROPIC_ERROR = "ErrorResponse"  # the 4XX/5XX body, and the data of an SSE `event: error`
+ANTHROPIC_REQUEST = "CreateMessageParams"  # the body of POST /v1/messages
+
+
+class Ping(pydantic.BaseModel):
+    """The `event: ping` Anthropic sends in streams; the SDK skips it, so its union has no type for it."""
+
+    type: Literal["ping"]
+
+
+def _anthropic_types() -> dict:
+    """Component name -> the SDK type it is read from."""
+    from anthropic import types
+    from anthropic.types.shared import ErrorResponse
+
+    return {
+        ANTHROPIC_MESSAGE: types.Message,
+        ANTHROPIC_STREAM_EVENT: types.RawMessageStreamEvent | Ping,
+        ANTHROPIC_ERROR: ErrorResponse,
+        ANTHROPIC_REQUEST: types.MessageCreateParams,
+    }
 
 
 class Allowance(NamedTuple):
@@ -45,31 +62,6 @@ class Allowance(NamedTuple):
     also: dict | None = None
 
 
-# Anthropic's spec (Stainless, from the SDK's pydantic models) lists every reply field as required, including
-# those with a default the SDK fills in when the field is absent: null for most (`Optional[X] = None`),
-# {"type": "direct"} for a tool_use block's `caller`. The real API leaves such fields out; each
-# (component, property) here is one that a real reply under ../shared/fixtures/anthropic/ leaves out.
-_ANTHROPIC_NOT_SENT = {
-    ("ErrorResponse", "request_id"): "error_529_overloaded.json (the 2024 body; error_529_overloaded_2026.json has it)",
-    ("Message", "stop_details"): "messages_text.json",
-    ("Message", "container"): "messages_text.json (set only with code execution)",
-    ("MessageDelta", "stop_details"): "messages_stream_text.sse",
-    ("MessageDelta", "container"): "messages_stream_text.sse",
-    ("Usage", "output_tokens_details"): "messages_text.json",
-    ("Usage", "server_tool_use"): "messages_text.json",
-    ("Usage", "cache_creation"): "messages_stream_text_then_tool_use.sse",
-    ("Usage", "inference_geo"): "messages_stream_text_then_tool_use.sse",
-    ("MessageDeltaUsage", "input_tokens"): "messages_stream_text_then_tool_use.sse (usage is output_tokens only)",
-    ("MessageDeltaUsage", "cache_creation_input_tokens"): "messages_stream_text_then_tool_use.sse",
-    ("MessageDeltaUsage", "cache_read_input_tokens"): "messages_stream_text_then_tool_use.sse",
-    ("MessageDeltaUsage", "output_tokens_details"): "messages_stream_text.sse",
-    ("MessageDeltaUsage", "server_tool_use"): "messages_stream_text.sse",
-    ("ResponseTextBlock", "citations"): "messages_text.json",
-    ("ResponseToolUseBlock", "caller"): "messages_stream_text_then_tool_use.sse",
-    ("ResponseServerToolUseBlock", "caller"): "messages_stream_prompt_cache_server_tools.sse",
-    ("Container", "skills"): "messages_stream_prompt_cache_server_tools.sse (a container with no skills loaded)",
-}
-
 # (spec, component, property) -> how a real reply departs from the spec there. conforms() applies these unless
 # strict=True; test_specs.py checks that the fixtures need exactly these, no fewer and no more.
 ALLOWANCES: dict[tuple[str, str, str], Allowance] = {
@@ -78,36 +70,11 @@ ALLOWANCES: dict[tuple[str, str, str], Allowance] = {
         "default; the spec has only the float array (embeddings_base64.json)",
         also={"type": "string", "contentEncoding": "base64"},
     ),
-    **{
-        ("anthropic", component, field): Allowance(f"has a default in the spec, and is absent in {fixture}")
-        for (component, field), fixture in _ANTHROPIC_NOT_SENT.items()
-    },
 }
 
 _ANNOTATIONS = {"description", "title", "default", "example", "examples", "deprecated"}
 _DATA = {"enum", "const", "default", "example", "examples", "required", "discriminator"}  # values, not schemas
 _SCHEMA_MAPS = {"properties", "patternProperties", "$defs", "definitions", "dependentSchemas"}
-
-
-def _load_yaml(path: Path) -> dict:
-    """The YAML spec as a dict, via a JSON copy in the temp dir keyed by the file's sha256.
-
-    ruamel.yaml has no C loader here (ruamel.yaml.clib is not installed) and takes 4.5-7 s on the
-    3 MB OpenAI spec; the JSON copy loads in ~0.05 s.
-    """
-    data = path.read_bytes()
-    cached = Path(tempfile.gettempdir()) / "tapgate-specs" / f"{hashlib.sha256(data).hexdigest()}.json"
-    if cached.exists():
-        return json.loads(cached.read_bytes())
-    from ruamel.yaml import YAML
-
-    spec = YAML(typ="safe").load(data)
-    cached.parent.mkdir(exist_ok=True)
-    partial = cached.with_suffix(f".{os.getpid()}.tmp")
-    # One `example` in the spec is an unquoted date (ChatSessionResource.workflow.version).
-    partial.write_text(json.dumps(spec, default=lambda o: o.isoformat() if isinstance(o, datetime.date) else str(o)))
-    os.replace(partial, cached)  # atomic, so parallel test runs never read half a file
-    return spec
 
 
 def _openapi_to_jsonschema(node):
@@ -151,12 +118,28 @@ def _rewrite(keyword: str, value):
     return _openapi_to_jsonschema(value)
 
 
+def _sdk_components(named: dict) -> dict:
+    """JSON Schemas of pydantic types, each under its name, with every type they use beside them.
+
+    The SDK's request params are TypedDicts, whose schemas leave other keys open, where the spec closed them
+    (`additionalProperties: false`). They stay open: the installed SDK may be newer than the API the router
+    speaks (anthropic 2.16 has no `temperature`), so only the fields it knows are checked.
+    """
+    schemas = {}
+    for name, annotation in named.items():
+        found = pydantic.TypeAdapter(annotation).json_schema(ref_template="#/components/schemas/{model}")
+        for sub_name, sub in [*found.pop("$defs", {}).items(), (name, found)]:
+            assert schemas.get(sub_name, sub) == sub, f"two SDK types are both named {sub_name}"
+            schemas[sub_name] = sub
+    return schemas
+
+
 @functools.cache
 def _spec(spec: str) -> dict:
-    path = FILES[spec]
-    raw = _load_yaml(path) if path.suffix == ".yaml" else json.loads(path.read_bytes())
-    assert raw["openapi"].startswith("3.1"), f"{path.name} is OpenAPI {raw['openapi']}; this reads 3.1 only"
-    # Only components are needed; skipping paths keeps the rewrite to a fraction of the file.
+    if spec == "anthropic":
+        return {"components": {"schemas": _sdk_components(_anthropic_types())}}
+    raw = json.loads(OPENAI_SPEC.read_bytes())
+    assert raw["openapi"].startswith("3.1"), f"{OPENAI_SPEC.name} is OpenAPI {raw['openapi']}; this reads 3.1 only"
     return {"components": {"schemas": _rewrite("$defs", raw["components"]["schemas"])}}
 
 

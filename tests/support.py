@@ -1,18 +1,28 @@
-"""Shared test helpers: where ../shared is, fixture loading, and streams fed in random splits."""
+"""Shared test helpers: where the test data is, fixture loading, and streams fed in random splits."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import os
 import random
+import sys
 from pathlib import Path
 
 from providers.base import Route, StreamState
 from providers.stream import StreamParser
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("TAPGATE_SHARED", ROOT.parent / "shared"))
-FIXTURES = SHARED / "fixtures"
+DATA = ROOT / "testdata"  # captured payloads, spec and price source; testdata/SOURCES.md says whence
+FIXTURES = DATA / "fixtures"
+
+
+def load_script(name: str):
+    """scripts/<name>.py imported as module <name> (scripts/ is not a package the tests can import)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
 
 
 def fixture_bytes(provider: str, name: str) -> bytes:

@@ -1,4 +1,4 @@
-"""Anthropic Messages: every captured body and stream in ../shared/fixtures/anthropic, plus routing."""
+"""Anthropic Messages: every captured body and stream in testdata/fixtures/anthropic, plus routing."""
 
 from __future__ import annotations
 

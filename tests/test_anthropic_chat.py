@@ -8,7 +8,7 @@ import json
 import random
 
 import pytest
-from specs import OPENAI_CHAT, OPENAI_CHAT_CHUNK, conforms
+from specs import ANTHROPIC_REQUEST, OPENAI_CHAT, OPENAI_CHAT_CHUNK, conforms
 from support import fixture_bytes, fixture_json, fixture_names, random_splits
 
 from providers.anthropic_chat import DEFAULT_MAX_TOKENS, JSON_OBJECT_INSTRUCTION, NO_EQUIVALENT, AnthropicChat
@@ -33,7 +33,7 @@ TIME = {"type": "function", "function": {"name": "get_time", "parameters": {"typ
 def translate(body, unsupported="drop", stream=False):
     """The upstream request, held to Anthropic's CreateMessageParams."""
     req = chat.chat_request(body, MODEL, stream=stream, unsupported=unsupported)
-    conforms("anthropic", "CreateMessageParams", req.body)
+    conforms("anthropic", ANTHROPIC_REQUEST, req.body)
     return req
 
 

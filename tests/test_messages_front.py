@@ -10,7 +10,7 @@ import random
 import anthropic as anthropic_sdk
 import httpx2 as httpx  # the http client the installed anthropic SDK is built on
 import pytest
-from specs import ANTHROPIC_ERROR, ANTHROPIC_MESSAGE, ANTHROPIC_STREAM_EVENT, conforms
+from specs import ANTHROPIC_ERROR, ANTHROPIC_MESSAGE, ANTHROPIC_STREAM_EVENT, OPENAI_REQUEST, conforms
 from support import FIXTURES, fixture_bytes, fixture_json, parse_stream, random_splits
 
 from providers.anthropic import anthropic
@@ -80,7 +80,7 @@ def assert_tool_messages_follow_their_calls(messages):
 def test_every_captured_request_converts_to_a_valid_chat_request(name):
     body = fixture_json("anthropic", name)["body"]
     out, notes = to_chat(body)
-    conforms("openai", "CreateChatCompletionRequest", out)
+    conforms("openai", OPENAI_REQUEST, out)
     assert out["model"] == body["model"] and out["max_tokens"] == body["max_tokens"]
     assert out["messages"][-1]["role"] in ("user", "tool")
     assert_tool_messages_follow_their_calls(out["messages"])
@@ -135,7 +135,7 @@ def test_images_become_image_url_parts():
         {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
         {"type": "image_url", "image_url": {"url": "https://example.com/cat.jpg"}},
     ]}]
-    conforms("openai", "CreateChatCompletionRequest", out)
+    conforms("openai", OPENAI_REQUEST, out)
 
 
 def test_documents_become_text_or_file_parts():
@@ -164,7 +164,7 @@ def test_tool_use_and_tool_result_become_tool_calls_and_tool_messages():
     ]
     assert json.loads(out["messages"][1]["tool_calls"][0]["function"]["arguments"]) == CALL["input"]
     assert notes == []
-    conforms("openai", "CreateChatCompletionRequest", out)
+    conforms("openai", OPENAI_REQUEST, out)
 
 
 def test_tool_messages_come_before_the_rest_of_the_user_turn():
@@ -193,7 +193,7 @@ def test_images_in_tool_results_move_to_a_user_message():
         {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]},
     ]
     assert notes == ["moved messages[2].content[0].content[1] to a user message: OpenAI tool messages carry only text"]
-    conforms("openai", "CreateChatCompletionRequest", out)
+    conforms("openai", OPENAI_REQUEST, out)
 
 
 def test_thinking_blocks_in_history_are_dropped_even_under_refuse():
@@ -215,7 +215,7 @@ def test_tools_and_tool_choice():
                                           "parameters": TOOL["input_schema"], "strict": True}},
         {"type": "function", "function": {"name": "noop", "parameters": {"type": "object"}}},
     ]
-    conforms("openai", "CreateChatCompletionRequest", out)
+    conforms("openai", OPENAI_REQUEST, out)
 
 
 @pytest.mark.parametrize("choice, expected", [
@@ -229,7 +229,7 @@ def test_tools_and_tool_choice():
 def test_tool_choice(choice, expected):
     out, _ = chat(tools=[TOOL], tool_choice=choice)
     assert {k: out[k] for k in ("tool_choice", "parallel_tool_calls") if k in out} == expected
-    conforms("openai", "CreateChatCompletionRequest", out)
+    conforms("openai", OPENAI_REQUEST, out)
 
 
 def test_tool_choice_without_tools_is_left_out():
@@ -256,7 +256,7 @@ def test_sampling_stop_user_and_stream():
         "temperature": 0.2, "top_p": 0.9, "stop": ["END"], "user": "u-42", "stream": True,
         "stream_options": {"include_usage": True}}
     assert notes == []
-    conforms("openai", "CreateChatCompletionRequest", out)
+    conforms("openai", OPENAI_REQUEST, out)
 
 
 @pytest.mark.parametrize("field, value, param", [
@@ -289,7 +289,7 @@ def test_json_schema_output(field, value):
     assert out["response_format"] == {"type": "json_schema",
                                       "json_schema": {"name": "output", "schema": TOOL["input_schema"]}}
     assert notes == []
-    conforms("openai", "CreateChatCompletionRequest", out)
+    conforms("openai", OPENAI_REQUEST, out)
 
 
 def test_a_turn_left_empty_still_takes_its_place():
@@ -395,7 +395,7 @@ def test_what_the_anthropic_sdk_sends_converts():
     assert notes == []
     assert out["messages"][0] == {"role": "system", "content": "Be brief."}
     assert out["parallel_tool_calls"] is False and out["user"] == "u1" and out["stop"] == ["END"]
-    conforms("openai", "CreateChatCompletionRequest", out)
+    conforms("openai", OPENAI_REQUEST, out)
 
 
 # -- whole responses ------------------------------------------------------------------------------

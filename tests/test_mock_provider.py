@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import socket
@@ -20,22 +19,14 @@ import pytest
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
-from support import ROOT, SHARED, fixture_bytes
+from support import DATA, ROOT, fixture_bytes, load_script
 
 MOCK = ROOT / "scripts" / "mock_provider.py"
 USER = [{"role": "user", "content": "What is the capital of the UK?"}]
 TOOLS = [{"type": "function", "function": {"name": "get_capital", "parameters": {"type": "object", "properties": {}}}}]
 
 
-def load_mock_fixtures():
-    spec = importlib.util.spec_from_file_location("mock_fixtures", ROOT / "scripts" / "mock_fixtures.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-fx = load_mock_fixtures()
+fx = load_script("mock_fixtures")
 
 
 def start_mock(*args: str) -> tuple[subprocess.Popen, int]:
@@ -49,7 +40,7 @@ def start_mock(*args: str) -> tuple[subprocess.Popen, int]:
 
 @pytest.fixture(scope="module")
 def port():
-    proc, port = start_mock("--shared", str(SHARED))
+    proc, port = start_mock("--data", str(DATA))
     yield port
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
@@ -107,7 +98,7 @@ def test_split_events_keeps_every_byte_and_framing():
 
 
 def test_rendered_stream_is_one_chunk_per_event():
-    fixtures = fx.load(SHARED)
+    fixtures = fx.load(DATA)
     fixture = fixtures["anthropic/messages_stream_text.sse"]
     rendered = fx.render(fixture)
     assert rendered.head.startswith(b"HTTP/1.1 200 OK\r\n") and b"transfer-encoding: chunked" in rendered.head
@@ -441,8 +432,7 @@ def test_bad_controls_are_reported(port):
         admin(port, "POST", "/_mock/program", {"fault": "explode"})
 
 
-def test_sigint_exits_cleanly_and_shared_defaults_from_env(monkeypatch):
-    monkeypatch.setenv("TAPGATE_SHARED", str(SHARED))
+def test_sigint_exits_cleanly_and_data_defaults_to_the_repositorys():
     proc, port = start_mock()
     assert "openai/chat_completion_text.json" in admin(port, "GET", "/_mock/fixtures")
     proc.send_signal(signal.SIGINT)

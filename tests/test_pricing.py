@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
-from support import ROOT, SHARED, fixture_json
+from support import DATA, fixture_json, load_script
 
 from providers.base import Usage
 from providers.pricing import PRICES_JSON, Price, PriceTable, normalise_model
 
-PRICE_MAP = SHARED / "pricing" / "model_prices_and_context_window.json"
+PRICE_MAP = DATA / "pricing" / "model_prices_and_context_window.json"
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +24,6 @@ def test_gpt_4o_cache_reads(table):
     assert table.cost("", "gpt-4o", usage) == 0.004
 
 
-@pytest.mark.skipif(not (SHARED / "fixtures").is_dir(), reason="../shared/fixtures absent")
 def test_claude_5_minute_cache_write_and_read_from_fixture(table):
     body = fixture_json("anthropic", "messages_prompt_cache_read_and_write.json")
     u = body["usage"]
@@ -47,7 +45,6 @@ def test_claude_1_hour_cache_writes(table):
     assert table.cost("", "claude-sonnet-4-5", usage) == 0.00615
 
 
-@pytest.mark.skipif(not (SHARED / "fixtures").is_dir(), reason="../shared/fixtures absent")
 def test_gemini_thoughts_billed_as_output(table):
     body = fixture_json("gemini", "generate_content_text.json")
     meta = body["usageMetadata"]
@@ -151,11 +148,8 @@ def test_builtin_rows_are_frozen(table):
         price.input = 0.0  # type: ignore[misc]
 
 
-@pytest.mark.skipif(not PRICE_MAP.is_file(), reason="../shared/pricing absent")
 def test_prices_json_is_up_to_date_with_its_generator():
-    spec = importlib.util.spec_from_file_location("make_prices", ROOT / "scripts" / "make_prices.py")
-    make_prices = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make_prices)
+    make_prices = load_script("make_prices")
     shipped = json.loads(PRICES_JSON.read_text(encoding="utf-8"))
     fresh = make_prices.build_from_file(PRICE_MAP, shipped["generated"])
     assert fresh == shipped, "run: python scripts/make_prices.py"
