@@ -1,6 +1,7 @@
-"""Checks objects against OpenAI's OpenAPI spec and Anthropic's SDK types, so router replies are held to them.
+"""Checks objects against OpenAI's OpenAPI spec and Anthropic's SDK types, so the router is held to them.
 
-OpenAI: the reply components of the official spec (MIT), trimmed into testdata/ by scripts/trim_openai_spec.py.
+OpenAI: the request and reply components of the official spec (MIT), trimmed into testdata/ by
+scripts/trim_openai_spec.py.
 Anthropic: its OpenAPI spec states no licence, so it is not redistributed here; the same components come from
 the official `anthropic` SDK (MIT), whose pydantic models Stainless generates from that spec. Those models make
 every field with a default optional, so they hold a reply to the spec's shapes, types and enums but not to
@@ -31,7 +32,7 @@ OPENAI_EMBEDDINGS = "CreateEmbeddingResponse"
 OPENAI_MODELS = "ListModelsResponse"
 OPENAI_ERROR = "ErrorResponse"
 ANTHROPIC_MESSAGE = "Message"  # the 200 body of POST /v1/messages
-ANTHROPIC_STREAM_EVENT = "MessageStreamEvent"  # the SDK's seven stream events and ping, one per SSE `data:` line
+ANTHROPIC_STREAM_EVENT = "MessageStreamEvent"  # the SDK's six stream events and ping, one per SSE `data:` line
 ANTHROPIC_ERROR = "ErrorResponse"  # the 4XX/5XX body, and the data of an SSE `event: error`
 ANTHROPIC_REQUEST = "CreateMessageParams"  # the body of POST /v1/messages
 

@@ -282,13 +282,15 @@ def test_azure_2023_reply_predates_the_spec():
 
 def test_the_trimmed_openai_spec_holds_exactly_the_components_named_and_what_they_reference():
     trim = load_script("trim_openai_spec")
-    assert set(trim.ROOTS) == {OPENAI_REQUEST, OPENAI_CHAT, OPENAI_CHAT_CHUNK, OPENAI_EMBEDDINGS, OPENAI_MODELS, OPENAI_ERROR}
+    named = {OPENAI_REQUEST, OPENAI_CHAT, OPENAI_CHAT_CHUNK, OPENAI_EMBEDDINGS, OPENAI_MODELS, OPENAI_ERROR}
+    assert set(trim.ROOTS) == named
     shipped = json.loads(OPENAI_SPEC.read_bytes())
     assert shipped["info"]["license"]["identifier"] == "MIT"
     assert trim.trim(shipped) == shipped  # every $ref resolves inside the file, and nothing unreachable is kept
     schemas = shipped["components"]["schemas"]
     with pytest.raises(KeyError, match="no component schema 'Missing'"):
-        trim.trim({**shipped, "components": {"schemas": {**schemas, OPENAI_CHAT: {"$ref": "#/components/schemas/Missing"}}}})
+        broken = {**schemas, OPENAI_CHAT: {"$ref": "#/components/schemas/Missing"}}
+        trim.trim({**shipped, "components": {"schemas": broken}})
     extra = {**shipped, "components": {"schemas": {**schemas, "Unused": {"type": "string"}}}}
     assert trim.trim(extra) == shipped
 
