@@ -23,6 +23,7 @@ ROOTS = (
     "CreateChatCompletionRequest",
     "CreateChatCompletionResponse",
     "CreateChatCompletionStreamResponse",
+    "CreateEmbeddingRequest",
     "CreateEmbeddingResponse",
     "ListModelsResponse",
     "ErrorResponse",

@@ -28,6 +28,7 @@ OPENAI_SPEC = DATA / "specs" / "openai-openapi.json"
 OPENAI_REQUEST = "CreateChatCompletionRequest"  # the body of POST /v1/chat/completions
 OPENAI_CHAT = "CreateChatCompletionResponse"
 OPENAI_CHAT_CHUNK = "CreateChatCompletionStreamResponse"
+OPENAI_EMBEDDINGS_REQUEST = "CreateEmbeddingRequest"  # the body of POST /v1/embeddings
 OPENAI_EMBEDDINGS = "CreateEmbeddingResponse"
 OPENAI_MODELS = "ListModelsResponse"
 OPENAI_ERROR = "ErrorResponse"

@@ -15,6 +15,7 @@ from specs import (
     OPENAI_CHAT,
     OPENAI_CHAT_CHUNK,
     OPENAI_EMBEDDINGS,
+    OPENAI_EMBEDDINGS_REQUEST,
     OPENAI_ERROR,
     OPENAI_MODELS,
     OPENAI_REQUEST,
@@ -282,7 +283,8 @@ def test_azure_2023_reply_predates_the_spec():
 
 def test_the_trimmed_openai_spec_holds_exactly_the_components_named_and_what_they_reference():
     trim = load_script("trim_openai_spec")
-    named = {OPENAI_REQUEST, OPENAI_CHAT, OPENAI_CHAT_CHUNK, OPENAI_EMBEDDINGS, OPENAI_MODELS, OPENAI_ERROR}
+    named = {OPENAI_REQUEST, OPENAI_CHAT, OPENAI_CHAT_CHUNK, OPENAI_EMBEDDINGS_REQUEST, OPENAI_EMBEDDINGS,
+             OPENAI_MODELS, OPENAI_ERROR}
     assert set(trim.ROOTS) == named
     shipped = json.loads(OPENAI_SPEC.read_bytes())
     assert shipped["info"]["license"]["identifier"] == "MIT"
@@ -327,8 +329,8 @@ def test_openapi_3_0_leftovers_become_json_schema():
     assert node == before
 
 
-@pytest.mark.parametrize("endpoint, component", [("chat.completions", "CreateChatCompletionRequest"),
-                                                 ("embeddings", "CreateEmbeddingRequest")])
+@pytest.mark.parametrize("endpoint, component", [("chat.completions", OPENAI_REQUEST),
+                                                 ("embeddings", OPENAI_EMBEDDINGS_REQUEST)])
 def test_the_routers_parameter_allow_list_is_openais_documented_one(endpoint, component):
     """What the router forwards to OpenAI-dialect deployments (providers/openai_chat.py) is exactly
     the request's properties in OpenAI's spec, allOf parts included."""
