@@ -33,10 +33,13 @@ CACHEABLE = {"chat.completions", "messages", "generateContent", "streamGenerateC
 
 
 class Collector:
-    """Wraps the stream tap: keeps the provider's raw bytes (up to a limit) for the cache as they pass."""
+    """Wraps the stream tap: keeps the provider's raw bytes (up to a limit) for the cache as they pass,
+    and hands them on once the tap has recorded the call answered (its final event passed), before
+    the client can have read the end and left."""
 
-    def __init__(self, tap, limit: int) -> None:
+    def __init__(self, tap, limit: int, call: Call, on_answered) -> None:
         self.tap, self.limit = tap, limit
+        self.call, self.on_answered = call, on_answered
         self.chunks: list[bytes] = []
         self.size = 0
 
@@ -44,7 +47,11 @@ class Collector:
         if self.size <= self.limit:
             self.chunks.append(chunk)
             self.size += len(chunk)
-        return self.tap(chunk) if callable(self.tap) else chunk
+        out = self.tap(chunk) if callable(self.tap) else chunk
+        if self.on_answered is not None and self.call.recorded:
+            on_answered, self.on_answered = self.on_answered, None
+            on_answered(self)
+        return out
 
 
 class Cache:
@@ -106,16 +113,22 @@ class Cache:
             return
         flow.response.headers[HEADER] = "MISS" if call.cache_leader else "BYPASS"
         if call.cache_leader and flow.response.stream:
-            flow.response.stream = Collector(flow.response.stream, self.settings.config.cache.max_entry_bytes)
+            flow.response.stream = Collector(flow.response.stream, self.settings.config.cache.max_entry_bytes, call,
+                                             lambda collected: self._keep_answer(flow, call, collected))
 
     def response(self, flow: http.HTTPFlow) -> None:
         call: Call | None = flow.metadata.get("tapgate")
         if call is None or not call.cache_leader:
             return
+        collected = flow.response.stream if isinstance(flow.response.stream, Collector) else None
+        if collected is None or collected.on_answered is not None:  # else kept at the stream's final event
+            self._keep_answer(flow, call, collected)
+
+    def _keep_answer(self, flow: http.HTTPFlow, call: Call, collected: Collector | None) -> None:
+        """An answered call's bytes become an entry; identical calls waiting for it are let go."""
         try:
             if call.status == "ok" and flow.response.status_code == 200:
                 resp = flow.response
-                collected = resp.stream if isinstance(resp.stream, Collector) else None
                 body = b"".join(collected.chunks) if collected else resp.get_content(strict=False) or b""
                 if len(body) <= self.settings.config.cache.max_entry_bytes:
                     self.keep(call, Entry(collected is not None, resp.headers.get("content-type", ""), body,

@@ -144,7 +144,10 @@ class Capture:
         if hide:  # events are re-emitted decoded, so the headers must say so
             resp.headers.pop("content-encoding", None)
             resp.headers.pop("content-length", None)
-        resp.stream = StreamTap(call.parser, hide_usage=hide, on_first_chunk=call.mark_first_chunk)
+        # Recorded at the final event, before the chunk carrying it goes on: whatever happens to the
+        # connection after that, the call is answered (issue 11) and in the journal (issue 10).
+        resp.stream = StreamTap(call.parser, hide_usage=hide, on_first_chunk=call.mark_first_chunk,
+                                on_final=lambda: self._record(flow, call))
 
     def response(self, flow: http.HTTPFlow) -> None:
         if (call := flow.metadata.get("tapgate")) is not None:
@@ -196,7 +199,7 @@ class Capture:
         else:
             facts, response_body = ResponseFacts(), None
 
-        status, error = _status(flow, status_code, finished, facts.error)
+        status, error = _status(flow, status_code, finished, facts.error, streamed=call.parser is not None)
         self.recorder.record(call, ended=ended, status_code=status_code, status=status, error=error, facts=facts,
                              finished=finished, output_chars=output_chars, response_body=response_body)
 
@@ -228,9 +231,11 @@ def header_dict(headers: http.Headers) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in headers.fields}
 
 
-def _status(flow: http.HTTPFlow, status_code: int | None, finished: bool, body_error: str | None):
-    """(status, error): what happened to the call, in a word, and why."""
-    if flow.error is not None:
+def _status(flow: http.HTTPFlow, status_code: int | None, finished: bool, body_error: str | None,
+            streamed: bool = False):
+    """(status, error): what happened to the call, in a word, and why. A stream whose final event
+    was seen is answered, whatever happened to the connection after it."""
+    if flow.error is not None and not (streamed and finished and status_code and status_code < 400 and not body_error):
         msg = flow.error.msg
         kind = "client_disconnected" if "client" in msg.lower() else "upstream_error"
         return kind, f"{msg} {body_error}".strip() if body_error else msg

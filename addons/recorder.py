@@ -66,8 +66,6 @@ class Recorder:
             response_body=response_body,
             cost_saved=saved,
         )
-        self.store.add("requests", request)
-        for span in spans:
-            self.store.add("spans", span)
+        self.store.add_all([("requests", request), *(("spans", span) for span in spans)])  # one journal write
         for listener in self.listeners:
             listener(request, call)

@@ -1,6 +1,8 @@
 """Relay: a routed stream from the deployment that answered to the client, chunk by chunk as it
 arrives, read for the trace as it passes; a break after the first byte is told to the client in its
-own shape, since nothing can be retried once the client has seen part of an answer."""
+own shape, since nothing can be retried once the client has seen part of an answer. The call is
+recorded (`answered`) before the final bytes go out, so it is in the journal before the client can
+have read its end."""
 
 from __future__ import annotations
 
@@ -56,7 +58,8 @@ class ChatRelay:
         self.keep = keep  # when given, every OpenAI chunk is kept here (the cache assembles the answer)
         self.response = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
 
-    async def run(self, request: web.Request, first_chunk: Callable[[], None]) -> Outcome:
+    async def run(self, request: web.Request, first_chunk: Callable[[], None],
+                  answered: Callable[[Outcome], None]) -> Outcome:
         answer, out, state = self.answer, self.out, StreamState()
         status, error, chunks = "ok", None, answer.chunks
         try:
@@ -79,6 +82,7 @@ class ChatRelay:
                     break
             if status == "ok":
                 state.finished = True
+                answered(Outcome.of(state, status, error))
                 await self.response.write(out.close())
             await self.response.write_eof()
         except ConnectionError as e:
@@ -101,13 +105,18 @@ class RawRelay:
         self.parser = StreamParser(route, answer.response.headers.get("content-type", "text/event-stream"))
         self.response = web.StreamResponse(headers=SSE_HEADERS)
 
-    async def run(self, request: web.Request, first_chunk: Callable[[], None]) -> Outcome:
+    async def run(self, request: web.Request, first_chunk: Callable[[], None],
+                  answered: Callable[[Outcome], None]) -> Outcome:
         answer, status, error = self.answer, "ok", None
         data = answer.first
+        state = self.parser.state
         try:
             await self.response.prepare(request)
             while data:
                 self.parser.feed(data)
+                if state.finished and answered is not None:  # the final event is in this chunk
+                    answered(Outcome.of(state, *verdict(state, "ok", None)))
+                    answered = None
                 if self.keep is not None:
                     self.keep.append(data)
                 first_chunk()
@@ -125,9 +134,14 @@ class RawRelay:
             status, error, self.cancelled = "client_disconnected", "the client left mid-stream", True
         finally:
             answer.release()
-        state = self.parser.state
-        if status == "ok" and state.error:  # an error event, or one that could not be read
-            status, error = "error", state.error
-        elif status == "ok" and not state.finished:
-            status, error = "incomplete", "the stream ended before its final event"
-        return Outcome.of(state, status, error)
+        return Outcome.of(state, *verdict(state, status, error))
+
+
+def verdict(state: StreamState, status: str, error: str | None) -> tuple[str, str | None]:
+    """(status, error) of a relayed stream that was "ok" as far as the connections go: an error event
+    (or one that could not be read) makes it an error, a stream cut before its final event incomplete."""
+    if status == "ok" and state.error:
+        return "error", state.error
+    if status == "ok" and not state.finished:
+        return "incomplete", "the stream ended before its final event"
+    return status, error

@@ -29,7 +29,7 @@ from addons.capture import BODY_LIMIT
 from addons.config import RetryPolicy
 from addons.fallback import attempt_in_order
 from addons.recorder import Recorder
-from addons.relay import ChatRelay, RawRelay
+from addons.relay import ChatRelay, Outcome, RawRelay
 from addons.router_cache import RouterCache, render_cached
 from addons.router_client import authenticate, master_key, note_refused, read_json
 from addons.router_errors import (
@@ -302,9 +302,12 @@ class Router:
         kept: list | None = [] if call.cache_leader else None
         relay = RawRelay(answer, read_as, deadline, kept) if untranslated else ChatRelay(
             answer, front.stream(call.facts.model, wants_usage), deadline, cache_header, kept)
-        outcome = await relay.run(request, call.mark_first_chunk)
-        self._record(call, 200, outcome.facts, outcome.finished, outcome.chars,
-                     outcome.body if store_bodies else None, outcome.status, outcome.error)
+
+        def record(outcome: Outcome) -> None:  # at the final event, before its bytes go out; else at the end
+            self._record(call, 200, outcome.facts, outcome.finished, outcome.chars,
+                         outcome.body if store_bodies else None, outcome.status, outcome.error)
+
+        record(await relay.run(request, call.mark_first_chunk, record))
         if relay.cancelled:
             raise asyncio.CancelledError  # recorded; aiohttp drops what is left of the connection
         if kept and call.status == "ok":

@@ -1,11 +1,11 @@
-"""The SQLite store: schema and migrations, and one writer thread so hooks never wait on SQLite."""
+"""The SQLite store: schema and migrations, and the journal and writer thread that keep hooks off SQLite."""
 
 from __future__ import annotations
 
+import json
 import logging
-import queue
+import os
 import secrets
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +13,12 @@ from mitmproxy import ctx, exceptions
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from addons.journal import Journal, journal_dir, private_dir
+from addons.writer import Writer, replay
+
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = "~/.tapgate/tapgate.db"
-FLUSH_SECONDS = 0.25  # how long a batch gathers; commits stay well inside "at least every second"
 
 migrations = Migrations("tapgate")
 
@@ -86,9 +88,12 @@ def m002_usage_estimated_and_indexes(db: Database) -> None:
 
 
 def open_db(path: str | Path) -> Database:
-    """Open (creating if needed) and migrate the store; WAL so readers never block the writer."""
+    """Open (creating if needed) and migrate the store; WAL so readers never block the writer.
+    A new store and its directory are readable by their owner only: they hold every prompt."""
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
+    if not path.exists():
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))  # SQLite's -wal and -shm follow its mode
     db = Database(path)
     db.enable_wal()
     db.execute("PRAGMA busy_timeout = 5000")
@@ -106,78 +111,26 @@ def install_salt(db: Database) -> str:
     return salt
 
 
-class Writer(threading.Thread):
-    """Takes (table, row) records from a queue and writes them in batches, one transaction each.
-
-    It sleeps FLUSH_SECONDS after the first record of a batch so that one wake-up and one commit
-    serve many calls: the proxy's event loop shares the GIL with this thread, and every wake-up
-    costs it. Rows go in with one prepared INSERT per table (sqlite-utils' insert_all inspects
-    the table on every call, which cost more than the insert itself at a few hundred calls a second).
-    """
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(name="tapgate-store-writer", daemon=True)
-        self.path = path
-        self.queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = queue.SimpleQueue()
-        self.stopping = threading.Event()
-        self.written = 0
-
-    def run(self) -> None:
-        db = open_db(self.path)
-        db.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable across crashes of this process
-        inserts: dict[str, tuple[list[str], str]] = {}  # table -> (columns, INSERT), prepared on first use
-        try:
-            while True:
-                first = self.queue.get()  # blocks until there is work: no idle polling
-                if first is not None:
-                    self.stopping.wait(FLUSH_SECONDS)  # gather a batch; a shutdown cuts this short
-                batch, stop = self._drain(first)
-                if batch:
-                    self._write(db, inserts, batch)
-                if stop:
-                    return
-        finally:
-            db.close()
-
-    def _drain(self, first) -> tuple[dict[str, list[dict[str, Any]]], bool]:
-        batch: dict[str, list[dict[str, Any]]] = {}
-        item, stop = first, first is None
-        while True:
-            if item is None:
-                stop = True
-            else:
-                batch.setdefault(item[0], []).append(item[1])
-            try:
-                item = self.queue.get_nowait()
-            except queue.Empty:
-                return batch, stop
-
-    def _write(self, db: Database, inserts, batch: dict[str, list[dict[str, Any]]]) -> None:
-        count = sum(map(len, batch.values()))
-        try:
-            with db.conn:
-                for table, rows in batch.items():
-                    if table not in inserts:
-                        columns = list(db[table].columns_dict)
-                        inserts[table] = (columns, _insert_sql(table, columns))
-                    columns, sql = inserts[table]
-                    db.conn.executemany(sql, [tuple(row.get(c) for c in columns) for row in rows])
-            self.written += count
-        except Exception:  # a bad batch must not kill the writer; say so and go on
-            log.exception("tapgate: could not write %d records to %s", count, self.path)
-
-
-def _insert_sql(table: str, columns: list[str]) -> str:
-    names = ", ".join(f"[{c}]" for c in columns)
-    return f"INSERT OR REPLACE INTO [{table}] ({names}) VALUES ({', '.join('?' * len(columns))})"
+def _hex(value: Any) -> str:
+    """json.dumps' fallback: bytes (cache bodies) as hex, decoded by the writer's SQL."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 class Store:
-    """Owns the database file named by `tapgate_db` and its writer thread; `done()` drains it."""
+    """Owns the database file named by `tapgate_db`, its journal and its writer thread.
+
+    `add` appends the record to the journal (one `os.write`, on the caller's thread) and returns: a
+    call is recorded before its answer completes, and survives a crash of the process from then on.
+    At start, what a dead gateway left in the journal is committed before any addon reads the store
+    (Store.configure runs at load, every reader in `running`). `done()` commits the rest."""
 
     def __init__(self) -> None:
         self.writer: Writer | None = None
+        self.journal: Journal | None = None
         self.salt = ""
+        self._failing = False
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -187,14 +140,18 @@ class Store:
     def configure(self, updated: set[str]) -> None:
         if "tapgate_db" in updated:
             path = Path(ctx.options.tapgate_db).expanduser()
+            self._stop()
             try:
                 db = open_db(path)
-                self.salt = install_salt(db)
-                db.close()
+                try:
+                    self.salt = install_salt(db)
+                    replay(path, db, journal_dir(path))
+                finally:
+                    db.close()
+                self.journal = Journal(journal_dir(path))
             except Exception as e:
                 raise exceptions.OptionsError(f"tapgate_db: cannot open {path}: {e}") from None
-            self._stop()
-            self.writer = Writer(path)
+            self.writer = Writer(path, self.journal, open_db, self.salt)
             self.writer.start()
 
     def running(self) -> None:
@@ -202,9 +159,31 @@ class Store:
         log.info("tapgate ready: recording LLM calls to %s", ctx.options.tapgate_db)
 
     def add(self, table: str, row: dict[str, Any]) -> None:
-        """Queue a row; never blocks."""
-        if self.writer is not None:
-            self.writer.queue.put((table, row))
+        """Journal a row; never waits on SQLite."""
+        self.add_all([(table, row)])
+
+    def add_all(self, records: list[tuple[str, dict[str, Any]]]) -> None:
+        """Journal rows in one write (a call's row and its spans)."""
+        if self.writer is None:
+            return
+        data = b"".join(b"%s\t%s\n" % (table.encode(), json.dumps(row, separators=(",", ":"), default=_hex).encode())
+                        for table, row in records)
+        try:
+            self.journal.append(data, len(records))
+        except OSError as e:
+            try:  # the journal's directory went away, or its file system is full: one fresh try
+                self.journal.reopen()
+                self.journal.append(data, len(records))
+            except OSError:
+                self.writer.lost += len(records)
+                if not self._failing:
+                    log.error("tapgate: cannot append to the journal in %s (%s): calls are not being recorded",
+                              self.journal.directory, e)
+                self._failing = True
+                return
+        self._failing = False
+        if not self.writer.wake.is_set():
+            self.writer.wake.set()
 
     def done(self) -> None:
         self._stop()
@@ -212,9 +191,10 @@ class Store:
     def _stop(self) -> None:
         if self.writer is not None:
             self.writer.stopping.set()
-            self.writer.queue.put(None)
+            self.writer.wake.set()
             self.writer.join()
             self.writer = None
+            self.journal = None
 
 
 # Spend per UTC day, key, customer, provider and model: `where date = '2025-06-01' order by cost_usd desc`.

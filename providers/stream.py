@@ -82,6 +82,8 @@ class StreamTap:
     Passes every chunk on unchanged as it arrives, unless ``hide_usage`` is set: then the gateway
     asked for usage the client did not, and whole events are re-emitted as the client would have
     seen them (the response must then be sent decoded, see Capture.responseheaders).
+    ``on_final`` runs once, when the stream's final event has been parsed and before the chunk that
+    carries it is handed on: a call is recorded before its client can have read the end of it.
     """
 
     def __init__(
@@ -89,16 +91,21 @@ class StreamTap:
         parser: StreamParser,
         hide_usage: bool = False,
         on_first_chunk: Callable[[], None] | None = None,
+        on_final: Callable[[], None] | None = None,
     ) -> None:
         self.parser = parser
         self.hide_usage = hide_usage
         self._on_first_chunk = on_first_chunk
+        self._on_final = on_final
 
     def __call__(self, chunk: bytes) -> bytes | list[bytes]:
         if chunk and self._on_first_chunk is not None:
             self._on_first_chunk()
             self._on_first_chunk = None
         frames = self.parser.feed(chunk) if chunk else self.parser.close()
+        if self._on_final is not None and self.parser.state.finished:
+            self._on_final()
+            self._on_final = None
         if not self.hide_usage:
             return chunk
         route = self.parser.route

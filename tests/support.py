@@ -72,3 +72,7 @@ class Rows:
 
     def add(self, table, row):
         self.tables.setdefault(table, []).append(row)
+
+    def add_all(self, records):
+        for table, row in records:
+            self.add(table, row)
