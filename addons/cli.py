@@ -128,13 +128,15 @@ def time_range(args: argparse.Namespace) -> tuple[str | None, str | None]:
 def cmd_top(args: argparse.Namespace) -> int:
     from rich.live import Live
 
+    from addons.journal import read_status
     from addons.snapshot import Tally, snapshot
     from addons.views import DashboardView
 
     conn = queries.connect(args.db)
     tally = Tally(args.window * 60)
     tally.seed(conn, time.time())
-    view = lambda: DashboardView(snapshot(tally, time.time(), str(Path(args.db).expanduser())))  # noqa: E731
+    db = Path(args.db).expanduser()
+    view = lambda: DashboardView(snapshot(tally, time.time(), str(db), read_status(db)))  # noqa: E731
     if args.once:
         console().print(view())
         return 0

@@ -15,6 +15,7 @@ from rich.console import Console as RichConsole
 from rich.live import Live
 
 from addons import queries
+from addons.journal import read_status
 from addons.snapshot import Tally, snapshot
 from addons.views import DashboardView
 
@@ -93,7 +94,7 @@ class Dashboard:
             console=RichConsole(file=self._file), screen=True, refresh_per_second=REFRESH_PER_SECOND,
             redirect_stdout=False, redirect_stderr=False,
             get_renderable=lambda tally=self.tally, source=str(db or ""): DashboardView(
-                snapshot(tally, time.time(), source)),
+                snapshot(tally, time.time(), source, read_status(db) if db else None)),
         )
         # Calls recorded from now on reach the tally through show(); the seed takes those before.
         until = queries.iso(datetime.now(UTC))

@@ -224,6 +224,7 @@ class Snapshot:
     by_model: list[Spend]
     budgets: list[tuple[str, float, float, str]] | None  # (name, spent, cap, unit); None: no budgets
     last: list[dict[str, Any]]  # newest first
+    writer: dict[str, Any] | None = None  # the store writer's status (addons/journal.py read_status)
 
     @property
     def error_rate(self) -> float:
@@ -239,7 +240,7 @@ def percentiles(values: list[float]) -> Percentiles:
     return Percentiles(at(0.50), at(0.95), at(0.99))
 
 
-def snapshot(tally: Tally, now: float, source: str = "") -> Snapshot:
+def snapshot(tally: Tally, now: float, source: str = "", writer: dict[str, Any] | None = None) -> Snapshot:
     """What the dashboard shows of a tally at `now` (epoch seconds). Windows are whole seconds:
     "the last 10 s" counts calls that started in second floor(now - 10) or later."""
     since, t10, t60 = (math.floor(now - x) for x in (tally.window_s, 10, 60))
@@ -293,4 +294,5 @@ def snapshot(tally: Tally, now: float, source: str = "") -> Snapshot:
         by_model=ranked["model"],
         budgets=budgets,
         last=sorted(last, key=lambda r: r["started_at"] or "", reverse=True),
+        writer=writer,
     )

@@ -19,6 +19,7 @@ from addons.writer import Writer, replay
 log = logging.getLogger(__name__)
 
 DEFAULT_DB = "~/.tapgate/tapgate.db"
+BUSY_TIMEOUT_MS = 5000  # how long a statement waits for another process's write lock before it fails
 
 migrations = Migrations("tapgate")
 
@@ -96,7 +97,7 @@ def open_db(path: str | Path) -> Database:
         os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))  # SQLite's -wal and -shm follow its mode
     db = Database(path)
     db.enable_wal()
-    db.execute("PRAGMA busy_timeout = 5000")
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     migrations.apply(db)
     return db
 

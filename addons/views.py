@@ -102,7 +102,8 @@ class DashboardView:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width, height = options.max_width, options.height or options.size.height
-        head = Group(self.header(width), self.panels(width), self.spend(width), self.budgets(width, height))
+        head = Group(self.header(width), writer_line(self.snap.writer), self.panels(width), self.spend(width),
+                     self.budgets(width, height))
         lines = console.render_lines(head, options.update(height=None), pad=False)  # rendered once
         for line in lines:
             yield from line
@@ -189,6 +190,28 @@ class DashboardView:
         if more > 0:
             t.add_row(Text(f"and {plural(more, 'more budget')}", style="dim"), "", "")
         return t
+
+
+def writer_line(status: dict | None) -> Text:
+    """The store writer's state in one line: what waits in the journal, how fast it is committed, and
+    any stall or loss (red). From the status file a running gateway's writer keeps beside the store."""
+    t = Text(no_wrap=True, overflow="ellipsis")
+    t.append("store ", style="dim")
+    if status is None:
+        return t.append("no running gateway writes this store", style="dim")
+    size = status["pending_bytes"]
+    t.append(f"{status['pending_records']:,}", style="bold").append(" records pending", style="dim")
+    t.append(f" ({size / 1024:,.0f} KB)  " if size >= 1024 else f" ({size} B)  ", style="dim")
+    t.append(f"{status['committed_per_s']:,.0f}", style="bold").append("/s committed  ", style="dim")
+    if status.get("stalled_s"):
+        t.append(f"STALLED {status['stalled_s']:.0f} s: {status.get('last_error') or ''}  ", style="bold red")
+    if status.get("stalls"):
+        t.append(f"stalls {status['stalls']}  ", style="yellow")
+    if status.get("reopens"):
+        t.append(f"store recreated {status['reopens']}x  ", style="bold red")
+    if status.get("lost"):
+        t.append(f"LOST {status['lost']} records", style="bold red")
+    return t
 
 
 def panel(title: str, **options: Any) -> Table:

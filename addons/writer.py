@@ -136,7 +136,7 @@ class Writer(threading.Thread):
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self) -> None:
-        db = self._open()
+        db = self._reopen(salt=False)
         tail, batches = Tail(self.journal), Batches(db)
         try:
             while True:
@@ -209,14 +209,23 @@ class Writer(threading.Thread):
 
     # -- the store's file ----------------------------------------------------------------------
 
-    def _open(self) -> Database:
+    def _open(self, salt: bool) -> Database:
         db = self.open_db(self.path)
         db.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable across crashes of this process
-        if self.salt:  # a recreated store keeps the salt its key fingerprints were made with
-            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('key_salt', ?)", [self.salt])
-            db.conn.commit()
+        if salt and self.salt:  # a recreated store keeps the salt its key fingerprints were made with
+            with db.conn:
+                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('key_salt', ?)", [self.salt])
         self._inode = os.stat(self.path).st_ino
         return db
+
+    def _reopen(self, salt: bool) -> Database:
+        try:
+            return self._open(salt)
+        except Exception as e:  # busy, or the path unusable: the journal keeps the rows; tried again per batch
+            self.last_error = f"cannot open the store: {e}"
+            log.error("tapgate: cannot open %s (%s); records wait in the journal", self.path, e)
+            self._inode = -1
+            return Database(memory=True)  # a placeholder: its batches fail until the store opens
 
     def _same_file(self) -> bool:
         try:
@@ -228,24 +237,20 @@ class Writer(threading.Thread):
         """Never write on into an unlinked file: a deleted or replaced store (or journal) is reopened, loudly."""
         if not self.journal.intact():
             log.error("tapgate: the journal %s was deleted under the running gateway; recreating it "
-                      "(calls in flight stay in memory and are committed)", self.journal.directory)
+                      "(records not yet committed are still held open and are committed)", self.journal.directory)
             self.journal.reopen()
             self.reopens += 1
         if self._same_file():
             return db, batches
-        what = "replaced" if self.path.exists() else "deleted"
-        log.error("tapgate: the store %s was %s while the gateway ran; the rows it held are gone with it. "
-                  "Recreating it: calls from now on (and %d waiting in the journal) are written to the new file",
-                  self.path, what, self.pending()[0])
-        self.reopens += 1
-        self.last_error = f"store {what} while running"
+        if self._inode != -1:
+            what = "replaced" if self.path.exists() else "deleted"
+            log.error("tapgate: the store %s was %s while the gateway ran; the rows it held are gone with it. "
+                      "Recreating it: calls from now on (and %d waiting in the journal) are written to the new "
+                      "file", self.path, what, self.pending()[0])
+            self.reopens += 1
+            self.last_error = f"store {what} while running"
         db.close()
-        try:
-            db = self._open()
-        except Exception as e:  # the journal keeps the rows; retried at the next batch
-            log.error("tapgate: cannot recreate %s: %s", self.path, e)
-            db = Database(memory=True)  # a placeholder that fails every batch until the file is back
-            self._inode = -1
+        db = self._reopen(salt=True)
         return db, Batches(db)
 
     # -- what the dashboards show --------------------------------------------------------------

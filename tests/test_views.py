@@ -188,3 +188,15 @@ def test_budget_bars_fit_80_columns_nearest_the_cap_first():
                for line in lines)
     assert "and 1 more budget" in "\n".join(lines) and "globex" not in "\n".join(lines)
     assert "globex" in "\n".join(render(DashboardView(replace(busy_snapshot(), budgets=budgets)), 100, 30))
+
+
+def test_the_store_writers_backlog_stalls_and_losses_are_one_line():
+    healthy = {"pending_records": 12, "pending_bytes": 40960, "committed_per_s": 2400.0, "stalls": 0,
+               "stalled_s": 0, "lost": 0, "reopens": 0, "last_error": None}
+    stalled = {**healthy, "pending_records": 3000, "stalls": 1, "stalled_s": 7.2, "lost": 2,
+               "last_error": "database is locked"}
+    assert "store 12 records pending (40 KB)  2,400/s committed" in "\n".join(
+        render(DashboardView(replace(busy_snapshot(), writer=healthy)), 80, 24))
+    text = "\n".join(render(DashboardView(replace(busy_snapshot(), writer=stalled)), 120, 30))
+    assert "3,000 records pending" in text and "STALLED 7 s: database is locked" in text and "LOST 2 records" in text
+    assert "no running gateway writes this store" in "\n".join(render(DashboardView(busy_snapshot()), 80, 24))
