@@ -57,10 +57,11 @@ class Controls:
     echo: bool = False
     headers: tuple[tuple[str, str], ...] = ()  # extra response headers
     nest: int = 0  # wrap a body in this many arrays; give a stream an extra event nested this deep
+    end_delay: float = 0.0  # seconds between the last event and the end of the body (a slow network)
 
     @property
     def immediate(self) -> bool:
-        return not (self.delay or self.chunk_delay or self.first_byte_delay or self.fault)
+        return not (self.delay or self.chunk_delay or self.first_byte_delay or self.end_delay or self.fault)
 
 
 def parse_controls(get, fixtures: dict) -> Controls:
@@ -78,11 +79,14 @@ def parse_controls(get, fixtures: dict) -> Controls:
         raise MockError(f"x-mock-status must be an HTTP status, got {status!r}")
     if encoding is not None and encoding not in ("gzip", "br", "deflate"):
         raise MockError(f"x-mock-encoding must be gzip, br or deflate, got {encoding!r}")
-    first_byte = 0.0
+    first_byte = end = 0.0
     if fault and fault.startswith("slow-first-byte:"):
         first_byte, fault = seconds("slow-first-byte", fault.partition(":")[2]), None
+    elif fault and fault.startswith("late-end:"):
+        end, fault = seconds("late-end", fault.partition(":")[2]), None
     elif fault not in (None, "reset", "silent", "cut"):
-        raise MockError(f"x-mock-fault must be reset, silent, cut or slow-first-byte:<ms>, got {fault!r}")
+        raise MockError(f"x-mock-fault must be reset, silent, cut, slow-first-byte:<ms> or late-end:<ms>, "
+                        f"got {fault!r}")
     headers = ()
     if (raw := get("x-mock-headers")) is not None:
         try:
@@ -91,7 +95,7 @@ def parse_controls(get, fixtures: dict) -> Controls:
             raise MockError(f"x-mock-headers must be a JSON object, got {raw!r}") from None
     return Controls(fixture, int(status) if status else None, encoding, ms("x-mock-delay-ms"),
                     ms("x-mock-chunk-delay-ms"), first_byte, fault, get("x-mock-echo") in ("1", "true"), headers,
-                    int(nest))
+                    int(nest), end)
 
 
 def seconds(name: str, ms: str) -> float:
@@ -270,6 +274,10 @@ async def serve_slowly(conn: Connection, response: fx.Rendered, controls: Contro
     if controls.fault == "cut":
         transport.close()  # no terminating zero-length chunk, or a body shorter than its Content-Length
     else:
+        if controls.end_delay:
+            await asyncio.sleep(controls.end_delay)
+            if transport.is_closing():
+                return
         transport.write(response.tail)
 
 

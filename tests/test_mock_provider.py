@@ -486,3 +486,13 @@ def raw_post(port: int, path: str, body: bytes, headers: dict[str, str] | None =
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n{extra}Content-Length: {len(body)}\r\n\r\n".encode() + body)
     return RawResponse(sock)
+
+
+def test_late_end_holds_the_end_of_a_stream_after_its_last_event():
+    spec = importlib.util.spec_from_file_location("mock_provider", MOCK)
+    mock = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mock  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(mock)  # finds mock_fixtures, loaded above
+    assert mock.parse_controls({"x-mock-fault": "late-end:250"}.get, {}) == mock.Controls(end_delay=0.25)
+    with pytest.raises(mock.MockError, match="late-end:<ms>"):
+        mock.parse_controls({"x-mock-fault": "late"}.get, {})

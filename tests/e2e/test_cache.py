@@ -338,6 +338,24 @@ def test_a_cut_stream_is_never_stored(gw, mock):
     assert upstream_calls(mock) == 2
 
 
+def test_a_stream_read_to_its_final_event_is_ok_and_cached_though_the_client_left_first(gw, mock):
+    """The openai SDK closes its connection as soon as it reads `data: [DONE]`; here the provider's end
+    of body comes a second later, so the gateway sees the client leave (issue 11)."""
+    msgs = prompt()
+    late = oai(gw, **{"x-mock-fault": "late-end:1000"})
+    chunks = list(late.chat.completions.create(model="gpt-4o-mini", messages=msgs, stream=True,
+                                               stream_options={"include_usage": True}))
+    assert chunks[-1].usage is not None
+    (row,) = rows(gw, msgs, 1)
+    assert (row["status"], row["error"], row["usage_estimated"]) == ("ok", None, 0)
+    assert row["output_tokens"] == chunks[-1].usage.completion_tokens and row["cache_hit"] == 0
+    again = oai(gw).chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msgs, stream=True,
+                                                              stream_options={"include_usage": True})
+    assert again.headers["x-tapgate-cache"] == "HIT"
+    assert [c.usage for c in again.parse()][-1] == chunks[-1].usage
+    assert upstream_calls(mock) == 1
+
+
 @pytest.mark.parametrize("second", [False, True], ids=["then-whole", "then-stream"])
 @pytest.mark.parametrize("first", [False, True], ids=["whole", "stream"])
 def test_router_v1_messages_hits_from_an_untranslated_anthropic_answer(gw, mock, first, second):
