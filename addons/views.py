@@ -203,7 +203,7 @@ def writer_line(status: dict | None) -> Text:
     t.append(f"{status['pending_records']:,}", style="bold").append(" records pending", style="dim")
     t.append(f" ({size / 1024:,.0f} KB)  " if size >= 1024 else f" ({size} B)  ", style="dim")
     t.append(f"{status['committed_per_s']:,.0f}", style="bold").append("/s committed  ", style="dim")
-    if status.get("stalled_s"):
+    if status.get("stalled"):
         t.append(f"STALLED {status['stalled_s']:.0f} s: {status.get('last_error') or ''}  ", style="bold red")
     if status.get("stalls"):
         t.append(f"stalls {status['stalls']}  ", style="yellow")

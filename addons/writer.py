@@ -26,6 +26,9 @@ BATCH_BYTES = 8 * 1024 * 1024  # read from the journal per transaction: the writ
 STATUS_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 5.0
 STOP_TRIES = 3  # a store still busy at shutdown: the journal stays, and the next start commits it
+# The writer's own wait for another process's write lock: shorter than other connections' so that a
+# long lock shows as a stall (and the status file stays current) within a second or two.
+BUSY_TIMEOUT_MS = 1000
 
 
 class Batches:
@@ -212,6 +215,7 @@ class Writer(threading.Thread):
     def _open(self, salt: bool) -> Database:
         db = self.open_db(self.path)
         db.execute("PRAGMA synchronous = NORMAL")  # with WAL: durable across crashes of this process
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if salt and self.salt:  # a recreated store keeps the salt its key fingerprints were made with
             with db.conn:
                 db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('key_salt', ?)", [self.salt])
@@ -267,6 +271,7 @@ class Writer(threading.Thread):
         records, size = self.pending()
         return {"pid": os.getpid(), "updated": now, "pending_records": records, "pending_bytes": size,
                 "committed": self.written, "committed_per_s": round(rate, 1), "stalls": self.stalls,
+                "stalled": self.stalled_since is not None,
                 "stalled_s": round(now - self.stalled_since, 1) if self.stalled_since else 0, "lost": self.lost,
                 "reopens": self.reopens, "last_error": self.last_error}
 

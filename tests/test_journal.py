@@ -10,7 +10,7 @@ import time
 import pytest
 from mitmproxy.test import taddons
 
-from addons import store as store_module
+from addons import writer as writer_module
 from addons.journal import Journal, journal_dir, read_status
 from addons.store import Store, open_db
 
@@ -108,7 +108,7 @@ def test_a_live_gateways_journal_is_never_replayed(tmp_path):
 
 
 def test_a_foreign_write_lock_past_busy_timeout_loses_nothing(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr(writer_module, "BUSY_TIMEOUT_MS", 100)
     path = tmp_path / "t.db"
     store = Store()
     with taddons.context(store) as tctx:
@@ -119,7 +119,7 @@ def test_a_foreign_write_lock_past_busy_timeout_loses_nothing(tmp_path, monkeypa
         for i in range(500):
             store.add("requests", {"id": f"r{i}"})
         until(lambda: writer.stalled_since is not None)
-        status = until(lambda: (s := read_status(path)) and s["stalled_s"] and s)
+        status = until(lambda: (s := read_status(path)) and s["stalled"] and s)
         assert status["pending_records"] == 500 and status["stalls"] == 1 and status["lost"] == 0
         for i in range(500, 800):  # calls go on while the store is locked
             store.add("requests", {"id": f"r{i}"})
@@ -132,7 +132,7 @@ def test_a_foreign_write_lock_past_busy_timeout_loses_nothing(tmp_path, monkeypa
 
 
 def test_a_store_locked_at_shutdown_keeps_its_journal_for_the_next_start(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_MS", 50)
+    monkeypatch.setattr(writer_module, "BUSY_TIMEOUT_MS", 50)
     path = tmp_path / "t.db"
     store = Store()
     with taddons.context(store) as tctx:

@@ -193,7 +193,7 @@ def test_budget_bars_fit_80_columns_nearest_the_cap_first():
 def test_the_store_writers_backlog_stalls_and_losses_are_one_line():
     healthy = {"pending_records": 12, "pending_bytes": 40960, "committed_per_s": 2400.0, "stalls": 0,
                "stalled_s": 0, "lost": 0, "reopens": 0, "last_error": None}
-    stalled = {**healthy, "pending_records": 3000, "stalls": 1, "stalled_s": 7.2, "lost": 2,
+    stalled = {**healthy, "pending_records": 3000, "stalls": 1, "stalled": True, "stalled_s": 7.2, "lost": 2,
                "last_error": "database is locked"}
     assert "store 12 records pending (40 KB)  2,400/s committed" in "\n".join(
         render(DashboardView(replace(busy_snapshot(), writer=healthy)), 80, 24))
