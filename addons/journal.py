@@ -6,7 +6,9 @@ A plain `os.write` to the page cache (no fsync): it survives the process, not a 
 beside the store: `<db>.journal/` (0700) holds per gateway process a lock file `<owner>.lock`, held
 with flock for the life of the process, its segments `<owner>.<n>.jsonl` (0600) and its writer's
 status `<owner>.status.json`. Segments whose owner's lock is free were left by a dead process, so
-two gateways on one store never replay each other's live journal. A line is `table<TAB>json`.
+two gateways on one store never replay each other's live journal. A line is `["table",{row}]`, so a
+batch of whole lines becomes one JSON array with a single bytes.replace, and the writer's Python
+work (which holds the GIL the event loop needs) stays a few C calls per batch.
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ class Journal:
 
 
 class Tail:
-    """The writer's side: whole lines from the oldest segment on, at most a batch at a time; the
+    """The writer's side: whole lines (as one bytes) from the oldest segment on, a batch at a time; the
     offset moves only when a batch is committed, so a failed batch is read again."""
 
     def __init__(self, journal: Journal) -> None:
@@ -143,7 +145,7 @@ class Tail:
         self.offset = 0
         self.pending: tuple[int, bool] | None = None  # (bytes read, segment rotated before the read)
 
-    def read(self, limit: int) -> list[bytes]:
+    def read(self, limit: int) -> bytes:
         segments = self.journal.segments
         while segments:
             rotated = len(segments) > 1  # before the read: then nothing more will be appended to it
@@ -155,12 +157,12 @@ class Tail:
             end = data.rfind(b"\n") + 1
             if end:
                 self.pending = (end, rotated)
-                return data[:end].splitlines()
+                return data[:end]
             if not rotated:
-                return []
+                return b""
             self.journal.drop_oldest()
             self.offset = 0
-        return []
+        return b""
 
     def commit(self) -> None:
         if self.pending is None:

@@ -167,7 +167,7 @@ class Store:
         """Journal rows in one write (a call's row and its spans)."""
         if self.writer is None:
             return
-        data = b"".join(b"%s\t%s\n" % (table.encode(), json.dumps(row, separators=(",", ":"), default=_hex).encode())
+        data = b"".join(b'["%s",%s]\n' % (table.encode(), json.dumps(row, separators=(",", ":"), default=_hex).encode())
                         for table, row in records)
         try:
             self.journal.append(data, len(records))

@@ -22,7 +22,9 @@ from addons.journal import Journal, Tail, orphans, write_status
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 0.25  # how long a batch gathers after the first record: one wake-up serves many calls
-BATCH_BYTES = 8 * 1024 * 1024  # read from the journal per transaction: the writer's memory bound
+# Read from the journal per transaction: the writer's memory bound, and what its few C calls per
+# batch (replace, decode, bind) copy while holding the GIL (about a millisecond a megabyte).
+BATCH_BYTES = 2 * 1024 * 1024
 STATUS_SECONDS = 1.0
 BACKOFF_MAX_SECONDS = 5.0
 STOP_TRIES = 3  # a store still busy at shutdown: the journal stays, and the next start commits it
@@ -32,11 +34,12 @@ BUSY_TIMEOUT_MS = 1000
 
 
 class Batches:
-    """Journal lines into tables through one prepared statement per table."""
+    """Journal lines into tables: per table in the batch, one prepared statement over the whole batch."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self.sql: dict[str, str] = {}
+        self.tables = [t for t in db.table_names() if not t.startswith("_")]
         # Bytes travel hex-encoded in JSON (SQLite 3.41's unhex() is not everywhere yet).
         db.conn.create_function("tapgate_unhex", 1, lambda v: bytes.fromhex(v) if v is not None else None,
                                 deterministic=True)
@@ -44,36 +47,47 @@ class Batches:
     def statement(self, table: str) -> str:
         if (sql := self.sql.get(table)) is None:
             columns = self.db[table].columns_dict
-            if not columns:
-                raise sqlite3.OperationalError(f"no such table: {table}")
             names = ", ".join(f"[{c}]" for c in columns)
             values = ", ".join(
-                f"tapgate_unhex(value->>'$.\"{c}\"')" if t is bytes else f"value->>'$.\"{c}\"'"
+                f"tapgate_unhex(value->>'$[1].\"{c}\"')" if t is bytes else f"value->>'$[1].\"{c}\"'"
                 for c, t in columns.items())
-            sql = self.sql[table] = f"INSERT OR REPLACE INTO [{table}] ({names}) SELECT {values} FROM json_each(?)"
+            sql = self.sql[table] = (f"INSERT OR REPLACE INTO [{table}] ({names}) SELECT {values} "
+                                     f"FROM json_each(?1) WHERE value->>0 = ?2")
         return sql
 
-    def insert(self, lines: list[bytes]) -> None:
-        """All lines in one transaction; raises what SQLite raised, having written nothing."""
-        by_table: dict[bytes, list[bytes]] = {}
-        for line in lines:
-            table, _, doc = line.partition(b"\t")
-            by_table.setdefault(table, []).append(doc)
+    def insert(self, data: bytes) -> int:
+        """Whole lines in one transaction; raises what SQLite raised, having written nothing. Returns
+        the records written."""
+        lines = data.count(b"\n")
+        counts = {t: n for t in self.tables if (n := data.count(b'["%s",' % t.encode()))}
+        if sum(counts.values()) != lines:
+            raise ValueError("a record names a table the store does not have, or is not a journal line")
+        doc = (b"[" + data[:-1].replace(b"\n", b",") + b"]").decode()
         with self.db.conn:
-            for table, docs in by_table.items():
-                self.db.conn.execute(self.statement(table.decode()), ((b"[" + b",".join(docs) + b"]").decode(),))
+            for table in counts:
+                self.db.conn.execute(self.statement(table), (doc, table))
+        return lines
 
-    def insert_each(self, lines: list[bytes]) -> list[tuple[bytes, Exception]]:
+    def insert_each(self, data: bytes) -> list[tuple[bytes, Exception]]:
         """A batch that failed as a whole, one line at a time: the lines that still fail, with why."""
         bad = []
-        for line in lines:
+        for line in data.splitlines(keepends=True):
             try:
-                self.insert([line])
+                self.insert(line)
             except (sqlite3.DatabaseError, UnicodeDecodeError, ValueError) as e:
                 if busy(e):
                     raise
                 bad.append((line, e))
         return bad
+
+
+def whole_lines(data: bytes, size: int):
+    """data (whole lines) in pieces of about size bytes, each ending at a line's end."""
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", min(start + size, len(data)) - 1) + 1 or len(data)
+        yield data[start:end]
+        start = end
 
 
 def busy(e: Exception) -> bool:
@@ -91,18 +105,16 @@ def replay(path: Path, db: Database, directory: Path) -> int:
                 if end < len(data):
                     log.warning("tapgate: %s ends in a torn record (%d bytes) the crash cut; it is skipped",
                                 segment.name, len(data) - end)
-                lines = data[:end].splitlines()
-                for start in range(0, len(lines), 5000):
-                    chunk = lines[start:start + 5000]
+                for chunk in whole_lines(data[:end], BATCH_BYTES):
                     try:
                         batches.insert(chunk)
-                    except sqlite3.DatabaseError as e:
+                    except (sqlite3.DatabaseError, UnicodeDecodeError, ValueError) as e:
                         if busy(e):
                             raise
                         for line, why in batches.insert_each(chunk):
                             log.error("tapgate: a journal record could not be stored and is lost (%s): %.200r",
                                       why, line)
-                total += len(lines)
+                total += data.count(b"\n", 0, end)
                 segment.unlink()
             if lock is not None:
                 lock.unlink(missing_ok=True)
@@ -149,10 +161,10 @@ class Writer(threading.Thread):
                     self.wake.clear()
                 stopping = self.stopping.is_set()
                 tries = 0
-                while lines := tail.read(BATCH_BYTES):
+                while data := tail.read(BATCH_BYTES):
                     db, batches = self._check_files(db, batches)
                     try:
-                        self._commit(batches, lines)
+                        self._commit(batches, data)
                     except sqlite3.DatabaseError as e:
                         tries += 1
                         if not self._stalled(e, tries, stopping):
@@ -168,18 +180,18 @@ class Writer(threading.Thread):
         finally:
             db.close()
 
-    def _commit(self, batches: Batches, lines: list[bytes]) -> None:
+    def _commit(self, batches: Batches, data: bytes) -> None:
         try:
-            batches.insert(lines)
+            batches.insert(data)
         except (sqlite3.DatabaseError, UnicodeDecodeError, ValueError) as e:
             if busy(e) or not self._same_file():
                 raise
-            bad = batches.insert_each(lines)  # one malformed record must not hold up the rest
+            bad = batches.insert_each(data)  # one malformed record must not hold up the rest
             for line, why in bad:
                 log.error("tapgate: a record could not be stored and is lost (%s): %.200r", why, line)
             self.lost += len(bad)
-        self.written += len(lines)
-        self.written_bytes += sum(map(len, lines)) + len(lines)
+        self.written += data.count(b"\n")
+        self.written_bytes += len(data)
 
     def _stalled(self, e: Exception, tries: int, stopping: bool) -> bool:
         """A batch failed as a whole (the store is busy or gone): count it, say so, wait. False: give up."""

@@ -202,26 +202,29 @@ def synthetic_child(spec: dict) -> dict:
             "process_cpu_s": process_cpu, "backlog_timeline": samples}
 
 
+def timeline(samples: list, points: int = 12) -> str:
+    """About `points` of the (seconds, waiting) samples, as "2s:1800  3s:950"."""
+    return "  ".join(f"{t:.0f}s:{b}" for t, b in samples[:: max(1, len(samples) // points)])
+
+
 def synthetic_report(name: str, r: dict) -> list[str]:
-    timeline = "  ".join(f"{t:.0f}s:{b}" for t, b in r["backlog_timeline"][:: max(1, len(r["backlog_timeline"]) // 10)])
     return [
         f"{name}: {r['added_per_s']:.0f} records/s recorded, {r['committed_per_s']:.0f}/s committed while the loop "
         f"ran; waiting at the end {r['backlog_at_end']} (max {r['max_backlog']}), committed {fmt(r['drain_s'], '.2f')} s "
         f"after the loop stopped; writer thread {r['writer_cpu_s']:.2f} of {r['process_cpu_s']:.2f} CPU s; "
         f"{r['records_committed']} of {r['records_added']} committed",
-        f"  records waiting over time: {timeline}",
+        f"  records waiting over time: {timeline(r['backlog_timeline'])}",
     ]
 
 
 def report(name: str, r: dict) -> list[str]:
-    timeline = "  ".join(f"{t:.0f}s:{b}" for t, b in r["backlog_timeline"][:: max(1, len(r["backlog_timeline"]) // 12)])
     return [
         f"{name}: answered {fmt(r['answered_per_s'], '.0f')} calls/s, committed {fmt(r['committed_per_s'], '.0f')} rows/s"
         f" during the load; backlog when the load stopped {r['backlog_at_end']} rows (drained in "
         f"{fmt(r['drain_s'], '.2f')} s); writer thread {fmt(r['writer_cpu_s'], '.2f')} of "
         f"{fmt(r['process_cpu_s'], '.2f')} CPU s ({fmt(100 * (r['writer_cpu_share'] or 0), '.1f')}%); "
         f"{r['rows']} rows for {r['answered']} answered calls; errors {r['errors']}; exit code {r['exit_code']}",
-        f"  backlog over time (estimated from the answer rate): {timeline}",
+        f"  backlog over time (estimated from the answer rate): {timeline(r['backlog_timeline'])}",
     ]
 
 

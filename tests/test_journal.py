@@ -77,7 +77,7 @@ def crashed_journal(path, rows) -> Journal:
     open_db(path).close()
     journal = Journal(journal_dir(path))
     for i in range(rows):
-        journal.append(b'requests\t{"id":"dead%d","cost_usd":0.5}\n' % i, 1)
+        journal.append(b'["requests",{"id":"dead%d","cost_usd":0.5}]\n' % i, 1)
     return journal
 
 
@@ -107,31 +107,10 @@ def test_a_live_gateways_journal_is_never_replayed(tmp_path):
     live.close(committed=False)
 
 
-def test_a_foreign_write_lock_past_busy_timeout_loses_nothing(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(writer_module, "BUSY_TIMEOUT_MS", 100)
-    path = tmp_path / "t.db"
-    store = Store()
-    with taddons.context(store) as tctx:
-        tctx.configure(store, tapgate_db=str(path))
-        writer = store.writer
-        holder = sqlite3.connect(path, isolation_level=None)
-        holder.execute("BEGIN IMMEDIATE")  # a sqlite3 shell left in a transaction
-        for i in range(500):
-            store.add("requests", {"id": f"r{i}"})
-        until(lambda: writer.stalled_since is not None)
-        status = until(lambda: (s := read_status(path)) and s["stalled"] and s)
-        assert status["pending_records"] == 500 and status["stalls"] == 1 and status["lost"] == 0
-        for i in range(500, 800):  # calls go on while the store is locked
-            store.add("requests", {"id": f"r{i}"})
-        holder.execute("ROLLBACK")
-        holder.close()
-        until(lambda: count(path) == 800)
-        assert writer.lost == 0 and writer.stalls == 1 and writer.stalled_since is None
-        store.done()
-    assert "cannot write to" in caplog.text and "are retried" in caplog.text and "writing to" in caplog.text
-
-
-def test_a_store_locked_at_shutdown_keeps_its_journal_for_the_next_start(tmp_path, monkeypatch, caplog):
+@pytest.fixture
+def locked(tmp_path, monkeypatch):
+    """A running Store, and another connection holding the store's write lock (a sqlite3 shell left in
+    a transaction) past the writer's busy timeout: (store, its context, the holder, the path)."""
     monkeypatch.setattr(writer_module, "BUSY_TIMEOUT_MS", 50)
     path = tmp_path / "t.db"
     store = Store()
@@ -139,15 +118,38 @@ def test_a_store_locked_at_shutdown_keeps_its_journal_for_the_next_start(tmp_pat
         tctx.configure(store, tapgate_db=str(path))
         holder = sqlite3.connect(path, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")
-        for i in range(10):
-            store.add("requests", {"id": f"r{i}"})
-        store.done()
-        holder.execute("ROLLBACK")
-        holder.close()
-        assert count(path) == 0 and "stay in the journal" in caplog.text
-        tctx.configure(store, tapgate_db=str(path))  # the next start
-        assert count(path) == 10
-        store.done()
+        yield store, tctx, holder, path
+
+
+def test_a_foreign_write_lock_past_busy_timeout_loses_nothing(locked, caplog):
+    store, _, holder, path = locked
+    writer = store.writer
+    for i in range(500):
+        store.add("requests", {"id": f"r{i}"})
+    until(lambda: writer.stalled_since is not None)
+    status = until(lambda: (s := read_status(path)) and s["stalled"] and s)
+    assert status["pending_records"] == 500 and status["stalls"] == 1 and status["lost"] == 0
+    for i in range(500, 800):  # calls go on while the store is locked
+        store.add("requests", {"id": f"r{i}"})
+    holder.execute("ROLLBACK")
+    holder.close()
+    until(lambda: count(path) == 800)
+    assert writer.lost == 0 and writer.stalls == 1 and writer.stalled_since is None
+    store.done()
+    assert "cannot write to" in caplog.text and "are retried" in caplog.text and "writing to" in caplog.text
+
+
+def test_a_store_locked_at_shutdown_keeps_its_journal_for_the_next_start(locked, caplog):
+    store, tctx, holder, path = locked
+    for i in range(10):
+        store.add("requests", {"id": f"r{i}"})
+    store.done()
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert count(path) == 0 and "stay in the journal" in caplog.text
+    tctx.configure(store, tapgate_db=str(path))  # the next start
+    assert count(path) == 10
+    store.done()
 
 
 @pytest.mark.parametrize("what", ["directory", "file"])
@@ -172,3 +174,18 @@ def test_a_store_deleted_while_running_is_recreated_loudly(tmp_path, caplog, wha
         assert store.writer.reopens >= 1 and mode(path) == 0o600
         store.done()
     assert count(path) == 50 and list(journal_dir(path).iterdir()) == []
+
+
+def test_a_record_the_store_cannot_take_is_counted_lost_and_the_rest_committed(tmp_path, caplog):
+    path = tmp_path / "t.db"
+    store = Store()
+    with taddons.context(store) as tctx:
+        tctx.configure(store, tapgate_db=str(path))
+        store.add("requests", {"id": "r1"})
+        store.add("no_such_table", {"id": "x"})
+        store.add("requests", {"id": "r2"})
+        until(lambda: count(path) == 2)
+        assert store.writer.lost == 1
+        until(lambda: (status := read_status(path)) and status["lost"] == 1)  # shown by top and the dashboard
+        store.done()
+    assert "a record could not be stored and is lost" in caplog.text and "no_such_table" in caplog.text

@@ -121,51 +121,47 @@ def test_sigkill_at_full_load_loses_no_answered_call_nor_its_spend(gateway_args)
         assert process.stop() == 0, "\n".join(process.lines[-30:])
 
 
-def test_a_foreign_write_lock_past_busy_timeout_loses_nothing(gateway_args, tmp_path):
-    mock, conf, db, *extra = gateway_args
+@pytest.fixture
+def recording(gateway_args, tmp_path):
+    """A gateway that has recorded one call ("before"), and a way to make more: (process, call, db)."""
+    db = gateway_args[2]
     process, port = start_gateway(*gateway_args)
     whole = callers(port, router_url(process), tmp_path)[0]
-    try:
-        whole("before")
-        wait_rows(db, "SELECT 1 FROM requests WHERE thread_identifier = 'before'")
-        holder = sqlite3.connect(db, isolation_level=None)
-        try:
-            holder.execute("BEGIN IMMEDIATE")  # a sqlite3 shell left in a transaction, a backup, a VACUUM
-            threads = [f"locked-{n}" for n in range(40)]
-            for thread in threads:
-                whole(thread)
-            process.wait_for(r"tapgate: cannot write to .* records wait in the journal and are retried", timeout=20)
-            shown = top(db)
-            assert "STALLED" in shown and "records pending" in shown, shown
-        finally:
-            holder.close()  # rolls the transaction back
-        process.wait_for(r"tapgate: writing to .* again after", timeout=20)
-        rows = wait_rows(db, "SELECT thread_identifier FROM requests WHERE thread_identifier LIKE 'locked-%'",
-                         count=40)
-        assert sorted(r["thread_identifier"] for r in rows) == sorted(threads)
-        assert "LOST" not in top(db)
-    finally:
-        assert process.stop() == 0, "\n".join(process.lines[-30:])
-    assert not any("lost" in line for line in process.lines)
+    whole("before")
+    wait_rows(db, "SELECT 1 FROM requests WHERE thread_identifier = 'before'")
+    yield process, whole, db
+    assert process.stop() == 0, "\n".join(process.lines[-30:])
 
 
-def test_a_store_directory_deleted_mid_run_is_recreated_loudly(gateway_args, tmp_path):
-    mock, conf, db, *extra = gateway_args
-    process, port = start_gateway(*gateway_args)
-    whole = callers(port, router_url(process), tmp_path)[0]
+def test_a_foreign_write_lock_past_busy_timeout_loses_nothing(recording):
+    process, whole, db = recording
+    holder = sqlite3.connect(db, isolation_level=None)
     try:
-        whole("before")
-        wait_rows(db, "SELECT 1 FROM requests WHERE thread_identifier = 'before'")
-        shutil.rmtree(db.parent)
-        threads = [f"after-{n}" for n in range(20)]
+        holder.execute("BEGIN IMMEDIATE")  # a sqlite3 shell left in a transaction, a backup, a VACUUM
+        threads = [f"locked-{n}" for n in range(40)]
         for thread in threads:
             whole(thread)
-        process.wait_for(rf"tapgate: the store {db} was deleted while the gateway ran", timeout=20)
-        rows = wait_rows(db, "SELECT thread_identifier FROM requests", count=20)
-        assert sorted(r["thread_identifier"] for r in rows) == sorted(threads)  # the old file's row went with it
-        assert oct(os.stat(db).st_mode & 0o777) == "0o600" and oct(os.stat(db.parent).st_mode & 0o777) == "0o700"
+        process.wait_for(r"tapgate: cannot write to .* records wait in the journal and are retried", timeout=20)
+        shown = top(db)
+        assert "STALLED" in shown and "records pending" in shown, shown
     finally:
-        assert process.stop() == 0, "\n".join(process.lines[-30:])
+        holder.close()  # rolls the transaction back
+    process.wait_for(r"tapgate: writing to .* again after", timeout=20)
+    rows = wait_rows(db, "SELECT thread_identifier FROM requests WHERE thread_identifier LIKE 'locked-%'", count=40)
+    assert sorted(r["thread_identifier"] for r in rows) == sorted(threads)
+    assert "LOST" not in top(db) and not any("lost" in line for line in process.lines)
+
+
+def test_a_store_directory_deleted_mid_run_is_recreated_loudly(recording):
+    process, whole, db = recording
+    shutil.rmtree(db.parent)
+    threads = [f"after-{n}" for n in range(20)]
+    for thread in threads:
+        whole(thread)
+    process.wait_for(rf"tapgate: the store {db} was deleted while the gateway ran", timeout=20)
+    rows = wait_rows(db, "SELECT thread_identifier FROM requests", count=20)
+    assert sorted(r["thread_identifier"] for r in rows) == sorted(threads)  # the old file's row went with it
+    assert oct(os.stat(db).st_mode & 0o777) == "0o600" and oct(os.stat(db.parent).st_mode & 0o777) == "0o700"
 
 
 def top(db) -> str:
