@@ -141,18 +141,19 @@ class Store:
     def configure(self, updated: set[str]) -> None:
         if "tapgate_db" in updated:
             path = Path(ctx.options.tapgate_db).expanduser()
-            self._stop()
             try:
                 db = open_db(path)
                 try:
-                    self.salt = install_salt(db)
+                    salt = install_salt(db)
                     replay(path, db, journal_dir(path))
                 finally:
                     db.close()
-                self.journal = Journal(journal_dir(path))
-            except Exception as e:
+                journal = Journal(journal_dir(path))
+            except Exception as e:  # the store in use (if any) stays in use
                 raise exceptions.OptionsError(f"tapgate_db: cannot open {path}: {e}") from None
-            self.writer = Writer(path, self.journal, open_db, self.salt)
+            self._stop()
+            self.salt, self.journal = salt, journal
+            self.writer = Writer(path, journal, open_db, salt)
             self.writer.start()
 
     def running(self) -> None:

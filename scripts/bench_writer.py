@@ -210,7 +210,8 @@ def timeline(samples: list, points: int = 12) -> str:
 def synthetic_report(name: str, r: dict) -> list[str]:
     return [
         f"{name}: {r['added_per_s']:.0f} records/s recorded, {r['committed_per_s']:.0f}/s committed while the loop "
-        f"ran; waiting at the end {r['backlog_at_end']} (max {r['max_backlog']}), committed {fmt(r['drain_s'], '.2f')} s "
+        f"ran; waiting at the end {r['backlog_at_end']} (max {r['max_backlog']}), committed "
+        f"{fmt(r['drain_s'], '.2f')} s "
         f"after the loop stopped; writer thread {r['writer_cpu_s']:.2f} of {r['process_cpu_s']:.2f} CPU s; "
         f"{r['records_committed']} of {r['records_added']} committed",
         f"  records waiting over time: {timeline(r['backlog_timeline'])}",
@@ -219,7 +220,8 @@ def synthetic_report(name: str, r: dict) -> list[str]:
 
 def report(name: str, r: dict) -> list[str]:
     return [
-        f"{name}: answered {fmt(r['answered_per_s'], '.0f')} calls/s, committed {fmt(r['committed_per_s'], '.0f')} rows/s"
+        f"{name}: answered {fmt(r['answered_per_s'], '.0f')} calls/s, committed "
+        f"{fmt(r['committed_per_s'], '.0f')} rows/s"
         f" during the load; backlog when the load stopped {r['backlog_at_end']} rows (drained in "
         f"{fmt(r['drain_s'], '.2f')} s); writer thread {fmt(r['writer_cpu_s'], '.2f')} of "
         f"{fmt(r['process_cpu_s'], '.2f')} CPU s ({fmt(100 * (r['writer_cpu_share'] or 0), '.1f')}%); "
@@ -232,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--before", metavar="DIR", help="another checkout to measure first (the code before a change)")
     parser.add_argument("--rate", type=int, default=2400,
-                        help="calls a second in the loop-at-100%% cell (default 2400: the proxy's maximum, see Benchmark)")
+                        help="calls a second in the loop-at-100%% cell (default 2400: the proxy's maximum, "
+                        "see Benchmark)")
     args = parse_bench_args(parser, argv)
     args.duration = max(args.duration, 3.0) if not args.quick else 2.0
     sys.path.insert(0, str(ROOT / "tests" / "e2e"))
@@ -250,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         b, a = loop["before"], loop["after"]
         print(f"\nafter / before: committed records/s {a['committed_per_s'] / b['committed_per_s']:.2f}x; waiting "
               f"at the end {b['backlog_at_end']} -> {a['backlog_at_end']}; commit after the loop "
-              f"{b['drain_s']:.2f} -> {a['drain_s']:.2f} s; writer CPU {b['writer_cpu_s']:.2f} -> {a['writer_cpu_s']:.2f} s")
+              f"{b['drain_s']:.2f} -> {a['drain_s']:.2f} s; writer CPU {b['writer_cpu_s']:.2f} -> "
+              f"{a['writer_cpu_s']:.2f} s")
 
     print(f"\nthrough a gateway: {args.duration:g} s of load after {args.warmup:g} s warm-up: non-stream c16 + "
           "stream c16 at once\n", flush=True)

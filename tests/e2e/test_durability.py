@@ -41,7 +41,8 @@ def gateway_args(mock, tmp_path, monkeypatch):
     monkeypatch.setenv("TG_DURABLE_OPENAI_KEY", "sk-durable")
     monkeypatch.setenv("TG_DURABLE_ANTHROPIC_KEY", "sk-ant-durable")
     (tmp_path / "tapgate.yaml").write_text(config(mock))
-    return (mock, tmp_path / "conf", tmp_path / "store" / "t.db", "--set", f"tapgate_config={tmp_path / 'tapgate.yaml'}")
+    config_file = tmp_path / "tapgate.yaml"
+    return mock, tmp_path / "conf", tmp_path / "store" / "t.db", "--set", f"tapgate_config={config_file}"
 
 
 def proxied(port: int, tmp_path) -> openai.DefaultHttpxClient:
@@ -109,7 +110,7 @@ def test_sigkill_at_full_load_loses_no_answered_call_nor_its_spend(gateway_args)
     restarted = iso(time.time())
     process, port = start_gateway(*gateway_args)
     try:
-        rows = {r["thread_identifier"]: r for r in query(db, "SELECT thread_identifier, status, cost_usd FROM requests")}
+        rows = {r["thread_identifier"]: r for r in query(db, "SELECT thread_identifier, status FROM requests")}
         missing = [t for t in answered if t not in rows]
         assert not missing, f"{len(missing)} of {len(answered)} answered calls lost"
         assert {rows[t]["status"] for t in answered} == {"ok"}
