@@ -166,6 +166,13 @@ def budgets(conn: sqlite3.Connection) -> list[sqlite3.Row] | None:
     return rows or None
 
 
+def budget_ids(conn: sqlite3.Connection) -> list[str]:
+    """Every row of the budgets table an earlier run wrote, capped or not."""
+    if not has_table(conn, "budgets"):
+        return []
+    return [row[0] for row in conn.execute("SELECT id FROM budgets")]
+
+
 # -- `tapgate logs` ----------------------------------------------------------------------------------
 
 

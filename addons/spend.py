@@ -86,7 +86,7 @@ class Spend:
         now = self.ledger.now()
         with closing(queries.connect(ctx.options.tapgate_db)) as conn:
             # budgets an earlier run wrote: the first snapshot retires those no longer in force
-            self._written = {r["id"]: () for r in queries.budgets(conn) or ()}
+            self._written = dict.fromkeys(queries.budget_ids(conn), ())
             for period in PERIODS:
                 start, _ = period_bounds(period, now)
                 label = start.isoformat() if start else "lifetime"

@@ -139,3 +139,15 @@ def test_period_queries_walk_the_time_range_not_a_whole_index(tmp_path):
     for sql in (s for s in traced if s.startswith("SELECT")):  # not the PRAGMA that checks for a column
         assert "USING INDEX idx_requests_started_at" in plan(conn, sql.replace("'2025-06-01T00:00:00.000Z'", "?"),
                                                               ("2025-06-01T00:00:00.000Z",)), sql
+
+
+def test_budget_ids_are_every_budget_row_capped_or_not(tmp_path):
+    """What Spend reads at start to retire budgets no longer in force (it read `id` from budgets(),
+    which selects no id, and a restart over a store with budget rows stopped the gateway)."""
+    db = open_db(tmp_path / "t.db")
+    db["budgets"].insert_all([{"id": "global::a", "cap": 1.0, "spent": 0.5, "name": "a", "unit": "usd"},
+                              {"id": "key:k:b", "cap": None, "spent": 2.0, "name": "b", "unit": "usd"}])
+    db.close()
+    conn = queries.connect(tmp_path / "t.db")
+    assert sorted(queries.budget_ids(conn)) == ["global::a", "key:k:b"]
+    assert queries.budget_ids(sqlite3.connect(":memory:")) == []
