@@ -150,6 +150,11 @@ def query(db: Path, sql: str, params: tuple = ()) -> list[dict]:
         conn.close()
 
 
+def store_files(db: Path) -> list[Path]:
+    """Every file the gateway keeps for a store: the db, its WAL and shared memory, its journal."""
+    return [p for p in [*db.parent.glob(db.name + "*"), *db.parent.glob(db.name + ".journal/*")] if p.is_file()]
+
+
 def wait_rows(db: Path, sql: str, params: tuple = (), count: int = 1, timeout: float = 15) -> list[dict]:
     """Rows of a query once there are at least `count`: the writer commits within a second."""
     deadline = time.monotonic() + timeout

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from google import genai
 from google.genai import types
-from harness import query, start_gateway
+from harness import query, start_gateway, store_files
 
 SECRETS = ("sk-proj-SAFETY-secret-openai-999", "sk-ant-SAFETY-secret-anthropic-999", "AIzaSAFETYsecretgemini999")
 
@@ -87,7 +87,7 @@ def test_no_secret_reaches_the_store_or_the_terminal(gateway, customer):
     g.models.generate_content(model="gemini-2.5-flash", contents="hi")
     rows = gateway.rows(customer, 3)
     assert len({r["key_id"] for r in rows}) == 3 and all(r["key_id"].startswith("fp_") for r in rows)
-    for path in gateway.db.parent.glob(gateway.db.name + "*"):  # the db, its WAL and shared memory
+    for path in store_files(gateway.db):  # the db, its WAL and shared memory, its journal
         data = path.read_bytes()
         for secret in SECRETS:
             assert secret.encode() not in data, f"{secret} found in {path.name}"

@@ -13,7 +13,7 @@ import uuid
 import anthropic
 import openai
 import pytest
-from harness import admin, query, router_url, start_gateway, wait_rows
+from harness import admin, query, router_url, start_gateway, store_files, wait_rows
 from specs import (
     ANTHROPIC_ERROR,
     ANTHROPIC_MESSAGE,
@@ -318,7 +318,7 @@ def test_provider_keys_never_reach_the_store_or_the_terminal(router, customer):
     run(router, "openai/gpt-4o-mini", False, customer)
     row(router, customer)
     db = router[1]
-    for path in (p for p in db.parent.rglob(db.name + "*") if p.is_file()):  # the store, its WAL and journal
+    for path in store_files(db):  # the store, its WAL and journal
         assert b"sk-provider-secret" not in path.read_bytes() and MASTER.encode() not in path.read_bytes()
     assert not any("sk-provider-secret" in line or MASTER in line for line in router[2].lines)
 
