@@ -3,6 +3,7 @@ never from a live gateway's journal), a busy store is waited out, a deleted one 
 
 import logging
 import os
+import shutil
 import sqlite3
 import stat
 import time
@@ -161,9 +162,8 @@ def test_a_store_deleted_while_running_is_recreated_loudly(tmp_path, caplog, wha
         store.add("requests", {"id": "before"})
         until(lambda: count(path) == 1)
         if what == "directory":
-            for p in sorted(path.parent.rglob("*"), reverse=True):
-                p.rmdir() if p.is_dir() else p.unlink()
-            path.parent.rmdir()
+            while path.parent.exists():  # rm -rf, again if the writer put its status file in meanwhile
+                shutil.rmtree(path.parent, ignore_errors=True)
         else:
             path.unlink()
         with caplog.at_level(logging.ERROR):
@@ -184,8 +184,8 @@ def test_a_record_the_store_cannot_take_is_counted_lost_and_the_rest_committed(t
         store.add("requests", {"id": "r1"})
         store.add("no_such_table", {"id": "x"})
         store.add("requests", {"id": "r2"})
-        until(lambda: count(path) == 2)
-        assert store.writer.lost == 1
+        until(lambda: store.writer.lost == 1)  # counted once the rest of its batch is in
+        assert count(path) == 2
         until(lambda: (status := read_status(path)) and status["lost"] == 1)  # shown by top and the dashboard
         store.done()
     assert "a record could not be stored and is lost" in caplog.text and "no_such_table" in caplog.text
