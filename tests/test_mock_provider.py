@@ -489,10 +489,7 @@ def raw_post(port: int, path: str, body: bytes, headers: dict[str, str] | None =
 
 
 def test_late_end_holds_the_end_of_a_stream_after_its_last_event():
-    spec = importlib.util.spec_from_file_location("mock_provider", MOCK)
-    mock = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mock  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(mock)  # finds mock_fixtures, loaded above
+    mock = load_script("mock_provider")
     assert mock.parse_controls({"x-mock-fault": "late-end:250"}.get, {}) == mock.Controls(end_delay=0.25)
     with pytest.raises(mock.MockError, match="late-end:<ms>"):
         mock.parse_controls({"x-mock-fault": "late"}.get, {})
