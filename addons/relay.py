@@ -17,8 +17,8 @@ from aiohttp import web
 from addons.upstream import RawStreamAnswer, StreamAnswer
 from providers.base import ResponseFacts, Route, StreamState
 from providers.chat import ProviderStreamError
-from providers.openai import openai
-from providers.openai_chat import CHAT_ROUTE
+from providers.openai.wire import openai
+from providers.openai.chat import CHAT_ROUTE
 from providers.stream import StreamParser
 
 

@@ -49,9 +49,9 @@ from addons.tagging import BadTag, new_span_id, new_trace_id, pop_router_fields,
 from addons.upstream import Upstream, WholeAnswer
 from providers.base import ResponseFacts, Route
 from providers.chat import InvalidRequest, UnsupportedParam, UpstreamRequest
-from providers.fronts import FRONTS
-from providers.openai import openai
-from providers.openai_chat import CHAT_ROUTE, OpenAIChat, documented_only
+from providers.openai.front import FRONTS
+from providers.openai.wire import openai
+from providers.openai.chat import CHAT_ROUTE, OpenAIChat, documented_only
 from providers.replay import openai_completion, replay_for
 
 log = logging.getLogger(__name__)

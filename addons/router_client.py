@@ -17,8 +17,8 @@ from addons.keys import GatewayKey, KeyRing, hash_secret
 from addons.router_errors import BadRequest, BodyTooLarge, RouterError, Unauthorized
 from addons.tagging import BadTag, pop_router_fields
 from providers.chat import InvalidRequest, UnsupportedParam
-from providers.openai import openai
-from providers.openai_chat import CHAT_ROUTE
+from providers.openai.wire import openai
+from providers.openai.chat import CHAT_ROUTE
 from providers.safe_json import loads
 
 

@@ -6,11 +6,11 @@ from collections.abc import Iterable
 
 from cachetools import LRUCache
 
-from providers.anthropic import anthropic
+from providers.anthropic.wire import anthropic
 from providers.base import Provider, Route, host_matches
-from providers.compatible import COMPATIBLE
-from providers.gemini import gemini
-from providers.openai import OpenAIDialect, openai
+from providers.openai.compatible import COMPATIBLE
+from providers.gemini.wire import gemini
+from providers.openai.wire import OpenAIDialect, openai
 
 BUILTIN: tuple[Provider, ...] = (openai, anthropic, gemini, *COMPATIBLE)
 
@@ -56,7 +56,7 @@ def custom_provider(name: str, host: str, price_prefix: str = "", dialect: str =
     if dialect == "openai":
         return OpenAIDialect(name=name, hosts=(host,), price_prefix=price_prefix)
     if dialect == "ollama":
-        from providers.ollama import OllamaNative
+        from providers.openai.ollama import OllamaNative
 
         return OllamaNative(name=name, hosts=(host,), price_prefix=price_prefix)
     raise ValueError(f"unknown dialect {dialect!r}; expected 'openai' or 'ollama'")

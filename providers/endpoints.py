@@ -9,13 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from providers.anthropic import anthropic
+from providers.anthropic.wire import anthropic
 from providers.base import Provider
 from providers.chat import ChatAdapter
-from providers.compatible import COMPATIBLE
-from providers.gemini import gemini
-from providers.openai import OpenAIDialect, openai
-from providers.openai_chat import OpenAIChat
+from providers.openai.compatible import COMPATIBLE
+from providers.gemini.wire import gemini
+from providers.openai.wire import OpenAIDialect, openai
+from providers.openai.chat import OpenAIChat
 from providers.pricing import PriceTable
 
 
@@ -40,8 +40,8 @@ def _compatible(name: str, base_url: str, key_env: str) -> Endpoint:
 
 @functools.cache
 def _endpoints() -> Mapping[str, Endpoint]:
-    from providers.anthropic_chat import anthropic_chat
-    from providers.gemini_chat import gemini_chat
+    from providers.anthropic.chat import anthropic_chat
+    from providers.gemini.chat import gemini_chat
 
     rows = [
         Endpoint("openai", OpenAIChat(openai, (("max_tokens", "max_completion_tokens"),)), openai,

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from providers.anthropic import AnthropicMessages
-from providers.gemini import GeminiProvider
-from providers.openai import OpenAIDialect
-from providers.replay_anthropic import AnthropicReplay, anthropic_replay
-from providers.replay_gemini import GeminiReplay, gemini_replay
-from providers.replay_openai import OpenAIChatReplay, openai_chunks, openai_completion, openai_replay
+from providers.anthropic.wire import AnthropicMessages
+from providers.gemini.wire import GeminiProvider
+from providers.openai.wire import OpenAIDialect
+from providers.anthropic.replay import AnthropicReplay, anthropic_replay
+from providers.gemini.replay import GeminiReplay, gemini_replay
+from providers.openai.replay import OpenAIChatReplay, openai_chunks, openai_completion, openai_replay
 
 
 class Replay(Protocol):

@@ -9,7 +9,7 @@ import pytest
 from support import FIXTURES, fixture_bytes, fixture_json, fixture_names, parse_stream, random_splits
 
 from providers import Registry
-from providers.anthropic import anthropic
+from providers.anthropic.wire import anthropic
 from providers.base import Route, StreamState, Usage
 
 API = Route(anthropic, "messages")

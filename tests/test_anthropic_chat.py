@@ -11,7 +11,7 @@ import pytest
 from specs import ANTHROPIC_REQUEST, OPENAI_CHAT, OPENAI_CHAT_CHUNK, conforms
 from support import fixture_bytes, fixture_json, fixture_names, random_splits
 
-from providers.anthropic_chat import DEFAULT_MAX_TOKENS, JSON_OBJECT_INSTRUCTION, NO_EQUIVALENT, AnthropicChat
+from providers.anthropic.chat import DEFAULT_MAX_TOKENS, JSON_OBJECT_INSTRUCTION, NO_EQUIVALENT, AnthropicChat
 from providers.chat import InvalidRequest, ProviderStreamError, UnsupportedParam
 from providers.sse import SSEDecoder
 

@@ -13,7 +13,7 @@ from support import FIXTURES, fixture_bytes, fixture_json, fixture_names, parse_
 
 from providers import Registry
 from providers.base import StreamState
-from providers.gemini import RPC_STATUS, gemini
+from providers.gemini.wire import RPC_STATUS, gemini
 
 API = "generativelanguage.googleapis.com"
 VERTEX = "aiplatform.googleapis.com"

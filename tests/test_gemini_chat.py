@@ -14,8 +14,8 @@ from specs import OPENAI_CHAT, OPENAI_CHAT_CHUNK, conforms
 from support import fixture_bytes, fixture_json, fixture_names, random_splits
 
 from providers.chat import InvalidRequest, ProviderStreamError, UnsupportedParam
-from providers.gemini_chat import gemini_chat
-from providers.gemini_chat_stream import SIGNATURE_MARK
+from providers.gemini.chat import gemini_chat
+from providers.gemini.chat_stream import SIGNATURE_MARK
 from providers.sse import SSEDecoder
 
 # GenerateContentRequest's body fields, each checked with the google-genai type that forbids unknown keys.

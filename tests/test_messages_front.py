@@ -1,5 +1,5 @@
 """The Anthropic front: captured Anthropic requests become OpenAI chat bodies, captured OpenAI replies and
-streams become Messages and Messages SSE that the spec, providers.anthropic and the anthropic SDK accept."""
+streams become Messages and Messages SSE that the spec, providers.anthropic.wire and the anthropic SDK accept."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 from specs import ANTHROPIC_ERROR, ANTHROPIC_MESSAGE, ANTHROPIC_STREAM_EVENT, OPENAI_REQUEST, conforms
 from support import FIXTURES, fixture_bytes, fixture_json, parse_stream, random_splits
 
-from providers.anthropic import anthropic
+from providers.anthropic.wire import anthropic
 from providers.base import Route, dig
 from providers.chat import InvalidRequest, UnsupportedParam
-from providers.messages_front import to_chat
-from providers.messages_reply import MessagesStream, error_event, from_chat
-from providers.openai import openai
+from providers.anthropic.front import to_chat
+from providers.anthropic.reply import MessagesStream, error_event, from_chat
+from providers.openai.wire import openai
 from providers.sse import SSEDecoder
 
 ANTHROPIC = Route(anthropic, "messages")

@@ -8,8 +8,8 @@ from support import fixture_bytes, fixture_names, parse_stream, random_splits
 
 from providers import Registry
 from providers.base import Route
-from providers.compatible import COMPATIBLE
-from providers.openai import openai
+from providers.openai.compatible import COMPATIBLE
+from providers.openai.wire import openai
 
 COMPAT = {p.name: p for p in COMPATIBLE}
 

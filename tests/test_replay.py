@@ -17,11 +17,11 @@ from specs import ANTHROPIC_MESSAGE, ANTHROPIC_STREAM_EVENT, OPENAI_CHAT, OPENAI
 from support import fixture_bytes, fixture_json, fixture_names, parse_stream, random_splits
 
 from providers import custom_provider
-from providers.anthropic import anthropic
+from providers.anthropic.wire import anthropic
 from providers.base import Route, Usage
-from providers.compatible import COMPATIBLE
-from providers.gemini import gemini
-from providers.openai import openai
+from providers.openai.compatible import COMPATIBLE
+from providers.gemini.wire import gemini
+from providers.openai.wire import openai
 from providers.replay import (
     AnthropicReplay,
     GeminiReplay,

@@ -27,7 +27,7 @@ from specs import (
 )
 from support import FIXTURES, fixture_json, fixture_names, load_script
 
-from providers.openai_chat import DOCUMENTED_PARAMS
+from providers.openai.chat import DOCUMENTED_PARAMS
 
 
 def sse_data(provider: str, name: str) -> list[dict]:
@@ -332,7 +332,7 @@ def test_openapi_3_0_leftovers_become_json_schema():
 @pytest.mark.parametrize("endpoint, component", [("chat.completions", OPENAI_REQUEST),
                                                  ("embeddings", OPENAI_EMBEDDINGS_REQUEST)])
 def test_the_routers_parameter_allow_list_is_openais_documented_one(endpoint, component):
-    """What the router forwards to OpenAI-dialect deployments (providers/openai_chat.py) is exactly
+    """What the router forwards to OpenAI-dialect deployments (providers/openai/chat.py) is exactly
     the request's properties in OpenAI's spec, allOf parts included."""
     def properties(node: dict) -> set[str]:
         if "$ref" in node:

@@ -8,7 +8,7 @@ from typing import Any
 
 from providers.base import Route
 from providers.chat import InvalidRequest, ProviderStreamError, Unsupported, UpstreamRequest
-from providers.openai import OpenAIDialect, error_message, openai
+from providers.openai.wire import OpenAIDialect, error_message, openai
 
 # How the router reads the OpenAI chat it works in (requests, answers and chunks of every deployment).
 CHAT_ROUTE = Route(openai, "chat.completions")

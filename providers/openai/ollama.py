@@ -20,7 +20,7 @@ from providers.base import (
     host_matches,
     prompt_chars,
 )
-from providers.openai import OpenAIDialect
+from providers.openai.wire import OpenAIDialect
 
 ENDPOINTS = {"/api/chat": "ollama.chat", "/api/generate": "ollama.generate"}
 

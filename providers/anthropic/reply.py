@@ -1,5 +1,5 @@
 """Answers for /v1/messages clients: an OpenAI chat completion, or its chunks, as an Anthropic Message
-or Messages SSE events (providers/messages_front.py turns their requests into OpenAI chat)."""
+or Messages SSE events (providers/anthropic/front.py turns their requests into OpenAI chat)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 from providers.base import dig
-from providers.openai import openai
+from providers.openai.wire import openai
 from providers.safe_json import loads
 
 # OpenAI finish_reason -> Anthropic stop_reason (spec StopReason). OpenAI never says which stop
@@ -182,7 +182,7 @@ class MessagesStream:
             out += self._begin(_tool_block(call.get("id"), dig(call, "function", "name"), {}), text=False)
         if isinstance(args := dig(call, "function", "arguments"), str) and args:
             # A fragment for a call whose block already stopped (interleaved calls) still names that
-            # block's index: the anthropic SDK and providers.anthropic accumulate by index.
+            # block's index: the anthropic SDK and providers.anthropic.wire accumulate by index.
             out.append(self._delta({"type": "input_json_delta", "partial_json": args}, self.tools[key]))
         return out
 

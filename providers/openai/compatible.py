@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from providers.openai import OpenAIDialect
+from providers.openai.wire import OpenAIDialect
 
 AZURE_HOSTS = ("*.openai.azure.com", "*.cognitiveservices.azure.com", "*.services.ai.azure.com")
 
@@ -20,7 +20,7 @@ COMPATIBLE: tuple[OpenAIDialect, ...] = (
         "together", ("api.together.xyz", "api.together.ai"), price_prefix="together_ai/", accepts_stream_options=False
     ),
     OpenAIDialect("xai", ("api.x.ai",), price_prefix="xai/", reasoning_outside_completion=True),
-    # Gemini's OpenAI-compatible endpoint (the native paths on the same host are providers/gemini.py's).
+    # Gemini's OpenAI-compatible endpoint (the native paths on the same host are providers/gemini/wire.py's).
     OpenAIDialect("gemini", ("generativelanguage.googleapis.com",), prefixes=("/v1beta/openai",), price_prefix="gemini/"),
     OpenAIDialect("fireworks", ("api.fireworks.ai",), prefixes=("/inference/v1",), price_prefix="fireworks_ai/"),
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from providers.anthropic import ERROR_TYPES, merge_usage
+from providers.anthropic.wire import ERROR_TYPES, merge_usage
 from providers.base import Usage, dig
 from providers.chat import ProviderStreamError, openai_usage
 

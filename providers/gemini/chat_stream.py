@@ -12,7 +12,7 @@ from typing import Any
 from providers.base import as_int, dig
 from providers.chat import ProviderStreamError
 from providers.chat import openai_usage as openai_usage_of
-from providers.gemini import error_message, gemini
+from providers.gemini.wire import error_message, gemini
 
 # Candidate.FinishReason (generative_service.proto) -> OpenAI finish_reason; anything else is "stop".
 FINISH_REASONS = {

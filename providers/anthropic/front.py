@@ -1,5 +1,5 @@
 """Anthropic's /v1/messages in front of the OpenAI-chat router, so the anthropic SDK can reach any provider:
-its requests become OpenAI chat bodies here; the answers go back in providers/messages_reply.py."""
+its requests become OpenAI chat bodies here; the answers go back in providers/anthropic/reply.py."""
 
 from __future__ import annotations
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from providers.anthropic import anthropic
+from providers.anthropic.wire import anthropic
 from providers.chat import Unsupported
-from providers.openai import openai
+from providers.openai.wire import openai
 
 
 def _dumps(obj: Any) -> bytes:
@@ -21,7 +21,7 @@ class OpenAIChatFront:
     endpoint = "chat.completions"
     provider = openai  # whose error shape the client expects
     key_header = "authorization"  # where its SDK sends the API key (as a Bearer token)
-    native = None  # OpenAI deployments already get the chat body nearly as sent (providers/openai_chat.py)
+    native = None  # OpenAI deployments already get the chat body nearly as sent (providers/openai/chat.py)
 
     def native_headers(self, headers) -> dict[str, str]:
         return {}
@@ -85,7 +85,7 @@ class MessagesFront:
         return out
 
     def to_chat(self, body: dict[str, Any], unsupported: Unsupported) -> tuple[dict[str, Any], list[str]]:
-        from providers.messages_front import to_chat
+        from providers.anthropic.front import to_chat
 
         return to_chat(body, unsupported)
 
@@ -93,7 +93,7 @@ class MessagesFront:
         return True  # Anthropic streams always report usage
 
     def whole(self, completion: dict[str, Any], model: str) -> bytes:
-        from providers.messages_reply import from_chat
+        from providers.anthropic.reply import from_chat
 
         return _dumps(from_chat(completion, model))
 
@@ -107,7 +107,7 @@ class MessagesFront:
 
 class AnthropicEvents:
     def __init__(self, model: str) -> None:
-        from providers.messages_reply import MessagesStream
+        from providers.anthropic.reply import MessagesStream
 
         self.inner = MessagesStream(model)
 
@@ -118,7 +118,7 @@ class AnthropicEvents:
         return self.inner.close()
 
     def error(self, status: int, type: str, message: str) -> bytes:
-        from providers.anthropic import ERROR_TYPES
+        from providers.anthropic.wire import ERROR_TYPES
 
         return self.inner.error_event(ERROR_TYPES.get(status, "api_error"), message)
 

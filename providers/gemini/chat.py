@@ -19,7 +19,7 @@ from providers.chat import (
     UpstreamRequest,
     each_tool_call,
 )
-from providers.gemini_chat_stream import (
+from providers.gemini.chat_stream import (
     GeminiChatStream,
     answer_parts,
     candidate_index,

@@ -1,0 +1,1 @@
+"""Anthropic's Messages API, on api.anthropic.com and Vertex AI."""

@@ -1,0 +1,1 @@
+"""Google's Gemini API, on generativelanguage and Vertex AI."""

@@ -1,0 +1,1 @@
+"""OpenAI and the hosts that speak its API (compatible rows, Ollama)."""
