@@ -19,9 +19,9 @@ from addons.capture import refuse
 from addons.settings import Settings
 from addons.store import Store, read_cache_entries
 from addons.tagging import new_span_id
+from providers import Replay, replay_for
 from providers.base import Route, Usage, parse_json
 from providers.canonical import sampled
-from providers.replay import Replay, replay_for
 from providers.safe_json import loads
 from providers.stream import StreamParser
 

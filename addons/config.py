@@ -106,7 +106,7 @@ class Deployment(Strict):
 
     @model_validator(mode="after")
     def _known_or_reachable(self) -> Deployment:
-        from providers.endpoints import provider_names
+        from providers import provider_names
 
         if self.provider not in provider_names() and not self.base_url:
             raise ValueError(f"unknown provider {self.provider!r}: one of {', '.join(provider_names())}, "

@@ -15,10 +15,9 @@ import aiohttp
 from aiohttp import web
 
 from addons.upstream import RawStreamAnswer, StreamAnswer
+from providers import INNER_CHAT
 from providers.base import ResponseFacts, Route, StreamState
 from providers.chat import ProviderStreamError
-from providers.openai.wire import openai
-from providers.openai.chat import CHAT_ROUTE
 from providers.stream import StreamParser
 
 
@@ -66,7 +65,7 @@ class ChatRelay:
             await self.response.prepare(request)
             while chunks:
                 for chunk in chunks:
-                    openai.stream_event(CHAT_ROUTE, state, None, chunk)
+                    INNER_CHAT.wire.stream_event(INNER_CHAT.route, state, None, chunk)
                 if self.keep is not None:
                     self.keep += chunks
                 if data := out.feed(chunks):

@@ -47,12 +47,9 @@ from addons.settings import Settings
 from addons.spend import Spend
 from addons.tagging import BadTag, new_span_id, new_trace_id, pop_router_fields, router_tags, trace_context
 from addons.upstream import Upstream, WholeAnswer
+from providers import FRONTS, INNER_CHAT, replay_for
 from providers.base import ResponseFacts, Route
 from providers.chat import InvalidRequest, UnsupportedParam, UpstreamRequest
-from providers.openai.front import FRONTS
-from providers.openai.wire import openai
-from providers.openai.chat import CHAT_ROUTE, OpenAIChat, documented_only
-from providers.replay import openai_completion, replay_for
 
 log = logging.getLogger(__name__)
 
@@ -172,11 +169,12 @@ class Router:
                 chat_body, translation_notes = (body, []) if as_is else front.to_chat(body, config.unsupported_params)
             except (BadTag, InvalidRequest, UnsupportedParam) as e:
                 raise BadRequest(str(e), param=e.param) from None
-            chat_body, unknown = documented_only(as_is or CHAT_ROUTE.endpoint, chat_body, config.extra_params)
+            inner = INNER_CHAT.route_for(as_is)  # read as OpenAI chat, or as the OpenAI endpoint relayed
+            chat_body, unknown = INNER_CHAT.documented_only(inner.endpoint, chat_body, config.extra_params)
             if unknown:
                 call.notes.append(f"not forwarded (not an OpenAI parameter; router.extra_params passes it): "
                                   f"{', '.join(unknown)}")
-            call.facts = openai.request_facts(Route(openai, as_is) if as_is else CHAT_ROUTE, chat_body)
+            call.facts = INNER_CHAT.wire.request_facts(inner, chat_body)
             self._tag(call, headers, body, fields)
             if not (model := call.facts.model):
                 raise BadRequest("model is required", param="model")
@@ -191,7 +189,7 @@ class Router:
                 raise ModelNotFound(f"The model {e.args[0]!r} does not exist on this gateway: not an alias in "
                                     "the config, a provider/model name, or a known model.", param="model") from None
             if as_is:
-                plan = [t for t in plan if isinstance(t.endpoint.adapter, OpenAIChat)]
+                plan = [t for t in plan if as_is in t.endpoint.relays]
                 if not plan:
                     raise BadRequest(f"/v1/{as_is} is served by OpenAI-compatible deployments only; no deployment "
                                      f"of {model!r} is one.", param="model")
@@ -290,7 +288,7 @@ class Router:
         untranslated = bool(as_is) or same_dialect
         if isinstance(answer, WholeAnswer):
             call.mark_first_chunk()
-            facts = (provider if same_dialect else openai).response_facts(read_as, answer.body)
+            facts = (provider if same_dialect else INNER_CHAT.wire).response_facts(read_as, answer.body)
             payload = answer.raw if untranslated else front.whole(answer.body, call.facts.model)
             self._record(call, 200, facts, True, len(answer.raw),
                          (answer.raw.decode("utf-8", "replace") if untranslated else json.dumps(answer.body))
@@ -315,7 +313,7 @@ class Router:
                 whole = replay_for(provider, front.endpoint).as_whole(b"".join(kept))
                 completion = answer.target.endpoint.adapter.chat_response(whole, answer.target.model) if whole else None
             else:
-                completion = None if as_is else openai_completion(kept)
+                completion = None if as_is else INNER_CHAT.assemble(kept)
             if completion is not None:
                 self.router_cache.keep(call, completion)
         return relay.response
@@ -331,7 +329,7 @@ class Router:
         call.mark_first_chunk()
         answer, payload, content_type = render_cached(front, entry, call.facts.stream, wants_usage,
                                                       as_is, call.facts.model)
-        self._record(call, 200, openai.response_facts(call_route(call), answer), True, len(entry.body),
+        self._record(call, 200, INNER_CHAT.wire.response_facts(call_route(call), answer), True, len(entry.body),
                      entry.body.decode("utf-8", "replace") if call.keep_bodies else None)
         return web.Response(body=payload, content_type=content_type, headers={HEADER: "HIT"})
 
@@ -412,7 +410,7 @@ class Native:
 
 def call_route(call: Call) -> Route:
     """How the router reads what it relays: OpenAI's shapes for the call's endpoint."""
-    return CHAT_ROUTE if call.route.endpoint in ("messages", CHAT_ROUTE.endpoint) else Route(openai, call.route.endpoint)
+    return INNER_CHAT.route_for(call.route.endpoint)
 
 
 def _retry_policy(config: RetryPolicy, params: dict | None) -> RetryPolicy:

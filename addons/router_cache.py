@@ -13,8 +13,8 @@ from addons.cachestore import Entry
 from addons.call import Call
 from addons.router_errors import BadRequest
 from addons.settings import Settings
+from providers import INNER_CHAT
 from providers.canonical import sampled
-from providers.replay import openai_chunks
 from providers.safe_json import loads
 
 
@@ -54,5 +54,5 @@ def render_cached(front, entry: Entry, stream: bool, wants_usage: bool, as_is: s
         return answer, entry.body, "application/json"
     if stream:
         out = front.stream(model, wants_usage)
-        return answer, out.feed(openai_chunks(answer, True)) + out.close(), "text/event-stream"
+        return answer, out.feed(INNER_CHAT.chunks(answer, True)) + out.close(), "text/event-stream"
     return answer, front.whole(answer, model), "application/json"

@@ -16,9 +16,8 @@ from addons.config import RouterConfig, TapgateConfig
 from addons.keys import GatewayKey, KeyRing, hash_secret
 from addons.router_errors import BadRequest, BodyTooLarge, RouterError, Unauthorized
 from addons.tagging import BadTag, pop_router_fields
+from providers import INNER_CHAT
 from providers.chat import InvalidRequest, UnsupportedParam
-from providers.openai.wire import openai
-from providers.openai.chat import CHAT_ROUTE
 from providers.safe_json import loads
 
 
@@ -75,7 +74,7 @@ async def note_refused(request: web.Request, call: Call, front, limit: int) -> N
         body = await read_json(request, limit)
         pop_router_fields(body)
         chat_body, _ = front.to_chat(body, "drop")
-        call.facts = openai.request_facts(CHAT_ROUTE, chat_body)
+        call.facts = INNER_CHAT.wire.request_facts(INNER_CHAT.route, chat_body)
     except (RouterError, BadTag, InvalidRequest, UnsupportedParam, ValueError, TypeError):
         return
     if ctx.options.tapgate_store_bodies:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from addons.config import Cooldown, Deployment, RouterConfig
-from providers.endpoints import Endpoint, endpoint, provider_of
+from providers import Endpoint, endpoint, provider_of
 from providers.pricing import PriceTable
 
 

@@ -189,8 +189,8 @@ class Spend:
 
     def _worst_case_text(self, call: Call) -> str:
         """How the call's reservation was reckoned and how to make it smaller, for a refusal."""
-        field = "generationConfig.maxOutputTokens" if call.mode == "passthrough" and call.provider == "gemini" \
-            else "max_tokens"
+        # The router's clients all cap output with max_tokens; passthrough names the provider's own field.
+        field = call.route.provider.max_tokens_field if call.mode == "passthrough" else "max_tokens"
         if call.facts.max_tokens:
             return (f"its input plus the {call.facts.max_tokens} output tokens its {field} allows "
                     f"(a smaller {field} reserves less)")

@@ -138,13 +138,16 @@ class ErrorReply:
 
 
 class Provider(Protocol):
-    """One module per provider exports one object implementing this."""
+    """A provider's wire parser: one per provider package (see providers/package.py), plus one
+    per OpenAI-compatible host."""
 
     name: str
     # Host names this provider answers on: exact, or "*.suffix" for a family (Azure resources).
     hosts: tuple[str, ...]
     # The prefix of this provider's models in the price table ("" for OpenAI and Anthropic).
     price_prefix: str
+    # The request field that caps output tokens, as a refusal names it ("max_tokens").
+    max_tokens_field: str
 
     def route(self, host: str, path: str) -> Route | None:
         """The route when this (host, path) belongs to this provider; path excludes the query."""

@@ -11,7 +11,7 @@ from addons.config import RetryPolicy
 from addons.fallback import attempt_in_order, backoff, decide
 from addons.router_errors import AllAttemptsFailed, Failure, ProviderRejected
 from addons.routing import Target
-from providers.endpoints import endpoint
+from providers import endpoint
 
 
 def target(name: str) -> Target:

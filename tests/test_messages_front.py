@@ -13,11 +13,11 @@ import pytest
 from specs import ANTHROPIC_ERROR, ANTHROPIC_MESSAGE, ANTHROPIC_STREAM_EVENT, OPENAI_REQUEST, conforms
 from support import FIXTURES, fixture_bytes, fixture_json, parse_stream, random_splits
 
+from providers.anthropic.front import to_chat
+from providers.anthropic.reply import MessagesStream, error_event, from_chat
 from providers.anthropic.wire import anthropic
 from providers.base import Route, dig
 from providers.chat import InvalidRequest, UnsupportedParam
-from providers.anthropic.front import to_chat
-from providers.anthropic.reply import MessagesStream, error_event, from_chat
 from providers.openai.wire import openai
 from providers.sse import SSEDecoder
 

@@ -16,20 +16,15 @@ from google.genai import types as genai_types
 from specs import ANTHROPIC_MESSAGE, ANTHROPIC_STREAM_EVENT, OPENAI_CHAT, OPENAI_CHAT_CHUNK, conforms
 from support import fixture_bytes, fixture_json, fixture_names, parse_stream, random_splits
 
-from providers import custom_provider
+from providers import custom_provider, replay_for
+from providers.anthropic.replay import AnthropicReplay
 from providers.anthropic.wire import anthropic
 from providers.base import Route, Usage
-from providers.openai.compatible import COMPATIBLE
+from providers.gemini.replay import GeminiReplay
 from providers.gemini.wire import gemini
+from providers.openai.compatible import COMPATIBLE
+from providers.openai.replay import OpenAIChatReplay, openai_chunks, openai_completion
 from providers.openai.wire import openai
-from providers.replay import (
-    AnthropicReplay,
-    GeminiReplay,
-    OpenAIChatReplay,
-    openai_chunks,
-    openai_completion,
-    replay_for,
-)
 from providers.replay_sse import read_events
 
 COMPAT = {p.name: p for p in COMPATIBLE}

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from providers.anthropic.wire import usage as anthropic_usage
 from providers.anthropic.chat_stream import AnthropicChatStream, finish_reason
+from providers.anthropic.wire import usage as anthropic_usage
 from providers.base import as_int, dig
 from providers.chat import (
     InvalidRequest,

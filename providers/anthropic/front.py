@@ -1,5 +1,6 @@
 """Anthropic's /v1/messages in front of the OpenAI-chat router, so the anthropic SDK can reach any provider:
-its requests become OpenAI chat bodies here; the answers go back in providers/anthropic/reply.py."""
+its requests become OpenAI chat bodies here; the answers go back in providers/anthropic/reply.py.
+MessagesFront is the front the router's door uses."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from providers.anthropic.reply import MessagesStream, from_chat
+from providers.anthropic.wire import ERROR_TYPES, anthropic
 from providers.base import dig
 from providers.chat import InvalidRequest, Unsupported, UnsupportedParam
 
@@ -247,3 +250,57 @@ def _output(body: dict[str, Any], out: dict[str, Any], notes: _Notes) -> None:
             _need(dig(fmt, "type") == "json_schema" and isinstance(fmt.get("schema"), dict), param,
                   "type json_schema with a schema object is required")
             out["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt["schema"]}}
+
+
+class MessagesFront:
+    """Clients of /v1/messages (the anthropic SDK, ANTHROPIC_BASE_URL): Anthropic in, Anthropic out."""
+
+    path = "/v1/messages"
+    endpoint = "messages"
+    provider = anthropic
+    key_header = "x-api-key"
+    # Anthropic deployments get the client's own body and answer bytes untranslated: thinking blocks,
+    # cache_control, server tools and betas survive (Claude Code through the router keeps its caching).
+    native = anthropic
+
+    def native_headers(self, headers) -> dict[str, str]:
+        """The client's API version and betas, which only mean something to Anthropic itself."""
+        out = {"anthropic-version": headers.get("anthropic-version", "2023-06-01")}
+        if beta := headers.get("anthropic-beta"):
+            out["anthropic-beta"] = beta
+        return out
+
+    def to_chat(self, body: dict[str, Any], unsupported: Unsupported) -> tuple[dict[str, Any], list[str]]:
+        return to_chat(body, unsupported)
+
+    def wants_usage(self, body: dict[str, Any]) -> bool:
+        return True  # Anthropic streams always report usage
+
+    def whole(self, completion: dict[str, Any], model: str) -> bytes:
+        return json.dumps(from_chat(completion, model), separators=(",", ":"), ensure_ascii=False).encode()
+
+    def stream(self, model: str, wants_usage: bool) -> AnthropicEvents:
+        return AnthropicEvents(model)
+
+    def error(self, status: int, body: dict[str, Any]) -> bytes:
+        err = body.get("error") or {}
+        return anthropic.error_reply(status, str(err.get("message", "")), str(err.get("code") or "")).body
+
+
+class AnthropicEvents:
+    """OpenAI chunks out as Messages SSE events, for one streamed answer."""
+
+    def __init__(self, model: str) -> None:
+        self.inner = MessagesStream(model)
+
+    def feed(self, chunks: list[dict[str, Any]]) -> bytes:
+        return b"".join(self.inner.feed(c) for c in chunks)
+
+    def close(self) -> bytes:
+        return self.inner.close()
+
+    def error(self, status: int, type: str, message: str) -> bytes:
+        return self.inner.error_event(ERROR_TYPES.get(status, "api_error"), message)
+
+
+front = MessagesFront()

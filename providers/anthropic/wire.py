@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
 from providers.base import (
@@ -22,11 +22,9 @@ from providers.base import (
     host_matches,
     prompt_chars,
 )
+from providers.vertex import VERTEX_HOSTS
 
 API_HOST = "api.anthropic.com"
-# Vertex: "global" is the bare host, multi-regions are *.rep hosts, regions are "{region}-aiplatform"
-# (anthropic-sdk-python lib/vertex/_client.py). "*" is one DNS label (base.host_matches).
-VERTEX_HOSTS = ("aiplatform.googleapis.com", "aiplatform.*.rep.googleapis.com", "*-aiplatform.googleapis.com")
 # Vertex shares its hosts with Gemini, so only publishers/anthropic paths are ours. Token counting
 # is the pseudo-model "count-tokens" (same SDK file), which is not a billed call.
 _VERTEX_PATH = re.compile(
@@ -111,6 +109,8 @@ class AnthropicMessages(ReportsUsageUnasked):
     name: str = "anthropic"
     hosts: tuple[str, ...] = (API_HOST, *VERTEX_HOSTS)
     price_prefix: str = ""
+    # The request field a gateway refusal names as the cap on output (spend's worst-case text).
+    max_tokens_field: ClassVar[str] = "max_tokens"
 
     def route(self, host: str, path: str) -> Route | None:
         if host == API_HOST:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from providers.base import (
     ErrorReply,
@@ -21,6 +21,7 @@ from providers.base import (
     host_matches,
     prompt_chars,
 )
+from providers.vertex import VERTEX_HOSTS
 
 # path method -> public endpoint name; :countTokens, :predict and the rest are not billed calls we track
 ENDPOINTS = {
@@ -30,9 +31,6 @@ ENDPOINTS = {
     "batchEmbedContents": "batchEmbedContents",
 }
 GEMINI_API_HOST = "generativelanguage.googleapis.com"
-# "*" stands for one DNS label: us-central1-aiplatform.googleapis.com, aiplatform.eu.rep.googleapis.com
-# (regional and data-residency endpoints listed in the Vertex discovery document).
-VERTEX_HOSTS = ("aiplatform.googleapis.com", "*-aiplatform.googleapis.com", "aiplatform.*.rep.googleapis.com")
 # The Gemini API's own paths (v1alpha is what the SDKs use for preview features), base and tuned models.
 _GEMINI_API_PATH = re.compile(r"/v1(?:beta|alpha)?/(?:models|tunedModels)/([^/:]+):(\w+)")
 # Vertex: publisher models under a project and location, or global without one (express mode).
@@ -73,6 +71,8 @@ class GeminiProvider(ReportsUsageUnasked):
     name: str = "gemini"
     hosts: tuple[str, ...] = (GEMINI_API_HOST, *VERTEX_HOSTS)
     price_prefix: str = "gemini/"
+    # The request field a gateway refusal names as the cap on output (spend's worst-case text).
+    max_tokens_field: ClassVar[str] = "generationConfig.maxOutputTokens"
 
     # -- routing -----------------------------------------------------------------------------
 

@@ -8,10 +8,13 @@ from typing import Any
 
 from providers.base import Route
 from providers.chat import InvalidRequest, ProviderStreamError, Unsupported, UpstreamRequest
+from providers.openai.replay import openai_chunks, openai_completion
 from providers.openai.wire import OpenAIDialect, error_message, openai
 
 # How the router reads the OpenAI chat it works in (requests, answers and chunks of every deployment).
 CHAT_ROUTE = Route(openai, "chat.completions")
+# OpenAI endpoints the router relays untranslated to OpenAI-dialect deployments (/v1/embeddings, /v1/responses).
+RELAYED = ("embeddings", "responses")
 
 # OpenAI's documented request parameters (CreateChatCompletionRequest and CreateEmbeddingRequest in
 # its OpenAPI spec; tests/test_specs.py holds these to it). A router client's other body fields
@@ -101,3 +104,32 @@ class PassThroughStream:
 
     def close(self) -> list[dict[str, Any]]:
         return []
+
+
+@dataclass(frozen=True, slots=True)
+class InnerChat:
+    """The shape the router works in between a front and a deployment: OpenAI chat, read with the
+    OpenAI wire parser, its answers split into chunks and assembled from them as OpenAI streams."""
+
+    wire: OpenAIDialect
+    route: Route
+
+    def route_for(self, endpoint: str | None) -> Route:
+        """How the router reads a call to this endpoint (None: chat): as OpenAI chat, or as the
+        relayed endpoint."""
+        return Route(self.wire, endpoint) if endpoint in RELAYED else self.route
+
+    @staticmethod
+    def documented_only(endpoint: str, body: dict[str, Any], extra: list[str]) -> tuple[dict[str, Any], list[str]]:
+        return documented_only(endpoint, body, extra)
+
+    @staticmethod
+    def chunks(completion: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
+        return openai_chunks(completion, include_usage)
+
+    @staticmethod
+    def assemble(chunks: list[dict[str, Any]]) -> dict[str, Any] | None:
+        return openai_completion(chunks)
+
+
+INNER_CHAT = InnerChat(openai, CHAT_ROUTE)

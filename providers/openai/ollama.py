@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from providers.base import (
     ErrorReply,
@@ -30,6 +30,8 @@ class OllamaNative(ReportsUsageUnasked):
     name: str
     hosts: tuple[str, ...]
     price_prefix: str = ""
+    # The request field a gateway refusal names as the cap on output (spend's worst-case text).
+    max_tokens_field: ClassVar[str] = "max_tokens"
     compat: OpenAIDialect = field(init=False)
 
     def __post_init__(self) -> None:

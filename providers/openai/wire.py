@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from providers.base import (
     ErrorReply,
@@ -50,6 +50,15 @@ class OpenAIDialect:
     reasoning_outside_completion: bool = False
     # Azure classic: /openai/deployments/{deployment}/chat/completions, the deployment names the model.
     azure_deployments: bool = False
+    # The variable holding its key when the router reaches it by name (its base URL is the first host
+    # and prefix); None: the router reaches it only through a configured base_url (Azure).
+    key_env: str | None = None
+    # The request field a gateway refusal names as the cap on output (spend's worst-case text).
+    max_tokens_field: ClassVar[str] = "max_tokens"
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self.hosts[0]}{self.prefixes[0]}"
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -255,4 +264,4 @@ def error_message(body: dict[str, Any]) -> str | None:
     return None
 
 
-openai = OpenAIDialect(name="openai", hosts=("api.openai.com",))
+openai = OpenAIDialect(name="openai", hosts=("api.openai.com",), key_env="OPENAI_API_KEY")
