@@ -86,6 +86,9 @@ class Call:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
+    # The credentials this call carried or was sent with (the client's key, the deployments' keys):
+    # scrubbed from whatever the provider sends back before it is stored or shown. Never stored.
+    secrets: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         # Short on purpose: mitmproxy formats flow.metadata for filters (~meta) and views on every flow.

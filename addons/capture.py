@@ -86,9 +86,12 @@ class Capture:
         call.facts = provider.request_facts(call.route, body)
         headers = header_dict(req.headers)  # one pass; every lookup below is a plain dict get
         call.body, call.headers = body, headers  # for the cache, before the X-Tapgate-* headers go
+        key = key_from(headers, req.path.partition("?")[2])
+        if key:
+            call.secrets.append(key)
         if (gateway_key := flow.metadata.get("tapgate_key")) is not None:
             call.key_id = gateway_key.id  # the gateway key names the caller better than the provider's
-        elif key := key_from(headers, req.path.partition("?")[2]):
+        elif key:
             call.key_id = fingerprint_key(key, self.store.salt)
         if ctx.options.tapgate_store_bodies:
             call.request_body = _text(raw)

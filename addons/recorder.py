@@ -7,6 +7,7 @@ import dataclasses
 import logging
 
 from addons.call import Call
+from addons.secrets import scrub
 from addons.settings import Settings
 from addons.store import Store
 from providers.base import ResponseFacts
@@ -54,6 +55,10 @@ class Recorder:
         if call.cache_hit:  # answered from the cache: it cost nothing, and saved what the call would cost
             cost, saved = 0.0, cost
         call.status = status
+        # A provider may echo the credential it was sent: no key reaches the store, the console or an alert.
+        error = scrub(error, call.secrets)
+        if status != "ok":  # ok answers are the model's text; error bodies are where keys come back
+            response_body = scrub(response_body, call.secrets)
         request, spans = call.rows(
             ended=ended,
             status_code=status_code,
@@ -66,6 +71,9 @@ class Recorder:
             response_body=response_body,
             cost_saved=saved,
         )
+        for span in spans:
+            if span["status"] != "ok":  # an attempt's or the upstream span's error text
+                span["attributes"] = scrub(span["attributes"], call.secrets)
         self.store.add_all([("requests", request), *(("spans", span) for span in spans)])  # one journal write
         for listener in self.listeners:
             listener(request, call)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import aiohttp
 from aiohttp import web
 
+from addons.secrets import scrub
 from addons.upstream import RawStreamAnswer, StreamAnswer
 from providers import INNER_CHAT
 from providers.base import ResponseFacts, Route, StreamState
@@ -76,7 +77,7 @@ class ChatRelay:
                 except (ProviderStreamError, aiohttp.ClientError, TimeoutError) as e:
                     code = e.status if isinstance(e, ProviderStreamError) else 502
                     why = "passed the call's timeout" if isinstance(e, TimeoutError) else f"broke: {e or type(e).__name__}"
-                    status, error = "upstream_error", f"{answer.target.name}: stream {why}"
+                    status, error = "upstream_error", scrub(f"{answer.target.name}: stream {why}", [answer.target.key])
                     await self.response.write(out.error(code, "server_error", error))
                     break
             if status == "ok":

@@ -43,6 +43,7 @@ from addons.router_errors import (
     Unauthorized,
 )
 from addons.routing import Routes, Target, UnknownModel
+from addons.secrets import scrub
 from addons.settings import Settings
 from addons.spend import Spend
 from addons.tagging import BadTag, new_span_id, new_trace_id, pop_router_fields, router_tags, trace_context
@@ -211,6 +212,7 @@ class Router:
             self._record_cancelled(call, request)
             raise
         except RouterError as e:
+            e.message = scrub(e.message, call.secrets)  # a provider's message may echo the key it was sent
             if isinstance(e, (Refused, Unauthorized, Forbidden, BadRequest, ModelNotFound, BodyTooLarge)):
                 call.refused = e.code
             self._record_error(call, e)
@@ -270,6 +272,8 @@ class Router:
                 raise BadRequest(f"{target.name}: {e}", param=e.param) from None
             translated[target.name] = upstream_request
             call.prompt_sent = True
+            if target.key:
+                call.secrets.append(target.key)  # its error may echo the key: scrubbed before anyone sees it
             return await self.upstream.attempt(target, upstream_request, stream=stream, remaining=remaining,
                                                connect_timeout=config.connect_timeout,
                                                first_byte_timeout=config.first_byte_timeout,

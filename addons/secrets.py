@@ -1,4 +1,5 @@
-"""API keys never reach the store or the terminal: they are fingerprinted, and URLs are redacted."""
+"""API keys never reach the store or the terminal: they are fingerprinted, URLs are redacted, and
+text a provider sent back (an error that echoes the key it was given) is scrubbed."""
 
 from __future__ import annotations
 
@@ -33,3 +34,33 @@ def key_from(headers, query: str = "") -> str | None:
 def redact_url(path: str) -> str:
     """The path with `key=` query values replaced, safe to store and print."""
     return _KEY_QUERY.sub(r"\1REDACTED", path)
+
+
+REDACTED = "[REDACTED]"
+# Key-shaped values in the formats providers and the gateway issue: a Bearer token, OpenAI's sk-…
+# (sk-proj-…, sk-svcacct-…), Anthropic's sk-ant-…, Google's AIza…, the gateway's own tg-…, and any
+# `key=` query value. Eight characters at least, so prose ("sk-learn", "Bearer of") stays.
+_KEY_SHAPED = re.compile(
+    r"(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
+    r"|\b(?:sk|tg)-[A-Za-z0-9_-]{8,}"
+    r"|\bAIza[A-Za-z0-9_-]{8,}"
+)
+_KEY_VALUE = re.compile(r"((?:^|[?&\s\"'])(?:key|api[-_]key)=)[^&#\s\"']+", re.IGNORECASE)
+SHORTEST_KNOWN = 8  # a shorter "key" would scrub ordinary words
+
+
+def scrub(text: str | None, known=()) -> str | None:
+    """`text` with the known secrets and every key-shaped value replaced by [REDACTED]: for anything
+    a provider sent back that the gateway stores, prints or shows another client."""
+    if not text:
+        return text
+    for secret in known:
+        if secret and len(secret) >= SHORTEST_KNOWN and secret in text:
+            text = text.replace(secret, REDACTED)
+    text = _KEY_SHAPED.sub(_redact_token, text)
+    return _KEY_VALUE.sub(r"\1" + REDACTED, text)
+
+
+def _redact_token(match: re.Match) -> str:
+    token = match.group(0)
+    return f"{token.split()[0]} {REDACTED}" if token[:6].lower() == "bearer" else REDACTED

@@ -231,9 +231,9 @@ GOOGLE_STATUSES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMIS
                    429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
 
-def error_fixture(provider: str, status: int) -> Fixture:
+def error_fixture(provider: str, status: int, message: str | None = None) -> Fixture:
     """A provider-shaped error body for a status no capture covers (SYNTHESIZED, message says mock)."""
-    message = f"mock {status} {reason(status)}"
+    message = message or f"mock {status} {reason(status)}"
     if provider == "anthropic":
         doc = {"type": "error", "error": {"type": ANTHROPIC_ERROR_TYPES.get(status, "api_error"), "message": message}}
     elif provider == "gemini":

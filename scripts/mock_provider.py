@@ -33,7 +33,8 @@ LOG_SIZE = 1000
 # /_mock/program keys -> the request header they stand for.
 PROGRAM_KEYS = {"fixture": "x-mock-fixture", "status": "x-mock-status", "encoding": "x-mock-encoding",
                 "delay_ms": "x-mock-delay-ms", "chunk_delay_ms": "x-mock-chunk-delay-ms", "fault": "x-mock-fault",
-                "echo": "x-mock-echo", "headers": "x-mock-headers", "nest": "x-mock-nest"}
+                "echo": "x-mock-echo", "headers": "x-mock-headers", "nest": "x-mock-nest",
+                "echo_key": "x-mock-echo-key"}
 
 
 class MockError(ValueError):
@@ -58,6 +59,7 @@ class Controls:
     headers: tuple[tuple[str, str], ...] = ()  # extra response headers
     nest: int = 0  # wrap a body in this many arrays; give a stream an extra event nested this deep
     end_delay: float = 0.0  # seconds between the last event and the end of the body (a slow network)
+    echo_key: bool = False  # answer an error (401 unless a status is given) whose message quotes the key sent
 
     @property
     def immediate(self) -> bool:
@@ -95,7 +97,7 @@ def parse_controls(get, fixtures: dict) -> Controls:
             raise MockError(f"x-mock-headers must be a JSON object, got {raw!r}") from None
     return Controls(fixture, int(status) if status else None, encoding, ms("x-mock-delay-ms"),
                     ms("x-mock-chunk-delay-ms"), first_byte, fault, get("x-mock-echo") in ("1", "true"), headers,
-                    int(nest), end)
+                    int(nest), end, get("x-mock-echo-key") in ("1", "true"))
 
 
 def seconds(name: str, ms: str) -> float:
@@ -161,7 +163,12 @@ class Mock:
             if controls is None:
                 write_now(conn.transport, self.catalog.render(self.catalog.choose(req)))
                 return None
-            if controls.echo:
+            if controls.echo_key:  # as providers do: "Incorrect API key provided: sk-…"
+                status = controls.status or 401
+                provider = self.catalog.provider((fx.classify(req.path) or (None,))[0], req)
+                echo = fx.error_fixture(provider, status, f"Incorrect API key provided: {sent_key(req)}.")
+                response = fx.render(echo, status, controls.encoding, controls.headers)
+            elif controls.echo:
                 body = json.dumps(req.describe(), indent=2).encode()
                 echo = fx.Fixture("mock/echo", "openai", (body,), False, 200, ())
                 response = fx.render(echo, controls.status, controls.encoding, controls.headers)
@@ -205,8 +212,9 @@ class Mock:
                     raise MockError("times must be a positive integer")
                 as_headers = {header: json.dumps(spec[key]) if key == "headers" else str(spec[key])
                               for key, header in PROGRAM_KEYS.items() if spec.get(key) is not None}
-                if spec.get("echo") is True:
-                    as_headers["x-mock-echo"] = "1"
+                for key in ("echo", "echo_key"):
+                    if spec.get(key) is True:
+                        as_headers[PROGRAM_KEYS[key]] = "1"
                 controls = parse_controls(as_headers.get, self.catalog.fixtures)
             except (ValueError, MockError) as e:
                 return json_response(400, {"error": {"message": f"mock: {e}", "type": "mock_error"}})
@@ -233,6 +241,21 @@ def nested(fixture: fx.Fixture, depth: int) -> fx.Fixture:
     else:
         events = (b"[" * depth + fixture.events[0] + b"]" * depth,)
     return dataclasses.replace(fixture, key=f"{fixture.key}#nest{depth}", events=events)
+
+
+def sent_key(req: Request) -> str:
+    """The credential a request carried: a Bearer token, x-api-key, x-goog-api-key or key= query value."""
+    auth = req.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    for name in ("x-api-key", "x-goog-api-key", "api-key"):
+        if req.headers.get(name):
+            return req.headers[name]
+    for pair in req.query.split("&"):
+        name, _, value = pair.partition("=")
+        if name == "key":
+            return value
+    return ""
 
 
 def json_response(status: int, doc) -> bytes:
