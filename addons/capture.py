@@ -61,6 +61,8 @@ class Capture:
             if not registry.is_provider_host(host, req.port):
                 req.stream = True  # plain-HTTP traffic that is not ours: never buffer it
                 flow.metadata["tapgate_ignored"] = True
+            else:  # not a call (a model list, an unknown path): its URL may hold a key, so the console redacts it
+                flow.metadata["tapgate_provider"] = host  # before any --map-remote
             return
         trace_id, parent = trace_context(req.headers.get("traceparent"))
         flow.metadata["tapgate"] = Call(

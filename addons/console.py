@@ -13,15 +13,28 @@ from rich.color import ColorSystem
 from rich.console import Console as RichConsole
 from rich.style import Style
 
-# mitmdump prints every flow itself; for calls tapgate records, its own line replaces that dump.
-HIDE_RECORDED = "!(~meta ^tapgate:)"
+from addons.secrets import redact_url, scrub
+
+# mitmdump prints every flow itself, URL and all (a Gemini `?key=` in full at 125 columns). For the
+# calls tapgate records, its own line replaces that dump; other flows to a provider host get a redacted line.
+HIDE_RECORDED = '!(~meta "^tapgate(_provider)?:")'
 PRINT_SECONDS = 0.1
 # mitmproxy logs this for every streamed flow; for recorded calls the tapgate line says it better.
-STREAMING_NOTE = ("Streaming response from ", "Streaming request to ")
+# And every client and server connection opening and closing: noise around the call lines.
+PROXY_NOTES = ("Streaming response from ", "Streaming request to ", "client connect", "client disconnect",
+               "server connect ", "server disconnect ")
 
 
-def quiet_streaming_note(record: logging.LogRecord) -> bool:
-    return not (isinstance(record.msg, str) and record.msg.startswith(STREAMING_NOTE))
+def quiet_proxy_notes(record: logging.LogRecord) -> bool:
+    return not (isinstance(record.msg, str) and record.msg.startswith(PROXY_NOTES))
+
+
+def provider_flow_line(flow) -> str:
+    """A flow to a provider host that is not a recorded call, with any key in its URL redacted."""
+    req = flow.request
+    outcome = str(flow.response.status_code) if flow.response is not None else f"error: {flow.error.msg}" \
+        if flow.error is not None else "---"
+    return scrub(f"{req.method} {flow.metadata['tapgate_provider']}{redact_url(req.path)} {outcome}")
 
 
 def status_text(row: dict[str, Any]) -> str:
@@ -84,7 +97,7 @@ class Console:
     proxy's event loop, and each wake-up costs the proxy more than the line itself."""
 
     def __init__(self, file=None) -> None:
-        self._queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[dict[str, Any] | str | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._console = RichConsole(file=file, highlight=False, soft_wrap=True)
         self._thread: threading.Thread | None = None
@@ -102,12 +115,21 @@ class Console:
             current = ctx.options.dumper_filter
             if not current or HIDE_RECORDED not in current:
                 ctx.options.dumper_filter = f"({current}) & {HIDE_RECORDED}" if current else HIDE_RECORDED
-        logging.getLogger("mitmproxy.proxy.server").addFilter(quiet_streaming_note)
+        logging.getLogger("mitmproxy.proxy.server").addFilter(quiet_proxy_notes)
         self._thread = threading.Thread(target=self._run, name="tapgate-console", daemon=True)
         self._thread.start()
 
+    def response(self, flow) -> None:
+        if flow.metadata.get("tapgate_provider") and self._thread is not None and not self._dashboard_on():
+            self._queue.put(provider_flow_line(flow))
+
+    error = response
+
+    def _dashboard_on(self) -> bool:
+        return self._dashboard is not None and self._dashboard.active
+
     def show(self, row: dict[str, Any], call=None) -> None:
-        if self._dashboard is not None and self._dashboard.active:
+        if self._dashboard_on():
             # It lists the calls itself (a line per call would scroll through it); a routed call's
             # attempt spans tell it the retries and fallbacks.
             attempts = [s["name"] for s in call.attempt_spans if s["name"].startswith("attempt ")] if call else []
@@ -116,7 +138,7 @@ class Console:
             self._queue.put(row)
 
     def done(self) -> None:
-        logging.getLogger("mitmproxy.proxy.server").removeFilter(quiet_streaming_note)
+        logging.getLogger("mitmproxy.proxy.server").removeFilter(quiet_proxy_notes)
         if self._thread is not None:
             self._stopping.set()
             self._queue.put(None)
@@ -140,7 +162,8 @@ class Console:
                     rows.append(row)
             if rows:
                 color = self._console._color_system  # rich's choice for this output: None on a pipe
-                self._console.file.write("".join(painted(r, color) + "\n" for r in rows))
+                self._console.file.write("".join((r if isinstance(r, str) else painted(r, color)) + "\n"
+                                                 for r in rows))
                 self._console.file.flush()
             if stop:
                 return

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 from contextlib import redirect_stdout
 
 import openai
 import pytest
 from harness import BIN, ROOT, map_remote_to, query, wait_rows
-from terminal import TMUX, Terminals
+from terminal import TMUX, Terminals, free_port
 
 from addons.cli import main
 from addons.views import usd
@@ -25,13 +24,6 @@ def terminals():
     t = Terminals()
     yield t
     t.close()
-
-
-def free_port() -> int:
-    """A loopback port free a moment ago: the gateway in the pane cannot report the one it got."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_gateway_draws_its_own_dashboard(gateway, mock, terminals, tmp_path, monkeypatch, customer):
