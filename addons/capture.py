@@ -10,6 +10,7 @@ from typing import Any
 from mitmproxy import ctx, http
 
 from addons.call import Call
+from addons.provider_layer import REASON, REPLY, TOO_LARGE
 from addons.recorder import Recorder
 from addons.secrets import fingerprint_key, key_from, redact_url
 from addons.settings import Settings
@@ -31,6 +32,9 @@ log = logging.getLogger(__name__)
 
 STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
 BODY_LIMIT = 1024 * 1024  # stored bodies are cut here so one huge upload cannot bloat the store
+# A call's request body is refused (413) past this: Anthropic's own Messages API limit is 32 MB, and
+# a body is held whole while the gateway reads it, so a bigger one costs memory and stalls other calls.
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 
 class Capture:
@@ -44,6 +48,11 @@ class Capture:
     def load(self, loader) -> None:
         loader.add_option(
             "tapgate_store_bodies", bool, True, "Store request and response bodies (assembled text for streams)."
+        )
+        loader.add_option(
+            "tapgate_max_request_bytes", int, MAX_REQUEST_BYTES,
+            "Largest request body of an LLM call through the proxy; larger ones get a 413 in the provider's "
+            "shape, refused as the size is announced or, chunked, as it passes the limit. 0: no limit.",
         )
 
     # -- hooks ---------------------------------------------------------------------------------
@@ -76,6 +85,13 @@ class Capture:
             host=host,
             path=redact_url(req.path),
         )
+        limit, length = ctx.options.tapgate_max_request_bytes, req.headers.get("content-length", "")
+        if limit and length.isdigit() and int(length) > limit:  # refused before a byte of it is read
+            call = flow.metadata["tapgate"]
+            call.customer_identifier = req.headers.get("x-tapgate-customer-identifier")
+            fail(flow, call, 413, f"{TOO_LARGE} tapgate_max_request_bytes: {length} bytes, the limit is {limit}.",
+                 "request_too_large")
+            flow.kill()
 
     def request(self, flow: http.HTTPFlow) -> None:
         call: Call | None = flow.metadata.get("tapgate")
@@ -160,6 +176,10 @@ class Capture:
 
     def error(self, flow: http.HTTPFlow) -> None:
         if (call := flow.metadata.get("tapgate")) is not None:
+            if REPLY not in flow.metadata and (answer := _answer_for(flow.error.msg, flow.response)) is not None:
+                if answer[0] < 500:
+                    call.customer_identifier = flow.request.headers.get("x-tapgate-customer-identifier")
+                fail(flow, call, *answer)
             self._record(flow, call)
 
     # -- recording -----------------------------------------------------------------------------
@@ -176,6 +196,8 @@ class Capture:
     def _write(self, flow: http.HTTPFlow, call: Call) -> None:
         resp = flow.response
         status_code = resp.status_code if resp is not None else None
+        if (reply := flow.metadata.get(REPLY)) is not None and resp is None:
+            status_code = reply.status_code  # what the client was answered
         ended = (resp.timestamp_end if resp is not None and resp.timestamp_end else None) or time.time()
         store_bodies = ctx.options.tapgate_store_bodies
         output_chars = 0
@@ -224,6 +246,30 @@ def replayed(flow: http.HTTPFlow) -> bool:
     return not flow.live or flow.is_replay is not None
 
 
+def fail(flow: http.HTTPFlow, call: Call, status: int, message: str, code: str) -> None:
+    """The answer for a call mitmproxy cannot finish (an upstream it cannot reach, a body over the
+    limit, a smuggling attempt), in its provider's error shape; ProviderHttpLayer sends it in place of
+    mitmproxy's HTML page. A 4xx is the gateway refusing the request."""
+    reply = call.route.provider.error_reply(status, message, code)
+    flow.metadata[REPLY] = http.Response.make(status, reply.body, {"content-type": reply.content_type})
+    flow.metadata[REASON] = message
+    if status < 500:
+        call.refused = code
+
+
+def _answer_for(msg: str, response: http.Response | None) -> tuple[int, str, str] | None:
+    """(status, message, code) for a flow mitmproxy ended with error `msg`; None when nobody waits for
+    an answer (the client left) or the provider's own answer has begun."""
+    if "request smuggling" in msg:  # mitmproxy's header validation: two Content-Lengths, CL and TE
+        return 400, msg.split(" Disable the ")[0], "invalid_http_request"
+    if msg.startswith(TOO_LARGE):
+        return 413, msg, "request_too_large"
+    if response is not None or "client" in msg.lower():
+        return None
+    timeout = "timed out" in msg.lower() or "timeout" in msg.lower()
+    return 504 if timeout else 502, f"The gateway could not reach the provider: {msg}", "upstream_error"
+
+
 def request_host(req: http.Request) -> str:
     """The host the client asked for, before any redirect: the CONNECT or URL host, or the Host
     header when that is only an address (transparent mode)."""
@@ -240,6 +286,8 @@ def _status(flow: http.HTTPFlow, status_code: int | None, finished: bool, body_e
             streamed: bool = False):
     """(status, error): what happened to the call, in a word, and why. A stream whose final event
     was seen is answered, whatever happened to the connection after it."""
+    if (reply := flow.metadata.get(REPLY)) is not None:  # the gateway answered: refused (4xx) or upstream
+        return "upstream_error" if reply.status_code >= 500 else "refused", flow.metadata[REASON]
     if flow.error is not None and not (streamed and finished and status_code and status_code < 400 and not body_error):
         msg = flow.error.msg
         kind = "client_disconnected" if "client" in msg.lower() else "upstream_error"
