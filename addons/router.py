@@ -30,6 +30,7 @@ from addons.config import RetryPolicy
 from addons.fallback import attempt_in_order
 from addons.recorder import Recorder
 from addons.relay import ChatRelay, Outcome, RawRelay
+from addons import router_http
 from addons.router_cache import RouterCache, render_cached
 from addons.router_client import authenticate, master_key, note_refused, read_json
 from addons.router_errors import (
@@ -94,14 +95,16 @@ class Router:
         if not ctx.options.tapgate_router:
             return
         await self.upstream.start()
-        app = web.Application(client_max_size=self.settings.config.router.max_body_bytes)
+        app = web.Application(client_max_size=self.settings.config.router.max_body_bytes,
+                              middlewares=[router_http.middleware(self._unrouted)])
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/messages", self.chat)
         app.router.add_post("/chat/completions", self.chat)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/v1/responses", self.responses)
         app.router.add_get("/v1/models", self.models)
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False, handler_cancellation=True)
+        self.runner = router_http.Runner(app, self._unrouted, access_log=None, handle_signals=False,
+                                         handler_cancellation=True)
         await self.runner.setup()
         host, _, port = ctx.options.tapgate_router.rpartition(":")
         site = web.TCPSite(self.runner, host.strip("[]") or "127.0.0.1", int(port))
@@ -223,6 +226,16 @@ class Router:
                                 code="gateway_error")
             self._record_error(call, error)
             return _error(error, front)
+
+    def _unrouted(self, request: web.BaseRequest, error: RouterError) -> bytes:
+        """A request the router could not route (unknown path or method, malformed HTTP): recorded as
+        refused, answered in the dialect its path implies."""
+        front = FRONTS["/v1/messages" if request.path.startswith("/v1/messages") else "/v1/chat/completions"]
+        call = self._new_call(request, front, None)
+        call.customer_identifier = request.headers.get("x-tapgate-customer-identifier")
+        call.refused = error.code
+        self._record_error(call, error)
+        return front.error(error.status, error.body())
 
     def _tag(self, call: Call, headers: dict[str, str], body: dict, fields: dict) -> None:
         """Tag the call from the gateway's body fields and X-Tapgate-* headers, over the body's own

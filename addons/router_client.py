@@ -28,12 +28,13 @@ def master_key(config: RouterConfig) -> str | None:
 def authenticate(request: web.Request, config: TapgateConfig, ring: KeyRing,
                  expected: str = "authorization") -> GatewayKey | None:
     """The caller's gateway key: None for the master key, or for anyone when the router has no master
-    key and keys are not required. The Bearer token, or x-api-key for Anthropic-shaped clients; an
-    error names the header the caller sent, else the one its dialect (`expected`) uses.
-    Raises Unauthorized, carrying the key when it is known but may not be used."""
+    key and keys are not required. X-Tapgate-Key as in passthrough, else the Bearer token, or x-api-key
+    for Anthropic-shaped clients; an error names the header the caller sent, else the one its dialect
+    (`expected`) uses. Raises Unauthorized, carrying the key when it is known but may not be used."""
     header = request.headers.get("authorization", "")
     bearer = header[:7].lower() == "bearer "
-    token = header[7:].strip() if bearer else request.headers.get("x-api-key", "")
+    tapgate_key = request.headers.get("x-tapgate-key", "").strip()
+    token = tapgate_key or (header[7:].strip() if bearer else request.headers.get("x-api-key", ""))
     master = master_key(config.router)
     if master and token and hmac.compare_digest(token.encode(), master.encode()):
         return None
@@ -43,8 +44,8 @@ def authenticate(request: web.Request, config: TapgateConfig, ring: KeyRing,
         return key
     if not master and not config.require_key:
         return None
-    where = "as the Bearer token" if bearer or (not token and expected == "authorization") else \
-        "in the x-api-key header"
+    where = "in the X-Tapgate-Key header" if tapgate_key else "as the Bearer token" \
+        if bearer or (not token and expected == "authorization") else "in the x-api-key header"
     raise Unauthorized(f"Incorrect API key: send the gateway master key or a gateway key {where}."
                        if token else f"Missing API key: send a gateway key {where}.")
 

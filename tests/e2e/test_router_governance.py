@@ -146,6 +146,15 @@ def test_gateway_keys_as_bearer_tokens(gov):
         chat(gov, "openai/gpt-4o-mini", gov[3]["gone"][1])
 
 
+def test_the_x_tapgate_key_header_names_the_key_as_in_passthrough(gov):
+    """An app set up for passthrough sends its gateway key as X-Tapgate-Key beside a provider key."""
+    key_id, secret = gov[3]["mini"]
+    assert chat(gov, "openai/gpt-4o-mini", "sk-a-provider-key", extra_headers={"X-Tapgate-Key": secret}).choices
+    assert rows(gov, "key_id = ?", (key_id,))[-1]["status"] == "ok"
+    with pytest.raises(openai.AuthenticationError, match="revoked"):
+        chat(gov, "openai/gpt-4o-mini", MASTER, extra_headers={"X-Tapgate-Key": gov[3]["gone"][1]})
+
+
 def test_concurrent_calls_never_pass_a_keys_cap(gov):
     """100 calls at once on a key with room for 10: exactly 10 are answered, 90 refused before upstream."""
     key_id, secret = gov[3]["ten"]
