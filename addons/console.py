@@ -109,12 +109,12 @@ class Console:
     def running(self) -> None:
         # Capture hands every row to show(); the dashboard, when there is one, gets it from here.
         self._dashboard = ctx.master.addons.get("dashboard")
-        if not ctx.options.tapgate_console:
-            return
-        if ctx.master.addons.get("dumper") is not None:
+        if ctx.master.addons.get("dumper") is not None:  # with the console off too: a provider URL may hold a key
             current = ctx.options.dumper_filter
             if not current or HIDE_RECORDED not in current:
                 ctx.options.dumper_filter = f"({current}) & {HIDE_RECORDED}" if current else HIDE_RECORDED
+        if not ctx.options.tapgate_console:
+            return
         logging.getLogger("mitmproxy.proxy.server").addFilter(quiet_proxy_notes)
         self._thread = threading.Thread(target=self._run, name="tapgate-console", daemon=True)
         self._thread.start()

@@ -21,6 +21,7 @@ from aiohttp import web
 from mitmproxy import ctx, exceptions
 from pydantic import ValidationError
 
+from addons import router_http
 from addons.auth import Auth
 from addons.cache import HEADER, Cache
 from addons.cachestore import Entry
@@ -30,7 +31,6 @@ from addons.config import RetryPolicy
 from addons.fallback import attempt_in_order
 from addons.recorder import Recorder
 from addons.relay import ChatRelay, Outcome, RawRelay
-from addons import router_http
 from addons.router_cache import RouterCache, render_cached
 from addons.router_client import authenticate, master_key, note_refused, read_json
 from addons.router_errors import (

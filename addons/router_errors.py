@@ -6,6 +6,8 @@
     ├── Forbidden                403 model_not_allowed
     ├── ModelNotFound            404 model_not_found
     ├── BodyTooLarge             413 request_too_large
+    ├── NotFound                 404 unknown_url, MethodNotAllowed 405 method_not_allowed (addons/router_http.py)
+    ├── MalformedRequest         400 invalid_http_request, HeadersTooLarge 431 request_headers_too_large
     ├── Refused                  429 budget_exceeded / rate_limit_exceeded (addons/spend.py decides)
     ├── ProviderRejected         the provider's own 4xx, not retried (400, 401, 403, 404)
     └── AllAttemptsFailed        429, 502, 503 or 504 once every retry and fallback failed; lists each
@@ -60,6 +62,22 @@ class ModelNotFound(RouterError):
 
 class BodyTooLarge(RouterError):
     status, type, code = 413, "invalid_request_error", "request_too_large"
+
+
+class NotFound(RouterError):
+    status, type, code = 404, "invalid_request_error", "unknown_url"
+
+
+class MethodNotAllowed(RouterError):
+    status, type, code = 405, "invalid_request_error", "method_not_allowed"
+
+
+class MalformedRequest(RouterError):
+    status, type, code = 400, "invalid_request_error", "invalid_http_request"
+
+
+class HeadersTooLarge(RouterError):
+    status, type, code = 431, "invalid_request_error", "request_headers_too_large"
 
 
 class Refused(RouterError):

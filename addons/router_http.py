@@ -15,26 +15,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from addons.router_errors import RouterError
+from addons.router_errors import HeadersTooLarge, MalformedRequest, MethodNotAllowed, NotFound, RouterError
 from addons.secrets import scrub
 
 OnError = Callable[[web.BaseRequest, RouterError], bytes]  # records the error; the body to answer with
-
-
-class NotFound(RouterError):
-    status, type, code = 404, "invalid_request_error", "unknown_url"
-
-
-class MethodNotAllowed(RouterError):
-    status, type, code = 405, "invalid_request_error", "method_not_allowed"
-
-
-class MalformedRequest(RouterError):
-    status, type, code = 400, "invalid_request_error", "invalid_http_request"
-
-
-class HeadersTooLarge(RouterError):
-    status, type, code = 431, "invalid_request_error", "request_headers_too_large"
 
 
 def middleware(on_error: OnError):

@@ -99,23 +99,29 @@ def map_remote_to(port: int) -> str:
     return f"@^https://({hosts})(?::443)?@http://127.0.0.1:{port}"  # "@" separates: the regex uses "|"
 
 
-def start_gateway(
-    mock_port: int, confdir: Path, db: Path, *extra: str, addons: bool = True, root: Path = ROOT
-) -> tuple[Process, int]:
-    """mitmdump on a free loopback port, provider hosts mapped to the mock (lazy connections, so
-    the redirect happens before any upstream connection is made). `root`: another checkout's addons
-    (benchmarks compare code before and after a change), imported from there first."""
-    args = [str(BIN / "mitmdump"), "--listen-port", "0", "--set", f"confdir={confdir}"]
+def gateway_command(mock_port: int, confdir: Path, db: Path, *extra: str, port: int = 0,
+                    addons: bool = True, root: Path = ROOT) -> list[str]:
+    """The mitmdump command line of a test gateway: provider hosts mapped to the mock (lazy
+    connections, so the redirect happens before any upstream connection is made)."""
+    args = [str(BIN / "mitmdump"), "--listen-port", str(port), "--set", f"confdir={confdir}"]
     args += ["--set", "connection_strategy=lazy", "--map-remote", map_remote_to(mock_port)]
     if addons:
         # The router on any free port: several gateways run at once in the suite, never on 4000.
         args += ["-s", str(root / "addons" / "gateway.py"), "--set", f"tapgate_db={db}"]
         if not any(a.startswith("tapgate_router=") for a in extra):  # mitmdump stalls on an option set twice
             args += ["--set", "tapgate_router=127.0.0.1:0"]
+    return [*args, *extra]
+
+
+def start_gateway(
+    mock_port: int, confdir: Path, db: Path, *extra: str, addons: bool = True, root: Path = ROOT
+) -> tuple[Process, int]:
+    """mitmdump on a free loopback port in front of the mock. `root`: another checkout's addons
+    (benchmarks compare code before and after a change), imported from there first."""
     env = {**os.environ, **MOCK_PROVIDER_KEYS, "PYTHONUNBUFFERED": "1"}
     if root != ROOT:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(root), env.get("PYTHONPATH"))))
-    p = Process.start([*args, *extra], env=env)
+    p = Process.start(gateway_command(mock_port, confdir, db, *extra, addons=addons, root=root), env=env)
     host = r"127\.0\.0\.1" if addons else r"\S+"
     port = int(p.wait_for(rf"proxy listening at {host}:(\d+)").group(1))
     if addons:

@@ -9,7 +9,7 @@ from contextlib import redirect_stdout
 
 import openai
 import pytest
-from harness import BIN, ROOT, map_remote_to, query, wait_rows
+from harness import gateway_command, query, wait_rows
 from terminal import TMUX, Terminals, free_port
 
 from addons.cli import main
@@ -28,11 +28,8 @@ def terminals():
 
 def test_the_gateway_draws_its_own_dashboard(gateway, mock, terminals, tmp_path, monkeypatch, customer):
     port, db = free_port(), tmp_path / "dashboard.db"
-    pane = terminals.run("gateway", [
-        str(BIN / "mitmdump"), "--listen-port", str(port), "--set", f"confdir={gateway.ca.parent}",
-        "--set", "connection_strategy=lazy", "--map-remote", map_remote_to(mock),
-        "-s", str(ROOT / "addons" / "gateway.py"), "--set", f"tapgate_db={db}", "--set", "tapgate_dashboard=true",
-    ], 100, 30)
+    pane = terminals.run("gateway", gateway_command(mock, gateway.ca.parent, db, "--set", "tapgate_dashboard=true",
+                                                    port=port), 100, 30)
     terminals.wait(pane, lambda text: "last calls" in text)  # drawn from running(): the proxy listens
 
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")

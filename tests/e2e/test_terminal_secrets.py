@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 
 import pytest
-from harness import BIN, ROOT, map_remote_to, wait_rows
+from harness import gateway_command, wait_rows
 from terminal import TMUX, Terminals, free_port
 
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt-get install tmux); "
@@ -28,11 +28,8 @@ def terminals():
 
 def test_no_key_reaches_the_gateways_terminal(gateway, mock, terminals, tmp_path, customer):
     port, db = free_port(), tmp_path / "terminal.db"
-    pane = terminals.run("gateway", [
-        str(BIN / "mitmdump"), "--listen-port", str(port), "--set", f"confdir={gateway.ca.parent}",
-        "--set", "connection_strategy=lazy", "--map-remote", map_remote_to(mock),
-        "-s", str(ROOT / "addons" / "gateway.py"), "--set", f"tapgate_db={db}", "--set", "tapgate_router=",
-    ], 200, 50)
+    pane = terminals.run("gateway", gateway_command(mock, gateway.ca.parent, db, "--set", "tapgate_router=",
+                                                    port=port), 200, 50)
     terminals.wait(pane, lambda text: "tapgate ready" in text)
 
     proxied = urllib.request.build_opener(
