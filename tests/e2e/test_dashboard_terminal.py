@@ -61,12 +61,8 @@ def test_the_dashboards_budget_bars_follow_keys_made_and_changed_while_it_runs(g
     bar fills with calls, and `keys update` moves its cap (or replaces the budget) on the running
     dashboard."""
     port, db = free_port(), tmp_path / "budgets.db"
-    pane = terminals.run("gateway", [
-        str(BIN / "mitmdump"), "--listen-port", str(port), "--set", f"confdir={gateway.ca.parent}",
-        "--set", "connection_strategy=lazy", "--map-remote", map_remote_to(mock),
-        "-s", str(ROOT / "addons" / "gateway.py"), "--set", f"tapgate_db={db}", "--set", "tapgate_dashboard=true",
-        "--set", "tapgate_router=127.0.0.1:0",
-    ], 100, 30)
+    pane = terminals.run("gateway", gateway_command(mock, gateway.ca.parent, db, "--set", "tapgate_dashboard=true",
+                                                    port=port), 100, 30)
     terminals.wait(pane, lambda text: "last calls" in text and "budgets: no budgets configured" in text)
 
     with redirect_stdout(io.StringIO()) as printed:
