@@ -91,7 +91,8 @@ class Capture:
             call.customer_identifier = req.headers.get("x-tapgate-customer-identifier")
             fail(flow, call, 413, f"{TOO_LARGE} tapgate_max_request_bytes: {length} bytes, the limit is {limit}.",
                  "request_too_large")
-            flow.kill()
+            self._record(flow, call)  # now: a killed flow is no longer live, and replays are not recorded
+            flow.kill()  # ProviderHttpLayer answers in mitmproxy's place; the body is read and dropped
 
     def request(self, flow: http.HTTPFlow) -> None:
         call: Call | None = flow.metadata.get("tapgate")
