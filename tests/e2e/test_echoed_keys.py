@@ -8,7 +8,7 @@ import os
 import anthropic
 import openai
 import pytest
-from harness import admin, router_url, start_gateway, wait_rows
+from harness import admin, router_url, start_gateway, store_files, wait_rows
 
 PROVIDER_KEY = "sk-provider-ECHOED-secret-0001"  # the gateway's own key for its OpenAI deployment
 CLIENT_KEYS = ("sk-proj-ECHOED-client-0002", "sk-ant-ECHOED-client-0003")
@@ -36,7 +36,7 @@ router:
 
 
 def assert_nowhere(db, process, *secrets: str) -> None:
-    for path in db.parent.glob(db.name + "*"):  # the db, its WAL and shared memory
+    for path in store_files(db):  # the db, its WAL and shared memory, its journal
         data = path.read_bytes()
         assert not any(s.encode() in data for s in secrets), f"a key is in {path.name}"
     assert not any(s in line for s in secrets for line in process.lines), "a key is in the terminal"
