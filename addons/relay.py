@@ -2,32 +2,41 @@
 arrives, read for the trace as it passes; a break after the first byte is told to the client in its
 own shape, since nothing can be retried once the client has seen part of an answer. The call is
 recorded (`answered`) before the final bytes go out, so it is in the journal before the client can
-have read its end."""
+have read its end. Written to a Sink (the router's HTTP response, or a test's list) and timed by a
+Clock, so it imports no server."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-import aiohttp
-from aiohttp import web
-
+from addons.clock import SYSTEM, Clock
 from addons.secrets import scrub
-from addons.upstream import RawStreamAnswer, StreamAnswer
+from addons.sending import RawStreamAnswer, StreamAnswer, UpstreamBroke
 from providers import INNER_CHAT
 from providers.base import ResponseFacts, Route, StreamState
 from providers.chat import ProviderStreamError
 from providers.stream import StreamParser
 
-
-def remaining(deadline: float) -> float:
-    """Seconds left of the call's one deadline (router `timeout`), which the stream is held to too."""
-    return max(deadline - time.monotonic(), 0.001)
-
-
 SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"}
+
+
+class Sink(Protocol):
+    """Where a relayed stream goes. Writes raise ConnectionError when the client has left."""
+
+    async def prepare(self) -> None:
+        """Send the status line and headers."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def write_eof(self) -> None: ...
+
+
+async def next_within[T](clock: Clock, more: Callable[[], Awaitable[T]], deadline: float) -> T:
+    """The stream's next piece, within what is left of the call's one deadline (router `timeout`)."""
+    return await clock.within(more(), max(deadline - clock.now(), 0.001))
 
 
 @dataclass
@@ -53,17 +62,16 @@ class ChatRelay:
     cancelled = False
 
     def __init__(self, answer: StreamAnswer, out, deadline: float, headers: dict[str, str] | None = None,
-                 keep: list | None = None) -> None:
-        self.answer, self.out, self.deadline = answer, out, deadline
+                 keep: list | None = None, clock: Clock = SYSTEM) -> None:
+        self.answer, self.out, self.deadline, self.clock = answer, out, deadline, clock
         self.keep = keep  # when given, every OpenAI chunk is kept here (the cache assembles the answer)
-        self.response = web.StreamResponse(headers={**SSE_HEADERS, **(headers or {})})
+        self.headers = {**SSE_HEADERS, **(headers or {})}
 
-    async def run(self, request: web.Request, first_chunk: Callable[[], None],
-                  answered: Callable[[Outcome], None]) -> Outcome:
+    async def run(self, sink: Sink, first_chunk: Callable[[], None], answered: Callable[[Outcome], None]) -> Outcome:
         answer, out, state = self.answer, self.out, StreamState()
         status, error, chunks = "ok", None, answer.chunks
         try:
-            await self.response.prepare(request)
+            await sink.prepare()
             while chunks:
                 for chunk in chunks:
                     INNER_CHAT.wire.stream_event(INNER_CHAT.route, state, None, chunk)
@@ -71,20 +79,20 @@ class ChatRelay:
                     self.keep += chunks
                 if data := out.feed(chunks):
                     first_chunk()
-                    await self.response.write(data)
+                    await sink.write(data)
                 try:
-                    chunks = await asyncio.wait_for(answer.more(), remaining(self.deadline))
-                except (ProviderStreamError, aiohttp.ClientError, TimeoutError) as e:
+                    chunks = await next_within(self.clock, answer.more, self.deadline)
+                except (ProviderStreamError, UpstreamBroke, TimeoutError) as e:
                     code = e.status if isinstance(e, ProviderStreamError) else 502
                     why = "passed the call's timeout" if isinstance(e, TimeoutError) else f"broke: {e or type(e).__name__}"
                     status, error = "upstream_error", scrub(f"{answer.target.name}: stream {why}", [answer.target.key])
-                    await self.response.write(out.error(code, "server_error", error))
+                    await sink.write(out.error(code, "server_error", error))
                     break
             if status == "ok":
                 state.finished = True
                 answered(Outcome.of(state, status, error))
-                await self.response.write(out.close())
-            await self.response.write_eof()
+                await sink.write(out.close())
+            await sink.write_eof()
         except ConnectionError as e:
             status, error = "client_disconnected", f"the client left mid-stream: {type(e).__name__}"
         except asyncio.CancelledError:
@@ -99,19 +107,19 @@ class RawRelay:
 
     cancelled = False
 
-    def __init__(self, answer: RawStreamAnswer, route: Route, deadline: float, keep: list | None = None) -> None:
-        self.answer, self.deadline = answer, deadline
+    def __init__(self, answer: RawStreamAnswer, route: Route, deadline: float, keep: list | None = None,
+                 clock: Clock = SYSTEM) -> None:
+        self.answer, self.deadline, self.clock = answer, deadline, clock
         self.keep = keep  # when given, the raw bytes are kept here (the cache assembles the answer)
-        self.parser = StreamParser(route, answer.response.headers.get("content-type", "text/event-stream"))
-        self.response = web.StreamResponse(headers=SSE_HEADERS)
+        self.parser = StreamParser(route, answer.content_type)
+        self.headers = SSE_HEADERS
 
-    async def run(self, request: web.Request, first_chunk: Callable[[], None],
-                  answered: Callable[[Outcome], None]) -> Outcome:
+    async def run(self, sink: Sink, first_chunk: Callable[[], None], answered: Callable[[Outcome], None]) -> Outcome:
         answer, status, error = self.answer, "ok", None
         data = answer.first
         state = self.parser.state
         try:
-            await self.response.prepare(request)
+            await sink.prepare()
             while data:
                 self.parser.feed(data)
                 if state.finished and answered is not None:  # the final event is in this chunk
@@ -120,14 +128,15 @@ class RawRelay:
                 if self.keep is not None:
                     self.keep.append(data)
                 first_chunk()
-                await self.response.write(data)
+                await sink.write(data)
                 try:
-                    data = await asyncio.wait_for(answer.more(), remaining(self.deadline))
-                except (aiohttp.ClientError, TimeoutError) as e:
-                    status, error = "upstream_error", f"{answer.target.name}: stream broke: {type(e).__name__}"
+                    data = await next_within(self.clock, answer.more, self.deadline)
+                except (UpstreamBroke, TimeoutError) as e:
+                    why = e.kind if isinstance(e, UpstreamBroke) else type(e).__name__
+                    status, error = "upstream_error", f"{answer.target.name}: stream broke: {why}"
                     break
             self.parser.close()
-            await self.response.write_eof()
+            await sink.write_eof()
         except ConnectionError as e:
             status, error = "client_disconnected", f"the client left mid-stream: {type(e).__name__}"
         except asyncio.CancelledError:

@@ -27,8 +27,9 @@ from addons.cache import HEADER, Cache
 from addons.cachestore import Entry
 from addons.call import Call, iso, ms
 from addons.capture import BODY_LIMIT
+from addons.clock import SYSTEM, Clock
 from addons.config import RetryPolicy
-from addons.fallback import attempt_in_order
+from addons.dispatch import Attempt, Dispatch, Timeouts
 from addons.recorder import Recorder
 from addons.relay import ChatRelay, Outcome, RawRelay
 from addons.router_cache import RouterCache, render_cached
@@ -36,7 +37,6 @@ from addons.router_client import authenticate, master_key, note_refused, read_js
 from addons.router_errors import (
     BadRequest,
     BodyTooLarge,
-    Failure,
     Forbidden,
     ModelNotFound,
     Refused,
@@ -48,7 +48,8 @@ from addons.secrets import scrub
 from addons.settings import Settings
 from addons.spend import Spend
 from addons.tagging import BadTag, new_span_id, new_trace_id, pop_router_fields, router_tags, trace_context
-from addons.upstream import Upstream, WholeAnswer
+from addons.sending import Upstream, WholeAnswer
+from addons.upstream import HttpUpstream
 from providers import FRONTS, INNER_CHAT, replay_for
 from providers.base import ResponseFacts, Route
 from providers.chat import InvalidRequest, UnsupportedParam, UpstreamRequest
@@ -58,7 +59,11 @@ log = logging.getLogger(__name__)
 
 
 class Router:
-    def __init__(self, settings: Settings, recorder: Recorder, auth: Auth, spend: Spend, cache: Cache) -> None:
+    """`upstream` and `clock` are what routed calls are sent through and timed by: the real ones unless
+    given (tests give a fake upstream on a virtual clock)."""
+
+    def __init__(self, settings: Settings, recorder: Recorder, auth: Auth, spend: Spend, cache: Cache,
+                 upstream: Upstream | None = None, clock: Clock = SYSTEM) -> None:
         self.settings = settings
         self.cache = cache
         self.router_cache = RouterCache(settings, cache)
@@ -66,7 +71,8 @@ class Router:
         self.auth = auth
         self.spend = spend
         self.routes: Routes | None = None
-        self.upstream = Upstream()
+        self.clock = clock
+        self.upstream = upstream or HttpUpstream(clock)
         self.runner: web.AppRunner | None = None
         self.address = ""
 
@@ -188,7 +194,8 @@ class Router:
                 model, note = cheaper
                 call.notes.append(note)
             try:
-                plan = self.routes.plan([model, *self.routes.fallbacks(model, fields.get("fallback_models"))])
+                plan = self.routes.plan([model, *self.routes.fallbacks(model, fields.get("fallback_models"))],
+                                        now=self.clock.now())
             except UnknownModel as e:
                 raise ModelNotFound(f"The model {e.args[0]!r} does not exist on this gateway: not an alias in "
                                     "the config, a provider/model name, or a known model.", param="model") from None
@@ -260,16 +267,10 @@ class Router:
         config = self.settings.config.router
         stream = call.facts.stream
         policy = _retry_policy(config.retry, fields.get("retry_params"))
-        deadline = time.monotonic() + config.timeout
+        deadline = self.clock.now() + config.timeout
         translated: dict[str, UpstreamRequest] = {}
-        started = [0.0]
 
-        async def send(target: Target, remaining: float):
-            started[0] = time.time()
-            if variable := target.missing_key:  # never an unauthenticated call upstream
-                return Failure("missing_key", f"its key variable {variable} is not set in the gateway's "
-                                              "environment; nothing was sent")
-            self.routes.cooling.attempting(target.name)
+        def prepare(target: Target) -> tuple[UpstreamRequest, bool]:
             same_dialect = target.endpoint.provider is front.native
             try:
                 if same_dialect:  # the client's own request, only the model changed
@@ -287,13 +288,12 @@ class Router:
             call.prompt_sent = True
             if target.key:
                 call.secrets.append(target.key)  # its error may echo the key: scrubbed before anyone sees it
-            return await self.upstream.attempt(target, upstream_request, stream=stream, remaining=remaining,
-                                               connect_timeout=config.connect_timeout,
-                                               first_byte_timeout=config.first_byte_timeout,
-                                               as_is=bool(as_is) or same_dialect)
+            return upstream_request, bool(as_is) or same_dialect
 
-        answer = await attempt_in_order(plan, send, policy, deadline,
-                                        lambda t, r: self._attempted(call, t, r, started[0]))
+        dispatch = Dispatch(self.upstream, self.routes.cooling, self.clock)
+        answer = await dispatch.send(plan, prepare, stream=stream, policy=policy, deadline=deadline,
+                                     timeouts=Timeouts(config.connect_timeout, config.first_byte_timeout),
+                                     on_attempt=lambda a: self._attempted(call, a))
         self._aim(call, answer.target)
         call.notes += translated[answer.target.name].notes
         store_bodies = call.keep_bodies
@@ -315,14 +315,15 @@ class Router:
                            if same_dialect else answer.body)
             return web.Response(body=payload, content_type="application/json", headers=cache_header)
         kept: list | None = [] if call.cache_leader else None
-        relay = RawRelay(answer, read_as, deadline, kept) if untranslated else ChatRelay(
-            answer, front.stream(call.facts.model, wants_usage), deadline, cache_header, kept)
+        relay = RawRelay(answer, read_as, deadline, kept, self.clock) if untranslated else ChatRelay(
+            answer, front.stream(call.facts.model, wants_usage), deadline, cache_header, kept, self.clock)
 
         def record(outcome: Outcome) -> None:  # at the final event, before its bytes go out; else at the end
             self._record(call, 200, outcome.facts, outcome.finished, outcome.chars,
                          outcome.body if store_bodies else None, outcome.status, outcome.error)
 
-        record(await relay.run(request, call.mark_first_chunk, record))
+        sink = ResponseSink(request, relay.headers)
+        record(await relay.run(sink, call.mark_first_chunk, record))
         if relay.cancelled:
             raise asyncio.CancelledError  # recorded; aiohttp drops what is left of the connection
         if kept and call.status == "ok":
@@ -333,7 +334,7 @@ class Router:
                 completion = None if as_is else INNER_CHAT.assemble(kept)
             if completion is not None:
                 self.router_cache.keep(call, completion)
-        return relay.response
+        return sink.response
 
     # -- the response cache ----------------------------------------------------------------------
 
@@ -365,26 +366,21 @@ class Router:
         call.routed_to = target.name
         call.host = urlsplit(target.base_url).netloc
 
-    def _attempted(self, call: Call, target: Target, result, started: float) -> None:
-        """Each attempt becomes a span; the deployment's health follows its results."""
-        ended = time.time()
-        failed = isinstance(result, Failure)
+    def _attempted(self, call: Call, attempt: Attempt) -> None:
+        """Each attempt becomes a span."""
+        target, result, failure = attempt.target, attempt.result, attempt.failure
         self._aim(call, target)  # the row names the last deployment tried, the one that answered if any did
-        if failed and result.kind != "missing_key":  # a missing key says nothing of the deployment's health
-            self.routes.cooling.failed(target.name, time.monotonic())
-        elif not failed:
-            self.routes.cooling.succeeded(target.name)
         call.attempts = (call.attempts or 0) + 1
         call.attempt_spans.append({
             "span_id": new_span_id(), "trace_id": call.trace_id, "parent_span_id": call.span_id,
             "request_id": call.id, "name": f"attempt {target.name}",  # the dashboard counts retries and fallbacks by name
-            "started_at": iso(started), "duration_ms": ms(started, ended),
-            "status": "error" if failed else "ok",
+            "started_at": iso(attempt.at), "duration_ms": ms(attempt.started, attempt.ended),
+            "status": "error" if failure else "ok",
             "attributes": json.dumps({
                 "attempt": call.attempts, "deployment": target.name, "base_url": target.base_url,
-                "http.status_code": result.status if failed else result.status,
-                "error": result.describe(target.name) if failed else None,
-                "failure": result.kind if failed else None,
+                "http.status_code": result.status,
+                "error": failure.describe(target.name) if failure else None,
+                "failure": failure.kind if failure else None,
             }),
         })
 
@@ -408,6 +404,23 @@ class Router:
 
     def _record_error(self, call: Call, e: RouterError) -> None:
         self._record(call, e.status, ResponseFacts(error=e.message), True, 0, None, "error", e.message)
+
+
+class ResponseSink:
+    """A relayed stream's way to its client: an aiohttp streamed response."""
+
+    def __init__(self, request: web.Request, headers: dict[str, str]) -> None:
+        self.request = request
+        self.response = web.StreamResponse(headers=headers)
+
+    async def prepare(self) -> None:
+        await self.response.prepare(self.request)
+
+    async def write(self, data: bytes) -> None:
+        await self.response.write(data)
+
+    async def write_eof(self) -> None:
+        await self.response.write_eof()
 
 
 def _error(e: RouterError, front) -> web.Response:

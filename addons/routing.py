@@ -131,11 +131,12 @@ class Routes:
         alias = self.config.models.get(model)
         return list(alias.fallback_models if alias and alias.fallback_models else self.config.fallback_models.get(model, []))
 
-    def plan(self, models: list[str], rng: random.Random | None = None) -> list[Target]:
+    def plan(self, models: list[str], rng: random.Random | None = None, now: float | None = None) -> list[Target]:
         """The order to try deployments in: each model in turn, its deployments by weighted draw
-        without replacement, cooling ones left out (unless that would leave nothing to try)."""
+        without replacement, cooling ones left out (unless that would leave nothing to try).
+        `now`: the monotonic clock the cooldowns were marked on."""
         rng = rng or random
-        now = time.monotonic()
+        now = time.monotonic() if now is None else now
         ordered: list[Target] = []
         for model in models:
             ordered += weighted_order(self.resolve(model), rng)
