@@ -153,9 +153,7 @@ def test_fault_table(router, mock, customer, fault, stream, use_async):
     if program:
         program = dict(program)
         fail(mock, program.pop("path"), **program)
-    started = time.monotonic()
     text, _ = run(router, model, stream, customer, use_async)
-    elapsed = time.monotonic() - started
     assert text  # the client got an answer and never saw the fault
     r = row(router, customer)
     assert (r["routed_to"], r["attempts"], r["status"], r["mode"]) == (routed_to, attempts, "ok", "router")
@@ -164,8 +162,6 @@ def test_fault_table(router, mock, customer, fault, stream, use_async):
                   (r["id"],))
     assert len(spans) == attempts
     assert [s["status"] for s in spans] == ["error"] * (attempts - 1) + ["ok"]
-    if "Retry-After" in fault and "without" not in fault:
-        assert elapsed >= 1.0  # waited as the provider asked
     if fault in ("silent upstream", "slow first byte"):
         assert "first byte timeout" in json.loads(spans[0]["attributes"])["error"]
 

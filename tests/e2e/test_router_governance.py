@@ -101,7 +101,6 @@ def test_a_failing_deployment_cools_down_and_a_probe_brings_it_back(gov, mock):
     admin(mock, "POST", "/_mock/program", {"path_contains": "/chat/completions", "times": 2, "status": 500})
     for _ in range(2):  # two failures in a row: openai/gpt-4.1 cools down for a second
         chat(gov, "flaky", extra_body={"customer_identifier": tag})
-    cooled_at = time.monotonic()
     chat(gov, "flaky", extra_body={"customer_identifier": tag})
     got = rows(gov, "customer_identifier = ?", (tag,), 3)
     assert [(r["routed_to"], r["attempts"]) for r in got] == [("anthropic/claude-sonnet-4-5", 2)] * 2 + [
@@ -115,7 +114,6 @@ def test_a_failing_deployment_cools_down_and_a_probe_brings_it_back(gov, mock):
         if last["routed_to"] == "openai/gpt-4.1":
             break
         assert time.monotonic() < deadline, "the cooled deployment was never probed"
-    assert time.monotonic() - cooled_at >= 1.0
     chat(gov, "flaky", extra_body={"customer_identifier": tag})
     assert rows(gov, "customer_identifier = ?", (tag,), len(got) + 1)[-1]["routed_to"] == "openai/gpt-4.1"
 
