@@ -45,10 +45,10 @@ from addons.router_errors import (
 )
 from addons.routing import Routes, Target, UnknownModel
 from addons.secrets import scrub
+from addons.sending import Upstream, WholeAnswer
 from addons.settings import Settings
 from addons.spend import Spend
 from addons.tagging import BadTag, new_span_id, new_trace_id, pop_router_fields, router_tags, trace_context
-from addons.sending import Upstream, WholeAnswer
 from addons.upstream import HttpUpstream
 from providers import FRONTS, INNER_CHAT, replay_for
 from providers.base import ResponseFacts, Route

@@ -11,7 +11,7 @@ import aiohttp
 from addons.clock import SYSTEM, Clock
 from addons.router_errors import Failure
 from addons.routing import Target
-from addons.sending import OpeningUpstream, Opened, UpstreamBroke
+from addons.sending import Opened, OpeningUpstream, UpstreamBroke
 from providers.chat import UpstreamRequest
 
 

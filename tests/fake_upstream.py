@@ -17,7 +17,7 @@ from support import DATA, load_script
 
 from addons.router_errors import Failure
 from addons.routing import Target
-from addons.sending import OpeningUpstream, Opened, UpstreamBroke
+from addons.sending import Opened, OpeningUpstream, UpstreamBroke
 from providers.chat import UpstreamRequest
 
 fx = load_script("mock_fixtures")

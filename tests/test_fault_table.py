@@ -10,6 +10,7 @@ import json
 import math
 import random
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import pytest
 from fake_upstream import FakeUpstream, VirtualClock
@@ -90,7 +91,7 @@ class Ran:
     @property
     def gaps(self) -> list[float]:
         """The waits between attempts (backoffs), in virtual seconds."""
-        return [round(b.started - a.ended, 9) for a, b in zip(self.attempts, self.attempts[1:])]
+        return [round(b.started - a.ended, 9) for a, b in pairwise(self.attempts)]
 
     @property
     def lengths(self) -> list[float]:
@@ -185,8 +186,8 @@ def test_fault_table(fake, fault, stream):
         assert ran.sink.data.endswith(b"data: [DONE]\n\n")
     policy = RouterConfig.model_validate(CONFIG).retry
     ceilings = [min(policy.max_backoff, policy.retry_after * 2**retry) for retry in range(policy.num_retries)]
-    retried = [a.target.name == b.target.name for a, b in zip(ran.attempts, ran.attempts[1:])]
-    for i, (gap, same) in enumerate(zip(ran.gaps, retried)):
+    retried = [a.target.name == b.target.name for a, b in pairwise(ran.attempts)]
+    for i, (gap, same) in enumerate(zip(ran.gaps, retried, strict=True)):
         if not same:
             assert gap == 0  # a fallback goes at once
         elif "Retry-After, then" in fault:
