@@ -14,10 +14,10 @@ from mitmproxy import ctx, exceptions
 from rich.console import Console as RichConsole
 from rich.live import Live
 
-from addons import queries
 from addons.journal import read_status
-from addons.snapshot import Tally, snapshot
-from addons.views import DashboardView
+from cli import queries
+from cli.snapshot import Tally, snapshot
+from cli.views import DashboardView
 
 log = logging.getLogger(__name__)
 

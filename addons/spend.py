@@ -14,7 +14,6 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
-from addons import queries
 from addons.call import Call, iso
 from addons.capture import refuse, replayed
 from addons.config import Budget, Policy, RateLimit
@@ -22,6 +21,7 @@ from addons.ledger import LIFETIME, Amount, Crossing, Ledger, Refusal, Reservati
 from addons.ratelimit import Window
 from addons.settings import Settings
 from addons.store import Store
+from cli import queries
 from providers.base import Usage
 
 log = logging.getLogger(__name__)

@@ -27,9 +27,9 @@ from google.genai import types  # noqa: E402
 from harness import start_gateway, start_mock, wait_rows  # noqa: E402
 from rich.console import Console  # noqa: E402
 
-from addons import queries  # noqa: E402
-from addons.snapshot import Tally, snapshot  # noqa: E402
-from addons.views import DashboardView, trace_tree  # noqa: E402
+from cli import queries  # noqa: E402
+from cli.snapshot import Tally, snapshot  # noqa: E402
+from cli.views import DashboardView, trace_tree  # noqa: E402
 
 MSG = [{"role": "user", "content": "What is the capital of the UK?"}]
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"  # the W3C example trace id: an agent run of two calls

@@ -10,13 +10,13 @@ from mitmproxy import http
 from mitmproxy.test import taddons, tflow, tutils
 from support import Rows
 
-from addons import keyadmin
 from addons.auth import Auth, proxy_secret
 from addons.capture import Capture
 from addons.config import TapgateConfig
 from addons.settings import Settings
 from addons.store import Store, open_db
 from addons.tunnel import Tunnel
+from cli import keyadmin
 
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 

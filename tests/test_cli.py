@@ -7,8 +7,8 @@ import json
 import pytest
 from known_store import CALLER, TRACE, build
 
-from addons.cli import main
 from addons.store import open_db
+from cli.main import main
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from mitmproxy.addons.dumper import Dumper
 from mitmproxy.addons.termlog import TermLog
 from mitmproxy.test import taddons
 
-from addons import queries
 from addons.console import Console
 from addons.dashboard import Dashboard
-from addons.snapshot import snapshot
 from addons.store import Store
+from cli import queries
+from cli.snapshot import snapshot
 
 
 def addons():

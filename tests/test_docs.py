@@ -6,8 +6,8 @@ from mitmproxy.test import taddons
 from support import ROOT
 
 from addons import gateway
-from addons.cli import parser
 from addons.config import load_config
+from cli.main import parser
 
 README = (ROOT / "README.md").read_text()
 OFFLINE = (ROOT / "docs" / "try-offline.md").read_text()

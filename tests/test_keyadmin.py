@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from support import ROOT
 
-from addons import keyadmin
-from addons.cli import main, parser
 from addons.config import Budget
-from addons.keyadmin import KeyAdminError, parse_budget, parse_expiry
 from addons.keys import GatewayKey, hash_secret
 from addons.store import open_db
+from cli import keyadmin
+from cli.keyadmin import KeyAdminError, parse_budget, parse_expiry
+from cli.main import main, parser
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 

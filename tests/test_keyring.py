@@ -6,10 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from addons import keyadmin, keys
-from addons.keyadmin import parse_budget
+from addons import keys
 from addons.keys import GatewayKey, KeyRing
 from addons.store import open_db
+from cli import keyadmin
+from cli.keyadmin import parse_budget
 
 
 def test_problems_and_model_globs():

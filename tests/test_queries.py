@@ -9,10 +9,10 @@ from known_store import build, request
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from addons import queries
 from addons import store as store_module
-from addons.snapshot import percentiles
 from addons.store import migrations, open_db
+from cli import queries
+from cli.snapshot import percentiles
 
 
 def test_m003_adds_the_indexes_and_views(tmp_path):

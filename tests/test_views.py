@@ -9,11 +9,11 @@ from known_store import request
 from rich.console import Console
 from test_snapshot import NOW, ago
 
-from addons import columns
-from addons.columns import Column
 from addons.ledger import plural
-from addons.snapshot import Tally, snapshot
-from addons.views import DashboardView, budget_bar, calls_table, keys_table, spend_table, thread_view, trace_tree
+from cli import columns
+from cli.columns import Column
+from cli.snapshot import Tally, snapshot
+from cli.views import DashboardView, budget_bar, calls_table, keys_table, spend_table, thread_view, trace_tree
 
 
 def render(renderable, width: int, height: int) -> list[str]:
@@ -136,7 +136,7 @@ def test_narrow_lists_of_calls_show_the_ids_unique_prefix():
 
 
 def test_unique_prefixes_grow_past_a_shared_start(tmp_path):
-    from addons import queries
+    from cli import queries
     from addons.store import open_db
 
     db = open_db(tmp_path / "t.db")

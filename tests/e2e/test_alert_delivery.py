@@ -12,7 +12,7 @@ import pytest
 from harness import query, start_gateway
 from receivers import HttpReceiver, SmtpReceiver
 
-from addons.cli import main
+from cli.main import main
 
 MSG = [{"role": "user", "content": "hi"}]
 CALL_USD = 14 * 2.5e-6 + 37 * 10e-6  # $0.000405: what the mock's gpt-4o reply costs

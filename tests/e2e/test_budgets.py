@@ -18,7 +18,7 @@ from google import genai
 from google.genai import errors, types
 from harness import query, router_url, start_gateway, wait_rows
 
-from addons.cli import main
+from cli.main import main
 
 MSG = [{"role": "user", "content": "hi"}]
 CALL_USD = 14 * 2.5e-6 + 37 * 10e-6  # what the mock's gpt-4o reply costs

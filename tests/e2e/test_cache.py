@@ -19,7 +19,7 @@ from google import genai
 from google.genai import types
 from harness import admin, query, router_url, start_gateway, wait_rows
 
-from addons.cli import main
+from cli.main import main
 
 MASTER = "sk-cache-master"
 CACHE_ON = {"X-Tapgate-Cache-Enabled": "true"}

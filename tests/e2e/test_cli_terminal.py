@@ -19,9 +19,9 @@ import pytest
 from harness import query, router_url, start_gateway, wait_rows
 from terminal import TMUX, Terminals
 
-from addons.cli import main
 from addons.console import cost_text
-from addons.views import usd
+from cli.main import main
+from cli.views import usd
 
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt-get install tmux); "
                                                      "these tests read the commands from a real terminal")

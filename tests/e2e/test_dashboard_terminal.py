@@ -12,8 +12,8 @@ import pytest
 from harness import gateway_command, query, wait_rows
 from terminal import TMUX, Terminals, free_port
 
-from addons.cli import main
-from addons.views import usd
+from cli.main import main
+from cli.views import usd
 
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt-get install tmux); "
                                                      "these tests read the dashboard from a real terminal")

@@ -19,7 +19,7 @@ import pytest
 from harness import admin, query, router_url, start_gateway, wait_rows
 from specs import ANTHROPIC_ERROR, OPENAI_ERROR, conforms
 
-from addons.cli import main
+from cli.main import main
 
 MASTER = "sk-governance-master"
 MSG = [{"role": "user", "content": "hi"}]

@@ -14,9 +14,9 @@ import pytest
 from harness import query
 from terminal import TMUX, Terminals
 
-from addons.queries import iso
-from addons.snapshot import percentiles
-from addons.views import usd
+from cli.queries import iso
+from cli.snapshot import percentiles
+from cli.views import usd
 
 pytestmark = pytest.mark.skipif(TMUX is None, reason="tmux is not installed (apt-get install tmux); "
                                                      "these tests read the dashboard from a real terminal")

@@ -14,11 +14,11 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from addons import columns
-from addons.columns import Column, keep_end
 from addons.console import cost_text, status_text, tokens_text
 from addons.ledger import fmt, plural
-from addons.snapshot import Snapshot, Spend
+from cli import columns
+from cli.columns import Column, keep_end
+from cli.snapshot import Snapshot, Spend
 from providers import transcript
 from providers.safe_json import loads
 

@@ -1,5 +1,5 @@
 """The `tapgate` command: set-up helpers around the gateway that runs inside mitmdump, and a thin
-argparse layer over the store's queries (addons/queries.py) and their views (addons/views.py)."""
+argparse layer over the store's queries (cli/queries.py) and their views (cli/views.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from addons import queries
 from addons.ledger import plural
 from addons.store import DEFAULT_DB
+from cli import queries
 from providers.safe_json import loads
 
 DEFAULT_PROXY = "http://127.0.0.1:8080"
@@ -129,8 +129,8 @@ def cmd_top(args: argparse.Namespace) -> int:
     from rich.live import Live
 
     from addons.journal import read_status
-    from addons.snapshot import Tally, snapshot
-    from addons.views import DashboardView
+    from cli.snapshot import Tally, snapshot
+    from cli.views import DashboardView
 
     conn = queries.connect(args.db)
     tally = Tally(args.window * 60)
@@ -152,7 +152,7 @@ def cmd_top(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from addons.views import calls_table
+    from cli.views import calls_table
 
     since, until = time_range(args)
     meta = []
@@ -177,7 +177,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from addons.views import trace_tree
+    from cli.views import trace_tree
 
     conn = queries.connect(args.db)
     trace_id = queries.resolve_trace(conn, args.id)
@@ -187,7 +187,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def cmd_thread(args: argparse.Namespace) -> int:
-    from addons.views import thread_view
+    from cli.views import thread_view
 
     rows = queries.thread(queries.connect(args.db), args.id)
     if not rows:
@@ -197,7 +197,7 @@ def cmd_thread(args: argparse.Namespace) -> int:
 
 
 def cmd_spend(args: argparse.Namespace) -> int:
-    from addons.views import spend_table
+    from cli.views import spend_table
 
     since, until = time_range(args)
     rows = queries.spend(queries.connect(args.db), args.by, since, until)
@@ -230,7 +230,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    from addons import keyadmin
+    from cli import keyadmin
 
     budgets = [keyadmin.parse_budget(spec) for spec in args.budget]
     meta = keyadmin.parse_meta(args.meta)
@@ -244,7 +244,7 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_update(args: argparse.Namespace) -> int:
-    from addons import keyadmin
+    from cli import keyadmin
 
     def given(items: list[str] | None, parse) -> Any:
         """None: not given; [] for `none`; else each item parsed."""
@@ -277,7 +277,7 @@ def cmd_keys_update(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    from addons import keyadmin
+    from cli import keyadmin
 
     with keys_db(args.db) as db:
         keys = keyadmin.list_keys(db)
@@ -285,7 +285,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
         for key in keys:
             print(json.dumps(key, ensure_ascii=False))
         return 0
-    from addons.views import keys_table
+    from cli.views import keys_table
 
     out = console()
     out.print(keys_table(keys, out.width))
@@ -293,7 +293,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    from addons import keyadmin
+    from cli import keyadmin
 
     with keys_db(args.db) as db:
         key = keyadmin.revoke_key(db, args.id)
@@ -302,7 +302,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> int:
-    from addons import keyadmin
+    from cli import keyadmin
 
     with keys_db(args.db) as db:
         key, secret = keyadmin.rotate_key(db, args.id)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from addons import queries
+from cli import queries
 
 LAST_KEEP = 50  # the "last calls" list
 # Percentiles are exact over the window's last LATENCY_KEEP successful calls: a redraw sorts at most

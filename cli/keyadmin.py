@@ -16,7 +16,7 @@ from sqlite_utils.db import NotFoundError
 
 from addons.config import Alerts, Budget, Downgrade, Period, RateLimit, Unit
 from addons.keys import GatewayKey, hash_secret, new_secret
-from addons.queries import StoreError
+from cli.queries import StoreError
 
 PREFIX_CHARS = 8  # of the secret, kept so a key can be recognised in a list ("tg-AbCdE")
 _SPEC = re.compile(r"^(?P<cap>(?:\d+(?:\.\d*)?|\.\d+)(?:e[-+]?\d+)?)?(?P<unit>[a-z]+)/(?P<period>[a-z]+)(?:@(?P<soft>.*))?$")

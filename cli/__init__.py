@@ -1,0 +1,1 @@
+"""The `tapgate` command and its views: reads the store, never imports mitmproxy."""
