@@ -16,8 +16,9 @@ from addons.cachekey import BadCacheControl, CacheControls, cache_key, controls
 from addons.cachestore import Entry, ResponseCache
 from addons.call import Call, iso, ms
 from addons.capture import refuse
+from addons.database import read_cache_entries
 from addons.settings import Settings
-from addons.store import Store, read_cache_entries
+from addons.store import Store
 from addons.tagging import new_span_id
 from providers import Replay, replay_for
 from providers.base import Route, Usage, parse_json

@@ -14,8 +14,8 @@ from mitmproxy import ctx, exceptions
 from rich.console import Console as RichConsole
 from rich.live import Live
 
+from addons import database
 from addons.journal import read_status
-from cli import queries
 from cli.snapshot import Tally, snapshot
 from cli.views import DashboardView
 
@@ -97,7 +97,7 @@ class Dashboard:
                 snapshot(tally, time.time(), source, read_status(db) if db else None)),
         )
         # Calls recorded from now on reach the tally through show(); the seed takes those before.
-        until = queries.iso(datetime.now(UTC))
+        until = database.iso(datetime.now(UTC))
         self._stopping.clear()
         self._thread = threading.Thread(target=self._seed_and_draw, args=(self.tally, db, until),
                                         name="tapgate-dashboard", daemon=True)
@@ -109,7 +109,7 @@ class Dashboard:
         conn = None
         if db is not None and db.is_file():
             try:
-                conn = queries.connect(db)
+                conn = database.connect(db)
                 tally.seed(conn, time.time(), until=until)
             except Exception as e:  # the dashboard still shows calls from now on
                 log.warning("tapgate: dashboard could not read %s: %s", db, e)

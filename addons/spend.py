@@ -14,6 +14,7 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
+from addons import database
 from addons.call import Call, iso
 from addons.capture import refuse, replayed
 from addons.config import Budget, Policy, RateLimit
@@ -84,14 +85,14 @@ class Spend:
     def _totals_from_store(self) -> dict[tuple[Scope, str, str], Amount]:
         totals: dict[tuple[Scope, str, str], Amount] = {}
         now = self.ledger.now()
-        with closing(queries.connect(ctx.options.tapgate_db)) as conn:
+        with closing(database.connect(ctx.options.tapgate_db)) as conn:
             # budgets an earlier run wrote: the first snapshot retires those no longer in force
             self._written = dict.fromkeys(queries.budget_ids(conn), ())
             for period in PERIODS:
                 start, _ = period_bounds(period, now)
                 label = start.isoformat() if start else "lifetime"
-                since = queries.iso(start) if start else ""
-                for row in queries.spend_by_scope(conn, since):
+                since = database.iso(start) if start else ""
+                for row in database.spend_by_scope(conn, since):
                     amount = Amount(row["usd"] or 0.0, row["tokens"] or 0, row["requests"])
                     scopes: list[Scope] = [("global", "")]
                     if row["key_id"]:

@@ -15,8 +15,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from addons.database import DEFAULT_DB
 from addons.ledger import plural
-from addons.store import DEFAULT_DB
 from cli import queries
 from providers.safe_json import loads
 
@@ -312,7 +312,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 def keys_db(path: str):
     """The store, created and migrated if need be, closed when the command is done."""
-    from addons.store import open_db
+    from addons.database import open_db
 
     return closing(open_db(path))
 

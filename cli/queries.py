@@ -1,4 +1,6 @@
-"""The store's read side: every query the dashboard and the `tapgate` commands ask (store.py writes)."""
+"""The store's read side: every query the dashboards and the `tapgate` commands ask. Opening the store
+read-only (connect), its timestamps (iso) and StoreError come from addons/database.py, which the
+gateway shares; they are re-exported here, the one module the CLI reads through."""
 
 from __future__ import annotations
 
@@ -7,9 +9,9 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
+from addons.database import StoreError, connect, iso  # noqa: F401 (re-exported)
 from providers.safe_json import loads
 
 # The columns a list of calls shows: everything but the bodies, which can be a MiB each.
@@ -30,26 +32,6 @@ GROUPS = {"key": "key_id", "customer": "customer_identifier", "model": "model", 
           "thread": "thread_identifier"}
 RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-class StoreError(Exception):
-    """A store that cannot be read, or a question it cannot answer; the message is for the user."""
-
-
-def connect(path: str | Path) -> sqlite3.Connection:
-    """Read-only (mode=ro) and in autocommit: a reader never takes the write lock, and in WAL mode
-    the gateway's writer never waits for it."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise StoreError(f"no store at {path} (start the gateway, or pass --db)")
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
-def iso(when: datetime) -> str:
-    """The store's timestamp format (UTC, milliseconds, Z), so bounds compare as text."""
-    return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_when(text: str, now: datetime | None = None) -> str:
@@ -134,18 +116,6 @@ def spend_since(conn: sqlite3.Connection, since: str, until: str | None = None) 
         sql, params = sql + " AND started_at < ?", (since, until)
     # `+column`: group after the started_at range, not by walking a (column, started_at) index.
     return conn.execute(sql + " GROUP BY +key_id, +customer_identifier, +model", params).fetchall()
-
-
-def spend_by_scope(conn: sqlite3.Connection, since: str) -> list[sqlite3.Row]:
-    """Settled spend since a time by key and customer, for the ledger to start from. Calls the
-    gateway refused never went upstream and count for nothing."""
-    return conn.execute(
-        "SELECT key_id, customer_identifier, sum(cost_usd) AS usd,"
-        " sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0)) AS tokens, count(*) AS requests"
-        " FROM requests WHERE started_at >= ? AND status IS NOT 'refused'"
-        " GROUP BY key_id, customer_identifier",
-        (since,),
-    ).fetchall()
 
 
 def last_calls(conn: sqlite3.Connection, limit: int, until: str | None = None) -> list[dict[str, Any]]:

@@ -18,11 +18,12 @@ from addons.auth import Auth
 from addons.call import iso
 from addons.config import Alerts as Destinations
 from addons.config import Budget, EmailAlerts, TapgateConfig
+from addons.database import open_db
 from addons.keys import hash_secret
 from addons.ledger import Crossing
 from addons.settings import Settings
 from addons.spend import Spend
-from addons.store import Store, open_db
+from addons.store import Store
 
 MONTH = "2026-11-01T00:00:00+00:00"
 RESETS = datetime(2026, 12, 1, tzinfo=UTC)

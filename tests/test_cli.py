@@ -7,7 +7,7 @@ import json
 import pytest
 from known_store import CALLER, TRACE, build
 
-from addons.store import open_db
+from addons.database import open_db
 from cli.main import main
 
 

@@ -9,8 +9,8 @@ from known_store import build, request
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from addons import store as store_module
-from addons.store import migrations, open_db
+from addons import database as store_module
+from addons.database import migrations, open_db
 from cli import queries
 from cli.snapshot import percentiles
 

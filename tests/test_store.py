@@ -6,8 +6,9 @@ from mitmproxy.test import taddons
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from addons import store as store_module
-from addons.store import Store, install_salt, migrations, open_db
+from addons import database as store_module
+from addons.database import install_salt, migrations, open_db
+from addons.store import Store
 
 REQUIRED = {
     "id", "trace_id", "started_at", "duration_ms", "ttft_ms", "mode", "provider", "endpoint", "model",

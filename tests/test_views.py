@@ -136,8 +136,8 @@ def test_narrow_lists_of_calls_show_the_ids_unique_prefix():
 
 
 def test_unique_prefixes_grow_past_a_shared_start(tmp_path):
+    from addons.database import open_db
     from cli import queries
-    from addons.store import open_db
 
     db = open_db(tmp_path / "t.db")
     for ident in ("abcdef0123456789" * 2, "abcdef0199999999" * 2, "ffffffff00000000" * 2):
