@@ -291,3 +291,16 @@ def spend_by_scope(conn: sqlite3.Connection, since: str) -> list[sqlite3.Row]:
         " GROUP BY key_id, customer_identifier",
         (since,),
     ).fetchall()
+
+
+def has_table(conn: sqlite3.Connection, table: str) -> bool:
+    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(sql, (table,)).fetchone() is not None
+
+
+def budget_ids(conn: sqlite3.Connection) -> list[str]:
+    """Every row of the budgets table an earlier run wrote, capped or not, so the first snapshot
+    retires those no longer in force."""
+    if not has_table(conn, "budgets"):
+        return []
+    return [row[0] for row in conn.execute("SELECT id FROM budgets")]

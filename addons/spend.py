@@ -22,7 +22,6 @@ from addons.ledger import LIFETIME, Amount, Crossing, Ledger, Refusal, Reservati
 from addons.ratelimit import Window
 from addons.settings import Settings
 from addons.store import Store
-from cli import queries
 from providers.base import Usage
 
 log = logging.getLogger(__name__)
@@ -87,7 +86,7 @@ class Spend:
         now = self.ledger.now()
         with closing(database.connect(ctx.options.tapgate_db)) as conn:
             # budgets an earlier run wrote: the first snapshot retires those no longer in force
-            self._written = dict.fromkeys(queries.budget_ids(conn), ())
+            self._written = dict.fromkeys(database.budget_ids(conn), ())
             for period in PERIODS:
                 start, _ = period_bounds(period, now)
                 label = start.isoformat() if start else "lifetime"

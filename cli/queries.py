@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from addons.database import StoreError, connect, iso  # noqa: F401 (re-exported)
+from addons.database import StoreError, connect, has_table, iso  # noqa: F401 (re-exported)
 from providers.safe_json import loads
 
 # The columns a list of calls shows: everything but the bodies, which can be a MiB each.
@@ -48,11 +48,6 @@ def parse_when(text: str, now: datetime | None = None) -> str:
 
 def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
     return any(r["name"] == column for r in conn.execute(f"PRAGMA table_info({table})"))
-
-
-def has_table(conn: sqlite3.Connection, table: str) -> bool:
-    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-    return conn.execute(sql, (table,)).fetchone() is not None
 
 
 # -- the dashboard -----------------------------------------------------------------------------------
@@ -134,13 +129,6 @@ def budgets(conn: sqlite3.Connection) -> list[sqlite3.Row] | None:
         "SELECT name, spent, cap, unit FROM budgets WHERE cap IS NOT NULL ORDER BY spent / cap DESC, name"
     ).fetchall()
     return rows or None
-
-
-def budget_ids(conn: sqlite3.Connection) -> list[str]:
-    """Every row of the budgets table an earlier run wrote, capped or not."""
-    if not has_table(conn, "budgets"):
-        return []
-    return [row[0] for row in conn.execute("SELECT id FROM budgets")]
 
 
 # -- `tapgate logs` ----------------------------------------------------------------------------------

@@ -2,8 +2,13 @@
 call, a row only when a budget's standing changed, and a capless row for one no longer in force."""
 
 from dataclasses import replace
+from datetime import UTC, datetime
+
+from known_store import request
+from mitmproxy.test import taddons
 
 from addons.config import Budget, Policy, TapgateConfig
+from addons.database import iso, open_db
 from addons.keys import GatewayKey
 from addons.ledger import Amount
 from addons.settings import Settings
@@ -62,3 +67,30 @@ def test_budgets_in_force_are_written_when_they_change_and_retired_when_gone():
     assert changed["key:key_1:requests/day"]["cap"] is None  # retired: the dashboards show capped budgets only
     spend._write_snapshot()
     assert rows.take() == {}  # retired once
+
+
+class StoreOption:
+    """Declares tapgate_db, which Spend reads its restored totals from, without the Store's writer."""
+
+    def load(self, loader) -> None:
+        loader.add_option("tapgate_db", str, "", "")
+
+
+def test_a_restart_restores_spend_and_retires_the_budgets_an_earlier_run_wrote(tmp_path):
+    db = open_db(tmp_path / "t.db")
+    db["requests"].insert(request(id="a" * 32, started_at=iso(datetime.now(UTC)), key_id="key_1", cost_usd=0.25))
+    db["budgets"].insert({"id": "key:key_gone:usd/day", "name": "key key_gone usd/day", "scope": "key",
+                          "scope_id": "key_gone", "unit": "usd", "period": "day", "spent": 0.5, "cap": 1.0})
+    db.close()
+    settings = Settings()
+    settings.config = TapgateConfig(budgets=[Budget(unit="usd", period="day", cap=1)])
+    rows = Rows()
+    spend = Spend(settings, rows, Ring())
+    with taddons.context(StoreOption()) as tctx:
+        tctx.options.tapgate_db = str(tmp_path / "t.db")
+        spend.running()
+        spend.done()
+    spend._write_snapshot()
+    written = rows.take()
+    assert written["global::usd/day"]["spent"] == 0.25  # the earlier run's spend counts
+    assert written["key:key_gone:usd/day"]["cap"] is None  # no longer in force: retired

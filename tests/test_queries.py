@@ -9,6 +9,7 @@ from known_store import build, request
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from addons import database
 from addons import database as store_module
 from addons.database import migrations, open_db
 from cli import queries
@@ -149,5 +150,5 @@ def test_budget_ids_are_every_budget_row_capped_or_not(tmp_path):
                               {"id": "key:k:b", "cap": None, "spent": 2.0, "name": "b", "unit": "usd"}])
     db.close()
     conn = queries.connect(tmp_path / "t.db")
-    assert sorted(queries.budget_ids(conn)) == ["global::a", "key:k:b"]
-    assert queries.budget_ids(sqlite3.connect(":memory:")) == []
+    assert sorted(database.budget_ids(conn)) == ["global::a", "key:k:b"]
+    assert database.budget_ids(sqlite3.connect(":memory:")) == []
