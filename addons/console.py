@@ -14,6 +14,7 @@ from rich.console import Console as RichConsole
 from rich.style import Style
 
 from addons.secrets import redact_url, scrub
+from cli.cells import cost_text, status_text, tokens_text
 
 # mitmdump prints every flow itself, URL and all (a Gemini `?key=` in full at 125 columns). For the
 # calls tapgate records, its own line replaces that dump; other flows to a provider host get a redacted line.
@@ -35,25 +36,6 @@ def provider_flow_line(flow) -> str:
     outcome = str(flow.response.status_code) if flow.response is not None else f"error: {flow.error.msg}" \
         if flow.error is not None else "---"
     return scrub(f"{req.method} {flow.metadata['tapgate_provider']}{redact_url(req.path)} {outcome}")
-
-
-def status_text(row: dict[str, Any]) -> str:
-    """`200`, or `529 error`: the HTTP status, and the outcome when it is not ok."""
-    return str(row["status_code"] or "---") + ("" if row["status"] == "ok" else f" {row['status']}")
-
-
-def tokens_text(row: dict[str, Any]) -> str:
-    """`in→out`, `~` when estimated."""
-    tokens = "-" if row["input_tokens"] is None else f"{row['input_tokens']}→{row['output_tokens']}"
-    return tokens + ("~" if row.get("usage_estimated") else "")
-
-
-def cost_text(row: dict[str, Any], places: int = 6) -> str:
-    """`$0.000533`; `$?` for usage without a price; nothing for a call without usage (refused by the
-    gateway, or an error the provider answered before any token)."""
-    if row["cost_usd"] is None:
-        return "$?" if row["input_tokens"] is not None and row["status"] != "refused" else ""
-    return f"${row['cost_usd']:.{places}f}"
 
 
 def call_segments(row: dict[str, Any]) -> list[tuple[str, str | None]]:

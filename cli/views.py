@@ -14,9 +14,9 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from addons.console import cost_text, status_text, tokens_text
 from addons.ledger import fmt, plural
 from cli import columns
+from cli.cells import cost_text, status_text, tokens_text
 from cli.columns import Column, keep_end
 from cli.snapshot import Snapshot, Spend
 from providers import transcript

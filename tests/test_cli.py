@@ -3,6 +3,8 @@
 import csv
 import io
 import json
+import subprocess
+import sys
 
 import pytest
 from known_store import CALLER, TRACE, build
@@ -183,3 +185,25 @@ def test_json_and_csv_print_floats_rounded(store, capsys):
     db.close()
     assert '"cost_usd": 0.3,' in run(capsys, "logs", "--db", str(path), "--json", "--limit", "1")
     assert ",0.3," in run(capsys, "logs", "--db", str(path), "--csv", "--limit", "1")
+
+
+NO_MITMPROXY = """
+import pkgutil, sys
+import cli
+from cli.main import main
+for module in pkgutil.iter_modules(cli.__path__):
+    __import__(f"cli.{module.name}")
+assert main(["logs", "--json", "--db", sys.argv[1]]) == 0
+assert main(["spend", "--db", sys.argv[1]]) == 0
+assert main(["keys", "list", "--db", sys.argv[1]]) == 0
+print(sorted(name for name in sys.modules if name.split(".")[0] == "mitmproxy"), file=sys.stderr)
+"""
+
+
+def test_the_cli_never_imports_mitmproxy(store):
+    """Every module of cli/ imported and the store commands run, in a fresh interpreter: mitmproxy
+    stays out, so `tapgate logs` starts without it (only shell-init asks it to create its CA)."""
+    path, _ = store
+    done = subprocess.run([sys.executable, "-c", NO_MITMPROXY, str(path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "[]"

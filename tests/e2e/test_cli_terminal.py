@@ -19,7 +19,7 @@ import pytest
 from harness import query, router_url, start_gateway, wait_rows
 from terminal import TMUX, Terminals
 
-from addons.console import cost_text
+from cli.cells import cost_text
 from cli.main import main
 from cli.views import usd
 
