@@ -1,5 +1,5 @@
-"""The `tapgate` command: set-up helpers around the gateway that runs inside mitmdump, and a thin
-argparse layer over the store's queries (cli/queries.py) and their views (cli/views.py)."""
+"""The `tapgate` command: shell-init (cli/shell_init.py) beside the gateway that runs inside mitmdump,
+and a thin argparse layer over the store's queries (cli/queries.py) and their views (cli/views.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import csv
 import json
 import os
 import sqlite3
-import ssl
 import sys
 import time
 from contextlib import closing
@@ -17,72 +16,8 @@ from typing import Any
 
 from addons.database import DEFAULT_DB
 from addons.ledger import plural
-from cli import queries
+from cli import queries, shell_init
 from providers.safe_json import loads
-
-DEFAULT_PROXY = "http://127.0.0.1:8080"
-DEFAULT_CONFDIR = "~/.mitmproxy"
-BUNDLE = "~/.tapgate/ca-bundle.pem"
-SYSTEM_BUNDLES = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt", "/etc/ssl/cert.pem")
-
-
-def mitmproxy_ca(confdir: Path) -> Path:
-    """The mitmproxy CA certificate, created the way mitmproxy creates it if it does not exist yet."""
-    from mitmproxy.certs import CertStore
-    from mitmproxy.options import CONF_BASENAME, KEY_SIZE
-
-    cert = confdir / f"{CONF_BASENAME}-ca-cert.pem"
-    if not cert.exists():
-        CertStore.from_store(confdir, CONF_BASENAME, KEY_SIZE)
-    return cert
-
-
-def system_roots() -> str:
-    """The machine's trusted roots, so one bundle serves the gateway's hosts and every other host."""
-    candidates = [ssl.get_default_verify_paths().cafile, *SYSTEM_BUNDLES]
-    try:
-        import certifi
-
-        candidates.append(certifi.where())
-    except ImportError:
-        pass
-    for path in candidates:
-        if path and Path(path).is_file():
-            return Path(path).read_text()
-    return ""
-
-
-def write_bundle(ca: Path, bundle: Path) -> Path:
-    """System roots plus the mitmproxy CA: SSL_CERT_FILE replaces the trust store, it does not add to it."""
-    bundle.parent.mkdir(parents=True, exist_ok=True)
-    bundle.write_text(system_roots().rstrip("\n") + "\n" + ca.read_text())
-    return bundle
-
-
-def shell_lines(proxy: str, ca: Path, bundle: Path, shell: str) -> list[str]:
-    values = {
-        "HTTPS_PROXY": proxy,
-        "HTTP_PROXY": proxy,
-        "NO_PROXY": "localhost,127.0.0.1,::1",
-        "SSL_CERT_FILE": str(bundle),  # Python (httpx, ssl), OpenSSL-based tools
-        "REQUESTS_CA_BUNDLE": str(bundle),  # requests
-        "CURL_CA_BUNDLE": str(bundle),  # curl
-        "NODE_EXTRA_CA_CERTS": str(ca),  # Node adds this to its own roots
-    }
-    if shell == "fish":
-        return [f"set -gx {k} {v!r};" for k, v in values.items()]
-    if shell == "powershell":
-        return [f'$env:{k} = "{v}"' for k, v in values.items()]
-    return [f"export {k}={v}" for k, v in values.items()]
-
-
-def cmd_shell_init(args: argparse.Namespace) -> int:
-    ca = mitmproxy_ca(Path(args.confdir).expanduser())
-    bundle = write_bundle(ca, Path(args.bundle).expanduser())
-    print(f"# tapgate: send this shell's HTTPS through the gateway at {args.proxy} and trust its CA.")
-    print('# Use: eval "$(tapgate shell-init)"   (fish: tapgate shell-init --shell fish | source)')
-    print("\n".join(shell_lines(args.proxy, ca, bundle, args.shell)))
-    return 0
 
 
 def console():
@@ -330,17 +265,7 @@ def show_secret(args: argparse.Namespace, done: str, key_id: str, name: str, sec
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tapgate", description="tapgate: an AI gateway built as mitmproxy addons.")
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser(
-        "shell-init",
-        help="print the environment lines that send a shell's traffic through the gateway",
-        description="Print HTTPS_PROXY and CA-trust lines for Python, Node and curl. "
-        "Creates the mitmproxy CA if it does not exist yet, and a bundle of the system roots plus that CA.",
-    )
-    s.add_argument("--proxy", default=DEFAULT_PROXY, help=f"the gateway's proxy URL (default {DEFAULT_PROXY})")
-    s.add_argument("--confdir", default=DEFAULT_CONFDIR, help=f"mitmproxy's confdir (default {DEFAULT_CONFDIR})")
-    s.add_argument("--bundle", default=BUNDLE, help=f"where to write the CA bundle (default {BUNDLE})")
-    s.add_argument("--shell", choices=("sh", "fish", "powershell"), default="sh", help="syntax (default sh)")
-    s.set_defaults(func=cmd_shell_init)
+    shell_init.add_command(sub)
 
     s = store_command(sub, "top", cmd_top, "a live dashboard of the store, refreshed while the gateway writes it",
                       "The gateway's dashboard, read from its store in another terminal (read-only).")
