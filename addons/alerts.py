@@ -30,8 +30,8 @@ from sqlite_utils import Database
 from addons import config
 from addons.call import iso
 from addons.channels import TIMEOUT_SECONDS, DeliveryError, send_email, send_slack, send_webhook
-from addons.database import open_db
 from addons.ledger import LIFETIME, Crossing, Ledger, Scope, fmt, period_bounds, who
+from addons.schema import open_db
 from addons.settings import Settings
 from providers.safe_json import loads
 

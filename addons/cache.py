@@ -16,7 +16,7 @@ from addons.cachekey import BadCacheControl, CacheControls, cache_key, controls
 from addons.cachestore import Entry, ResponseCache
 from addons.call import Call, iso, ms
 from addons.capture import refuse
-from addons.database import read_cache_entries
+from addons.schema import read_cache_entries
 from addons.settings import Settings
 from addons.store import Store
 from addons.tagging import new_span_id

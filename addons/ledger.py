@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from addons.config import Budget, Period, Unit
+if TYPE_CHECKING:  # annotations only: `tapgate logs` prints plural() without building the config models
+    from addons.config import Budget, Period, Unit
 
 Scope = tuple[str, str]  # ("key", id) | ("customer", id) | ("global", "")
 LIFETIME = "lifetime"

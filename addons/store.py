@@ -10,8 +10,9 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions
 
-from addons.database import DEFAULT_DB, install_salt, open_db
+from addons.database import DEFAULT_DB
 from addons.journal import Journal, journal_dir
+from addons.schema import install_salt, open_db
 from addons.writer import Writer, replay
 
 log = logging.getLogger(__name__)

@@ -247,7 +247,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 def keys_db(path: str):
     """The store, created and migrated if need be, closed when the command is done."""
-    from addons.database import open_db
+    from addons.schema import open_db
 
     return closing(open_db(path))
 

@@ -4,7 +4,6 @@ make its clients trust the mitmproxy CA (created here, by mitmproxy, if it does 
 from __future__ import annotations
 
 import argparse
-import ssl
 from pathlib import Path
 
 DEFAULT_PROXY = "http://127.0.0.1:8080"
@@ -26,6 +25,8 @@ def mitmproxy_ca(confdir: Path) -> Path:
 
 def system_roots() -> str:
     """The machine's trusted roots, so one bundle serves the gateway's hosts and every other host."""
+    import ssl  # here, not at the top: every `tapgate` command imports this module for its flags
+
     candidates = [ssl.get_default_verify_paths().cafile, *SYSTEM_BUNDLES]
     try:
         import certifi

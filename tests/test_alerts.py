@@ -18,9 +18,9 @@ from addons.auth import Auth
 from addons.call import iso
 from addons.config import Alerts as Destinations
 from addons.config import Budget, EmailAlerts, TapgateConfig
-from addons.database import open_db
 from addons.keys import hash_secret
 from addons.ledger import Crossing
+from addons.schema import open_db
 from addons.settings import Settings
 from addons.spend import Spend
 from addons.store import Store

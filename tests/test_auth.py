@@ -13,7 +13,7 @@ from support import Rows
 from addons.auth import Auth, proxy_secret
 from addons.capture import Capture
 from addons.config import TapgateConfig
-from addons.database import open_db
+from addons.schema import open_db
 from addons.settings import Settings
 from addons.store import Store
 from addons.tunnel import Tunnel

@@ -8,9 +8,10 @@ from known_store import request
 from mitmproxy.test import taddons
 
 from addons.config import Budget, Policy, TapgateConfig
-from addons.database import iso, open_db
+from addons.database import iso
 from addons.keys import GatewayKey
 from addons.ledger import Amount
+from addons.schema import open_db
 from addons.settings import Settings
 from addons.spend import Spend
 

@@ -12,8 +12,8 @@ import pytest
 from mitmproxy.test import taddons
 
 from addons import writer as writer_module
-from addons.database import open_db
 from addons.journal import Journal, journal_dir, read_status
+from addons.schema import open_db
 from addons.store import Store
 
 

@@ -9,8 +9,8 @@ import pytest
 from support import ROOT
 
 from addons.config import Budget
-from addons.database import open_db
 from addons.keys import GatewayKey, hash_secret
+from addons.schema import open_db
 from cli import keyadmin
 from cli.keyadmin import KeyAdminError, parse_budget, parse_expiry
 from cli.main import main, parser

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from addons import keys
-from addons.database import open_db
 from addons.keys import GatewayKey, KeyRing
+from addons.schema import open_db
 from cli import keyadmin
 from cli.keyadmin import parse_budget
 

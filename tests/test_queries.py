@@ -10,8 +10,8 @@ from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
 from addons import database
-from addons import database as store_module
-from addons.database import migrations, open_db
+from addons import schema as store_module
+from addons.schema import migrations, open_db
 from cli import queries
 from cli.snapshot import percentiles
 

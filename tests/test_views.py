@@ -136,7 +136,7 @@ def test_narrow_lists_of_calls_show_the_ids_unique_prefix():
 
 
 def test_unique_prefixes_grow_past_a_shared_start(tmp_path):
-    from addons.database import open_db
+    from addons.schema import open_db
     from cli import queries
 
     db = open_db(tmp_path / "t.db")
