@@ -10,26 +10,36 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Attribute docstrings become field descriptions: scripts/make_docs.py writes the config reference from them.
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class CustomHost(Strict):
     """A local or private OpenAI-compatible server (vLLM, Ollama) to capture like a provider."""
 
-    host: str = Field(pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d+$", description='"host:port", e.g. "localhost:11434"')
+    host: str = Field(pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d+$")
+    """`host:port`, e.g. `localhost:11434`."""
     name: str = "custom"
+    """The provider name its rows get."""
     dialect: Literal["openai", "ollama"] = "openai"
+    """`openai` (vLLM, llama.cpp server, LM Studio) or `ollama` (native `/api/chat`, `/api/generate`, and `/v1`)."""
     price_prefix: str = ""
+    """Put before the model name to find its price, e.g. `ollama/`."""
 
 
 class ModelPrice(Strict):
     """USD per million tokens; cache prices default to the input price."""
 
     input: float = Field(ge=0)
+    """Input tokens."""
     output: float = Field(ge=0)
+    """Output tokens, reasoning included."""
     cache_read: float | None = Field(default=None, ge=0)
+    """Input tokens read from the provider's prompt cache."""
     cache_write: float | None = Field(default=None, ge=0)
+    """Input tokens written to the prompt cache (Anthropic's 5-minute writes)."""
     cache_write_1h: float | None = Field(default=None, ge=0)
+    """Input tokens written to the prompt cache for an hour (Anthropic)."""
 
 
 Unit = Literal["usd", "tokens", "requests"]
@@ -41,10 +51,15 @@ class Budget(Strict):
     thresholds (an alert each, once per period), all in one unit over one calendar period."""
 
     name: str = ""
+    """Shown in alerts and the budgets table; `<unit>/<period>` when empty."""
     unit: Unit = "usd"
+    """What is counted: USD, tokens or requests."""
     period: Period = "month"
+    """Calendar period in the config's `timezone` (a week starts on Monday)."""
     cap: float | None = Field(default=None, gt=0)
+    """Hard cap: a call that would pass it is refused with a 429. None: soft thresholds only."""
     soft: list[float] = []
+    """Soft thresholds below the cap: an alert each, once per period; calls go on."""
 
     @property
     def label(self) -> str:
@@ -55,7 +70,9 @@ class RateLimit(Strict):
     """Requests and provider-reported tokens per minute; over them the caller gets a 429."""
 
     rpm: int | None = Field(default=None, gt=0)
+    """Calls per sliding minute, counted as they start."""
     tpm: int | None = Field(default=None, gt=0)
+    """Provider-reported tokens per sliding minute, counted as calls end."""
 
 
 class Downgrade(Strict):
@@ -63,46 +80,70 @@ class Downgrade(Strict):
     (a glob) go to the cheaper `to` instead; noted on the trace."""
 
     above: float = Field(gt=0, le=1)
+    """Share of the most-spent capped budget (reservations included), e.g. 0.8."""
     model: str
+    """Shell glob over the model the request names, e.g. `gpt-4o*`."""
     to: str
+    """The cheaper model the call goes to instead."""
 
 
 class Policy(Strict):
+    """What a customer may spend and how fast."""
+
     budgets: list[Budget] = []
+    """The customer's budgets."""
     rate_limit: RateLimit = RateLimit()
+    """The customer's rate limit."""
     downgrade: list[Downgrade] = []
+    """Router calls move to a cheaper model as a budget nears its cap."""
 
 
 class EmailAlerts(Strict):
+    """Alert emails over SMTP."""
+
     smtp_host: str
+    """The SMTP server."""
     smtp_port: int = 25
+    """Its port."""
     sender: str = "tapgate@localhost"
+    """The From address."""
     to: list[str]
+    """The addresses alerts go to."""
     starttls: bool = False
+    """STARTTLS before logging in."""
     username: str | None = None
-    password_env: str | None = None  # the name of the variable holding the password, never the password
+    """The SMTP login; none: no login."""
+    password_env: str | None = None
+    """The name of the environment variable holding the SMTP password, never the password."""
 
 
 class Alerts(Strict):
     """Where budget alerts go; each is sent off the hot path, with retries."""
 
     slack_webhook: str | None = None
+    """A Slack incoming webhook URL: gets `{"text": message}`."""
     webhook: str | None = None
+    """A URL that gets each alert as a JSON POST; any 2xx is delivered."""
     email: EmailAlerts | None = None
+    """Alert emails."""
 
 
 class Deployment(Strict):
     """One place a model can be served: a provider, its model name, where and with whose key."""
 
-    provider: str = Field(description="openai, anthropic, gemini, or an OpenAI-compatible provider name")
+    provider: str
+    """`openai`, `anthropic`, `gemini`, another known provider, or any name with a `base_url` (OpenAI-compatible)."""
     model: str
-    # Where the provider's API lives; the provider's public URL when empty. Only config sets it:
-    # a client that could choose it could send the gateway's provider key anywhere.
+    """The model name the provider knows."""
     base_url: str | None = Field(default=None, pattern=r"^https?://")
-    # The name of the environment variable holding the provider key, never the key.
+    """Where the provider's API lives; its public URL when empty. Only config sets it: a client that could
+    choose it could send the gateway's provider key anywhere."""
     api_key_env: str | None = None
+    """The environment variable holding the provider key, never the key; the provider's own variable when empty."""
     weight: float = Field(default=1.0, gt=0)
-    headers: dict[str, str] = {}  # extra request headers (OpenRouter's HTTP-Referer, X-Title)
+    """Share of the alias's traffic (a weighted shuffle per call, which also orders the retries)."""
+    headers: dict[str, str] = {}
+    """Extra request headers (OpenRouter's `HTTP-Referer`, `X-Title`)."""
 
     @model_validator(mode="after")
     def _known_or_reachable(self) -> Deployment:
@@ -118,7 +159,9 @@ class ModelAlias(Strict):
     """A model name clients send, served by one or more deployments split by weight."""
 
     deployments: list[Deployment] = Field(min_length=1)
+    """Where the alias is served; a bare list in YAML is this list."""
     fallback_models: list[str] = []
+    """Models tried, in order, when every deployment failed."""
 
     @model_validator(mode="before")
     @classmethod
@@ -130,99 +173,135 @@ class ProviderAccess(Strict):
     """Where a provider is reached and which variable holds its key, for `provider/model` names."""
 
     base_url: str | None = Field(default=None, pattern=r"^https?://")
+    """Where the provider's API lives; its public URL when empty."""
     api_key_env: str | None = None
+    """The environment variable holding its key (`OPENAI_API_KEY`, `ANTHROPIC_API_KEY`, ... when empty)."""
 
 
 class RetryPolicy(Strict):
     """Respan's retry_params: retries per model with full-jitter exponential backoff."""
 
     retry_enabled: bool = True
+    """Retry a model before moving on to the next."""
     num_retries: int = Field(default=2, ge=0, le=10)
-    # Seconds: the first backoff's ceiling; each retry doubles it up to max_backoff.
+    """Retries per model."""
     retry_after: float = Field(default=0.5, ge=0)
+    """Seconds: the first backoff's ceiling; each retry doubles it up to max_backoff."""
     max_backoff: float = Field(default=8.0, ge=0)
+    """Seconds: the longest backoff; a provider's Retry-After longer than this moves on to the next model."""
 
 
 class Cooldown(Strict):
     """A deployment failing `failures` times in a row is skipped for `seconds`, then probed by one call."""
 
     failures: int = Field(default=3, ge=1)
+    """Failures in a row that put a deployment in cooldown."""
     seconds: float = Field(default=30.0, ge=0)
+    """How long it is skipped."""
 
 
 class RouterConfig(Strict):
-    # The gateway master key, from this variable (or `master_key`, for tests and demos).
+    """The router: one OpenAI-compatible (and Anthropic-shaped) endpoint for every provider."""
+
     master_key_env: str = "TAPGATE_MASTER_KEY"
+    """The variable holding the gateway master key."""
     master_key: str | None = None
+    """The master key itself, for tests and demos; prefer `master_key_env`."""
     providers: dict[str, ProviderAccess] = {}
+    """Where `provider/model` names go, by provider name."""
     models: dict[str, ModelAlias] = {}
-    # Fallbacks for a model name when the request names none.
+    """Aliases clients can name, each served by one or more deployments."""
     fallback_models: dict[str, list[str]] = {}
+    """Fallbacks for a model name when the request names none."""
     retry: RetryPolicy = RetryPolicy()
+    """Retries per model."""
     connect_timeout: float = Field(default=5.0, gt=0)
-    # From sending the request to the first byte of the answer (for a stream: its first event).
+    """Seconds to connect to a deployment."""
     first_byte_timeout: float = Field(default=60.0, gt=0)
-    # One deadline for the whole call, every retry and fallback included.
+    """Seconds from sending the request to the first byte of the answer (for a stream: its first event)."""
     timeout: float = Field(default=600.0, gt=0)
+    """Seconds: one deadline for the whole call, every retry and fallback included."""
     cooldown: Cooldown = Cooldown()
-    # A parameter the target provider has no equivalent for: dropped (noted on the trace) or refused (400).
+    """When a failing deployment is skipped."""
     unsupported_params: Literal["drop", "refuse"] = "drop"
-    # Body fields beyond OpenAI's documented parameters that still reach OpenAI-compatible deployments
-    # (vLLM's top_k, OpenRouter's provider); "*" passes every field. Others are dropped, noted on the trace.
+    """A parameter the target provider has no equivalent for: dropped (noted on the trace) or refused (400)."""
     extra_params: list[str] = []
+    """Body fields beyond OpenAI's documented parameters that still reach OpenAI-compatible deployments
+    (vLLM's `top_k`, OpenRouter's `provider`); `"*"` passes every field. Others are dropped, noted on the trace."""
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    """Largest request body the router reads; larger ones get a 413."""
 
 
 class CacheSettings(Strict):
     """Cache defaults for a key or model; unset fields fall through to the global ones."""
 
     enabled: bool | None = None
+    """Use the cache for these calls."""
     ttl: float | None = Field(default=None, gt=0)
+    """Seconds an answer is kept."""
     by_customer: bool | None = None
+    """One customer's answers never serve another."""
     by_model: bool | None = None
+    """The model is part of the cache key."""
 
 
 class CacheConfig(Strict):
     """The response cache: off unless enabled here, per key or model, or per request (cache_enabled)."""
 
     enabled: bool = False
-    ttl: float = Field(default=300.0, gt=0)  # seconds, when the request gives no cache_ttl
-    by_customer: bool = False  # cache_options.cache_by_customer: one customer's entries never serve another
-    by_model: bool = True  # cache_options.is_cached_by_model: false shares answers across models
-    max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)  # in memory; least recently used go first
+    """Use the cache for every call."""
+    ttl: float = Field(default=300.0, gt=0)
+    """Seconds an answer is kept, when the request gives no `cache_ttl`."""
+    by_customer: bool = False
+    """`cache_options.cache_by_customer`: one customer's entries never serve another."""
+    by_model: bool = True
+    """`cache_options.is_cached_by_model`: false shares answers across models."""
+    max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+    """Bytes held in memory; least recently used go first."""
     max_entry_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
-    persist: bool = False  # also keep entries in the SQLite store, so they survive a restart
-    # Sampled answers (temperature > 0, or n > 1) differ call to call; cached only if this is set.
+    """Largest answer kept."""
+    persist: bool = False
+    """Also keep entries in the SQLite store (table `cache_entries`), so they survive a restart."""
     store_sampled: bool = False
-    # How long an identical request waits for the one already in flight before going upstream itself.
+    """Cache sampled answers too (temperature > 0, or n > 1), which differ call to call."""
     wait_for_identical: float = Field(default=60.0, ge=0)
-    keys: dict[str, CacheSettings] = {}  # by gateway key id
-    models: dict[str, CacheSettings] = {}  # by model name or router alias, as the request names it
+    """Seconds an identical request waits for the one already in flight before going upstream itself."""
+    keys: dict[str, CacheSettings] = {}
+    """Per gateway key id."""
+    models: dict[str, CacheSettings] = {}
+    """Per model name or router alias, as the request names it."""
 
 
 class TapgateConfig(Strict):
+    """The whole file (`--set tapgate_config=tapgate.yaml`); every block is optional."""
+
     custom_hosts: list[CustomHost] = []
-    # Keys as in providers/prices.json: "gpt-4o", "gemini/gemini-2.5-flash", "ollama/llama3".
+    """Local or private servers to capture like providers."""
     prices: dict[str, ModelPrice] = {}
-    # Traffic that carries no gateway key: allowed (and recorded) unless this is set.
+    """USD per million tokens, replacing the table's row; keys as in providers/prices.json: `gpt-4o`,
+    `gemini/gemini-2.5-flash`, `ollama/llama3`."""
     require_key: bool = False
-    # Budget periods start at midnight in this zone (day; Monday for week; the 1st for month).
+    """Every LLM call needs a gateway key; traffic without one is allowed (and recorded) unless this is set."""
     timezone: str = "UTC"
-    # Output tokens assumed when a request sets no max_tokens, to reserve its worst case.
+    """Budget periods start at midnight in this zone (day; Monday for week; the 1st for month)."""
     default_max_tokens: int = Field(default=4096, gt=0)
-    # Across all traffic.
+    """Output tokens assumed when a request sets no max_tokens, to reserve its worst case."""
     budgets: list[Budget] = []
-    # Per customer_identifier: named customers, and the policy every other customer gets.
+    """Budgets across all traffic."""
     customers: dict[str, Policy] = {}
+    """Per `customer_identifier`: named customers."""
     customer_default: Policy = Policy()
-    # Budgets a request declares for its customer (X-Tapgate-Params customer_params) come from the
-    # caller itself, which can raise or drop them on its next call: they add a cap, never replace the
-    # ones above. "all" honours them from any caller, "none" ignores them, and a list honours them only
-    # on calls made with these gateway keys (ids or names).
+    """The policy of every customer not named in `customers`."""
     customer_params_budgets: Literal["all", "none"] | list[str] = "all"
+    """Whose self-declared budgets (`X-Tapgate-Params` `customer_params`) count: they add a cap, never replace
+    the ones above. `all` honours them from any caller, `none` ignores them, and a list honours them only on
+    calls made with these gateway keys (ids or names)."""
     alerts: Alerts = Alerts()
+    """Where budget alerts go."""
     router: RouterConfig = RouterConfig()
+    """The router."""
     cache: CacheConfig = CacheConfig()
+    """The response cache."""
 
 
 class ConfigError(ValueError):

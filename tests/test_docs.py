@@ -1,16 +1,25 @@
-"""Docs under test: the README's commands are what CI runs, and every option and command is in it."""
+"""Docs under test: the README's commands are what CI runs, the README stays a short front page whose
+links all land, and the pages in docs/ document every option, config field and command, their generated
+parts current with the code."""
 
 import re
+import unicodedata
 
 from mitmproxy.test import taddons
-from support import ROOT
+from pydantic import BaseModel
+from support import ROOT, load_script
 
 from addons import gateway
 from addons.config import load_config
-from cli.main import parser
 
+make_docs = load_script("make_docs")
 README = (ROOT / "README.md").read_text()
-OFFLINE = (ROOT / "docs" / "try-offline.md").read_text()
+DOCS = ROOT / "docs"
+OFFLINE = (DOCS / "try-offline.md").read_text()
+
+
+def page(name: str) -> str:
+    return (DOCS / name).read_text()
 
 
 def readme_commands(heading: str) -> str:
@@ -28,21 +37,76 @@ def test_the_run_command_loads_the_gateway():
     assert "mitmdump -s addons/gateway.py" in readme_commands("Install and run")
 
 
-def test_every_option_is_documented():
+def test_the_readme_stays_a_front_page():
+    assert len(README.encode()) <= 8 * 1024, f"README.md is {len(README.encode())} bytes; move detail to docs/"
+    assert "](docs/dashboard.svg)" in README and "tapgate shell-init" in README
+    features = README.split("## What it does\n", 1)[1].strip().splitlines()
+    assert len(features) >= 8
+    for line in features:
+        assert re.fullmatch(r"- \[.+\]\(docs/[\w-]+\.md\)", line), f"feature line without its page: {line}"
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[`*_\[\]()]", "", heading.strip().lower())
+    return "".join(c for c in text if c in " -" or unicodedata.category(c)[0] in "LN").replace(" ", "-")
+
+
+def anchors(text: str) -> set[str]:
+    outside_code = re.sub(r"```.*?```", "", text, flags=re.S)
+    return {slug(h) for h in re.findall(r"^#+ (.+)$", outside_code, re.M)}
+
+
+def test_every_link_between_the_pages_lands():
+    for source in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        text = source.read_text()
+        for target in re.findall(r"\]\(([^)\s]+)\)", re.sub(r"```.*?```", "", text, flags=re.S)):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (source.parent / path).resolve() if path else source
+            assert file.exists(), f"{source.name}: link to missing {target}"
+            if anchor and file.suffix == ".md":
+                assert anchor in anchors(file.read_text()), f"{source.name}: no heading for {target}"
+
+
+def test_the_generated_parts_are_current():
+    stale = make_docs.stale_pages()
+    assert not stale, f"stale: {', '.join(p.name for p in stale)}; run `{make_docs.COMMAND}`"
+
+
+def test_the_generator_sees_every_option_mitmproxy_loads():
     with taddons.context(*gateway.addons) as tctx:
-        options = [name for name in tctx.options.keys() if name.startswith("tapgate_")]
-    assert len(options) >= 5
-    missing = [name for name in options if f"`{name}`" not in README]
-    assert not missing, f"options missing from README: {missing}"
+        loaded = {name for name in tctx.options.keys() if name.startswith("tapgate_")}
+    assert len(loaded) >= 5
+    assert {name for name, *_ in make_docs.gateway_options()} == loaded
+    missing = [name for name in loaded if f"`{name}`" not in page("options.md")]
+    assert not missing, f"options missing from docs/options.md: {missing}"
 
 
 def test_every_cli_command_and_flag_is_documented():
-    sub = next(a for a in parser()._actions if a.dest == "command")
+    cli = page("cli.md")
+    sub = next(a for a in make_docs.cli_parser()._actions if a.dest == "command")
     for name, command in sub.choices.items():
-        assert f"tapgate {name}" in README
+        assert f"tapgate {name}" in cli
         for action in command._actions:
             for flag in action.option_strings:
-                assert flag in ("-h", "--help") or f"`{flag}" in README, f"{name} {flag} missing from README"
+                assert flag in ("-h", "--help") or f"`{flag}" in cli, f"{name} {flag} missing from docs/cli.md"
+
+
+def test_every_config_field_is_described_and_in_the_annotated_file(tmp_path):
+    text = page("options.md")
+    example = re.search(r"## The config file\n.*?```yaml\n(.+?)\n```", text, re.S).group(1)
+    config = tmp_path / "tapgate.yaml"
+    config.write_text(example)
+    load_config(config)  # the annotated file is a valid config
+    models = make_docs.config_models()
+    assert len(models) >= 15
+    for model, _ in models:
+        assert issubclass(model, BaseModel) and f"### {model.__name__}" in text
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no docstring for the reference"
+            assert re.search(rf"\b{name}:", example), f"{model.__name__}.{name} missing from the annotated file"
 
 
 def test_the_offline_recipe_sends_every_provider_it_calls_to_the_mock(tmp_path):
