@@ -59,7 +59,7 @@ def cli_reference() -> str:
                 continue
             repeat = " (repeatable)" if isinstance(action, argparse._AppendAction) and "repeatable" not in (
                 action.help or "") else ""
-            out.append(f"| {argument(action)} | {cell(action.help or '').replace('<', '&lt;')}{repeat} |")
+            out.append(f"| {argument(action)} | {plain_cell(action.help or '')}{repeat} |")
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 
@@ -73,7 +73,7 @@ class OptionRecorder:
     def __init__(self) -> None:
         self.options: list[tuple[str, type, object, str]] = []
 
-    def add_option(self, name, typespec, default, help, choices=None) -> None:  # noqa: A002 (mitmproxy's name)
+    def add_option(self, name, typespec, default, help, choices=None) -> None:
         self.options.append((name, typespec, default, help))
 
     def add_command(self, *args, **kwargs) -> None:
@@ -185,6 +185,11 @@ def one_line(text: str) -> str:
 
 def cell(text: str) -> str:
     return one_line(text).replace("|", "\\|")
+
+
+def plain_cell(text: str) -> str:
+    """Help text, which has no markdown of its own: `<cap>` and `gpt-4o*` shown as written."""
+    return cell(text).replace("<", "&lt;").replace("*", "\\*")
 
 
 def regenerate(text: str, parts: dict[str, str]) -> str:
