@@ -11,6 +11,7 @@ from support import ROOT, load_script
 
 from addons import gateway
 from addons.config import load_config
+from addons.store import open_db
 
 make_docs = load_script("make_docs")
 README = (ROOT / "README.md").read_text()
@@ -107,6 +108,17 @@ def test_every_config_field_is_described_and_in_the_annotated_file(tmp_path):
         for name, field in model.model_fields.items():
             assert field.description, f"{model.__name__}.{name} has no docstring for the reference"
             assert re.search(rf"\b{name}:", example), f"{model.__name__}.{name} missing from the annotated file"
+
+
+def test_the_store_page_names_every_table_view_and_column(tmp_path):
+    text = page("store.md")
+    db = open_db(tmp_path / "tapgate.db")  # every migration applied
+    for table in [*db.table_names(), *db.view_names()]:
+        if table.startswith("_"):  # sqlite-utils' own bookkeeping
+            continue
+        assert f"`{table}`" in text, f"table {table} missing from docs/store.md"
+        for column in db[table].columns:
+            assert re.search(rf"`[^`\n]*\b{column.name}\b[^`\n]*`", text), f"{table}.{column.name} missing"
 
 
 def test_the_offline_recipe_sends_every_provider_it_calls_to_the_mock(tmp_path):
