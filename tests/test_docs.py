@@ -121,6 +121,14 @@ def test_the_store_page_names_every_table_view_and_column(tmp_path):
             assert re.search(rf"`[^`\n]*\b{column.name}\b[^`\n]*`", text), f"{table}.{column.name} missing"
 
 
+def test_every_sqlite3_recipe_runs_on_a_store(tmp_path):
+    db = open_db(tmp_path / "tapgate.db")
+    recipes = [q for p in sorted(DOCS.glob("*.md")) for q in re.findall(r'^sqlite3 \S+ "(.+)"$', p.read_text(), re.M)]
+    assert len(recipes) >= 4
+    for query in recipes:
+        db.execute(query).fetchall()
+
+
 def test_the_offline_recipe_sends_every_provider_it_calls_to_the_mock(tmp_path):
     config = tmp_path / "tapgate.yaml"
     config.write_text(re.search(r"tapgate\.yaml <<'EOF'\n(.+?)\nEOF\n", OFFLINE, re.S).group(1))
