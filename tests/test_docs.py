@@ -11,7 +11,7 @@ from support import ROOT, load_script
 
 from addons import gateway
 from addons.config import load_config
-from addons.store import open_db
+from addons.schema import open_db
 
 make_docs = load_script("make_docs")
 README = (ROOT / "README.md").read_text()
