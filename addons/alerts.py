@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any
 from mitmproxy import ctx
 from sqlite_utils import Database
 
-from addons import config
-from addons.call import iso
-from addons.channels import TIMEOUT_SECONDS, DeliveryError, send_email, send_slack, send_webhook
-from addons.ledger import LIFETIME, Crossing, Ledger, Scope, fmt, period_bounds, who
-from addons.schema import open_db
+from core import config
+from core.call import iso
+from core.channels import TIMEOUT_SECONDS, DeliveryError, send_email, send_slack, send_webhook
+from core.ledger import LIFETIME, Crossing, Ledger, Scope, fmt, period_bounds, who
+from core.schema import open_db
 from addons.settings import Settings
 from providers.safe_json import loads
 

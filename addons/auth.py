@@ -12,7 +12,7 @@ from pathlib import Path
 from mitmproxy import connection, ctx, http
 
 from addons.capture import refuse
-from addons.keys import GatewayKey, KeyRing, hash_secret
+from core.keys import GatewayKey, KeyRing, hash_secret
 from addons.settings import Settings
 
 KEY_HEADER = "x-tapgate-key"

@@ -12,14 +12,14 @@ from typing import Any
 from cachetools import LRUCache
 from mitmproxy import ctx, http
 
-from addons.cachekey import BadCacheControl, CacheControls, cache_key, controls
-from addons.cachestore import Entry, ResponseCache
-from addons.call import Call, iso, ms
+from core.cachekey import BadCacheControl, CacheControls, cache_key, controls
+from core.cachestore import Entry, ResponseCache
+from core.call import Call, iso, ms
 from addons.capture import refuse
-from addons.schema import read_cache_entries
+from core.schema import read_cache_entries
 from addons.settings import Settings
 from addons.store import Store
-from addons.tagging import new_span_id
+from core.tagging import new_span_id
 from providers import Replay, replay_for
 from providers.base import Route, Usage, parse_json
 from providers.canonical import sampled

@@ -9,13 +9,13 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
-from addons.call import Call
+from core.call import Call
 from addons.provider_layer import REASON, REPLY, TOO_LARGE
 from addons.recorder import Recorder
-from addons.secrets import fingerprint_key, key_from, redact_url
+from core.secrets import fingerprint_key, key_from, redact_url
 from addons.settings import Settings
 from addons.store import Store
-from addons.tagging import (
+from core.tagging import (
     HEADER_PREFIX,
     BadTag,
     new_span_id,

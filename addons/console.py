@@ -13,7 +13,7 @@ from rich.color import ColorSystem
 from rich.console import Console as RichConsole
 from rich.style import Style
 
-from addons.secrets import redact_url, scrub
+from core.secrets import redact_url, scrub
 from cli.cells import cost_text, status_text, tokens_text
 
 # mitmdump prints every flow itself, URL and all (a Gemini `?key=` in full at 125 columns). For the

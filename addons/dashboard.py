@@ -14,8 +14,8 @@ from mitmproxy import ctx, exceptions
 from rich.console import Console as RichConsole
 from rich.live import Live
 
-from addons import database
-from addons.journal import read_status
+from core import database
+from core.journal import read_status
 from cli.snapshot import Tally, snapshot
 from cli.views import DashboardView
 

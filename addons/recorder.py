@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from addons.call import Call
-from addons.secrets import scrub
+from core.call import Call
+from core.secrets import scrub
 from addons.settings import Settings
 from addons.store import Store
 from providers.base import ResponseFacts

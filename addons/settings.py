@@ -7,7 +7,7 @@ import logging
 from mitmproxy import ctx, exceptions
 from mitmproxy.proxy import mode_specs
 
-from addons.config import ConfigError, TapgateConfig, load_config
+from core.config import ConfigError, TapgateConfig, load_config
 from providers import Registry, custom_provider
 from providers.pricing import PriceTable
 

@@ -14,12 +14,12 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
-from addons import database
-from addons.call import Call, iso
+from core import database
+from core.call import Call, iso
 from addons.capture import refuse, replayed
-from addons.config import Budget, Policy, RateLimit
-from addons.ledger import LIFETIME, Amount, Crossing, Ledger, Refusal, Reservation, Scope, period_bounds, plural
-from addons.ratelimit import Window
+from core.config import Budget, Policy, RateLimit
+from core.ledger import LIFETIME, Amount, Crossing, Ledger, Refusal, Reservation, Scope, period_bounds, plural
+from core.ratelimit import Window
 from addons.settings import Settings
 from addons.store import Store
 from providers.base import Usage

@@ -10,10 +10,10 @@ from typing import Any
 
 from mitmproxy import ctx, exceptions
 
-from addons.database import DEFAULT_DB
-from addons.journal import Journal, journal_dir
-from addons.schema import install_salt, open_db
-from addons.writer import Writer, replay
+from core.database import DEFAULT_DB
+from core.journal import Journal, journal_dir
+from core.schema import install_salt, open_db
+from core.writer import Writer, replay
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from addons.database import DEFAULT_DB
-from addons.ledger import plural
+from core.database import DEFAULT_DB
+from core.ledger import plural
 from cli import queries, shell_init
 from providers.safe_json import loads
 
@@ -63,7 +63,7 @@ def time_range(args: argparse.Namespace) -> tuple[str | None, str | None]:
 def cmd_top(args: argparse.Namespace) -> int:
     from rich.live import Live
 
-    from addons.journal import read_status
+    from core.journal import read_status
     from cli.snapshot import Tally, snapshot
     from cli.views import DashboardView
 
@@ -247,7 +247,7 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 def keys_db(path: str):
     """The store, created and migrated if need be, closed when the command is done."""
-    from addons.schema import open_db
+    from core.schema import open_db
 
     return closing(open_db(path))
 

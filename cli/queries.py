@@ -1,5 +1,5 @@
 """The store's read side: every query the dashboards and the `tapgate` commands ask. Opening the store
-read-only (connect), its timestamps (iso) and StoreError come from addons/database.py, which the
+read-only (connect), its timestamps (iso) and StoreError come from core/database.py, which the
 gateway shares; they are re-exported here, the one module the CLI reads through."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from addons.database import StoreError, connect, has_table, iso  # noqa: F401 (re-exported)
+from core.database import StoreError, connect, has_table, iso  # noqa: F401 (re-exported)
 from providers.safe_json import loads
 
 # The columns a list of calls shows: everything but the bodies, which can be a MiB each.

@@ -224,7 +224,7 @@ class Snapshot:
     by_model: list[Spend]
     budgets: list[tuple[str, float, float, str]] | None  # (name, spent, cap, unit); None: no budgets
     last: list[dict[str, Any]]  # newest first
-    writer: dict[str, Any] | None = None  # the store writer's status (addons/journal.py read_status)
+    writer: dict[str, Any] | None = None  # the store writer's status (core/journal.py read_status)
 
     @property
     def error_rate(self) -> float:

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from addons.ledger import fmt, plural
+from core.ledger import fmt, plural
 from cli import columns
 from cli.cells import cost_text, status_text, tokens_text
 from cli.columns import Column, keep_end

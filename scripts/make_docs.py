@@ -103,7 +103,7 @@ def options_reference() -> str:
 
 def config_models() -> list[tuple[type[BaseModel], list[str]]]:
     """Every model in the config file, in reading order, with the paths it is found at."""
-    from addons.config import TapgateConfig
+    from core.config import TapgateConfig
 
     found: dict[type[BaseModel], list[str]] = {TapgateConfig: ["(top level)"]}
 

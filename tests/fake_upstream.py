@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 from support import DATA, load_script
 
-from addons.router_errors import Failure
-from addons.routing import Target
-from addons.sending import Opened, OpeningUpstream, UpstreamBroke
+from core.errors import Failure
+from core.routing import Target
+from core.sending import Opened, OpeningUpstream, UpstreamBroke
 from providers.chat import UpstreamRequest
 
 fx = load_script("mock_fixtures")

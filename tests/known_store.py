@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from addons.schema import open_db
+from core.schema import open_db
 
 CALLER = "c0ffee00c0ffee00"  # a caller's span (traceparent) that is not in the store
 TRACE = "7ace" * 8

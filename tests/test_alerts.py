@@ -12,15 +12,15 @@ import pytest
 from mitmproxy.test import taddons
 from receivers import HttpReceiver, SmtpReceiver
 
-from addons import channels
+from core import channels
 from addons.alerts import Alerts, alert_row
 from addons.auth import Auth
-from addons.call import iso
-from addons.config import Alerts as Destinations
-from addons.config import Budget, EmailAlerts, TapgateConfig
-from addons.keys import hash_secret
-from addons.ledger import Crossing
-from addons.schema import open_db
+from core.call import iso
+from core.config import Alerts as Destinations
+from core.config import Budget, EmailAlerts, TapgateConfig
+from core.keys import hash_secret
+from core.ledger import Crossing
+from core.schema import open_db
 from addons.settings import Settings
 from addons.spend import Spend
 from addons.store import Store

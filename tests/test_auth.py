@@ -12,8 +12,8 @@ from support import Rows
 
 from addons.auth import Auth, proxy_secret
 from addons.capture import Capture
-from addons.config import TapgateConfig
-from addons.schema import open_db
+from core.config import TapgateConfig
+from core.schema import open_db
 from addons.settings import Settings
 from addons.store import Store
 from addons.tunnel import Tunnel

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 from known_store import request
 from mitmproxy.test import taddons
 
-from addons.config import Budget, Policy, TapgateConfig
-from addons.database import iso
-from addons.keys import GatewayKey
-from addons.ledger import Amount
-from addons.schema import open_db
+from core.config import Budget, Policy, TapgateConfig
+from core.database import iso
+from core.keys import GatewayKey
+from core.ledger import Amount
+from core.schema import open_db
 from addons.settings import Settings
 from addons.spend import Spend
 

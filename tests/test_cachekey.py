@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from addons.cachekey import BadCacheControl, CacheControls, cache_key, controls
-from addons.config import CacheConfig
+from core.cachekey import BadCacheControl, CacheControls, cache_key, controls
+from core.config import CacheConfig
 from providers.canonical import sampled
 
 ON = CacheControls(ttl=60, by_customer=False, by_model=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from addons.cachestore import ENTRY_OVERHEAD, Entry, ResponseCache
+from core.cachestore import ENTRY_OVERHEAD, Entry, ResponseCache
 
 
 def entry(size: int = 100, ttl: float = 60) -> Entry:

@@ -9,7 +9,7 @@ import sys
 import pytest
 from known_store import CALLER, TRACE, build
 
-from addons.schema import open_db
+from core.schema import open_db
 from cli.main import main
 
 

@@ -4,7 +4,7 @@ import pytest
 from mitmproxy import exceptions
 from mitmproxy.test import taddons
 
-from addons.config import ConfigError, load_config
+from core.config import ConfigError, load_config
 from addons.settings import Settings
 
 

@@ -10,8 +10,8 @@ from pydantic import BaseModel
 from support import ROOT, load_script
 
 from addons import gateway
-from addons.config import load_config
-from addons.schema import open_db
+from core.config import load_config
+from core.schema import open_db
 
 make_docs = load_script("make_docs")
 README = (ROOT / "README.md").read_text()

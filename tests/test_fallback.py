@@ -7,10 +7,10 @@ import random
 
 import pytest
 
-from addons.config import RetryPolicy
-from addons.fallback import attempt_in_order, backoff, decide
-from addons.router_errors import AllAttemptsFailed, Failure, ProviderRejected
-from addons.routing import Target
+from core.config import RetryPolicy
+from core.fallback import attempt_in_order, backoff, decide
+from core.errors import AllAttemptsFailed, Failure, ProviderRejected
+from core.routing import Target
 from providers import endpoint
 
 

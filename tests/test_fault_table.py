@@ -1,4 +1,4 @@
-"""The router's fault table as unit tests: the engine (addons/dispatch.py, relay.py and the seam's
+"""The router's fault table as unit tests: the engine (core/dispatch.py, relay.py and the seam's
 attempt) against the fake upstream on a virtual clock, whole and streamed. Each case checks where the
 call was routed, every attempt's outcome, the error the client gets, and the waits on the clock:
 Retry-After honoured, backoffs under their ceilings, first-byte timeouts, the one deadline."""
@@ -15,12 +15,12 @@ from itertools import pairwise
 import pytest
 from fake_upstream import FakeUpstream, VirtualClock
 
-from addons.config import RouterConfig
-from addons.dispatch import Attempt, Dispatch, Timeouts
-from addons.relay import ChatRelay, Outcome, RawRelay
-from addons.router_errors import AllAttemptsFailed, ProviderRejected, RouterError
-from addons.routing import Routes
-from addons.sending import Answer, WholeAnswer
+from core.config import RouterConfig
+from core.dispatch import Attempt, Dispatch, Timeouts
+from core.relay import ChatRelay, Outcome, RawRelay
+from core.errors import AllAttemptsFailed, ProviderRejected, RouterError
+from core.routing import Routes
+from core.sending import Answer, WholeAnswer
 from providers import FRONTS, INNER_CHAT
 from providers.chat import UpstreamRequest
 from providers.pricing import PriceTable
@@ -99,7 +99,7 @@ class Ran:
 
 
 def route(fake: FakeUpstream, model: str, stream: bool, **config) -> Ran:
-    """Plan, dispatch and (for a stream) relay one call, as addons/router.py does, on the fake's clock."""
+    """Plan, dispatch and (for a stream) relay one call, as addons/router/ does, on the fake's clock."""
     return asyncio.run(_route(fake, model, stream, RouterConfig.model_validate({**CONFIG, **config})))
 
 

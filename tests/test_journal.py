@@ -11,9 +11,9 @@ import time
 import pytest
 from mitmproxy.test import taddons
 
-from addons import writer as writer_module
-from addons.journal import Journal, journal_dir, read_status
-from addons.schema import open_db
+from core import writer as writer_module
+from core.journal import Journal, journal_dir, read_status
+from core.schema import open_db
 from addons.store import Store
 
 

@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from support import ROOT
 
-from addons.config import Budget
-from addons.keys import GatewayKey, hash_secret
-from addons.schema import open_db
+from core.config import Budget
+from core.keys import GatewayKey, hash_secret
+from core.schema import open_db
 from cli import keyadmin
 from cli.keyadmin import KeyAdminError, parse_budget, parse_expiry
 from cli.main import main, parser

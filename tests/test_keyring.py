@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from addons import keys
-from addons.keys import GatewayKey, KeyRing
-from addons.schema import open_db
+from core import keys
+from core.keys import GatewayKey, KeyRing
+from core.schema import open_db
 from cli import keyadmin
 from cli.keyadmin import parse_budget
 

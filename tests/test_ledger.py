@@ -6,9 +6,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from addons.config import Budget
-from addons.ledger import Amount, Ledger, Refusal, Reservation, period_bounds
-from addons.ratelimit import Window
+from core.config import Budget
+from core.ledger import Amount, Ledger, Refusal, Reservation, period_bounds
+from core.ratelimit import Window
 
 KEY = ("key", "key_1")
 

@@ -9,9 +9,9 @@ from known_store import build, request
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from addons import database
-from addons import schema as store_module
-from addons.schema import migrations, open_db
+from core import database
+from core import schema as store_module
+from core.schema import migrations, open_db
 from cli import queries
 from cli.snapshot import percentiles
 

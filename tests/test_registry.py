@@ -22,7 +22,8 @@ from providers import (
 )
 from providers.base import host_matches
 
-ADDONS = Path(__file__).resolve().parent.parent / "addons"
+ROOT = Path(__file__).resolve().parent.parent
+DOORS_AND_CORE = sorted([*(ROOT / "addons").rglob("*.py"), *(ROOT / "core").glob("*.py")])
 
 
 def test_each_package_exports_one_object_the_registry_lists():
@@ -71,7 +72,7 @@ def _provider_imports(path: Path) -> list[str]:
     return [n for n in names if n == "providers" or n.startswith("providers.")]
 
 
-@pytest.mark.parametrize("path", sorted(ADDONS.glob("*.py")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", DOORS_AND_CORE, ids=lambda p: str(p.relative_to(ROOT)))
 def test_addons_reach_providers_through_the_registry(path):
     """No addon imports a provider package's insides; the registry and shared modules only."""
     packages = tuple(f"providers.{p.name}" for p in PACKAGES)

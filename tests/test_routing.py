@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from addons.config import RouterConfig
-from addons.routing import Routes, UnknownModel
+from core.config import RouterConfig
+from core.routing import Routes, UnknownModel
 from providers.pricing import PriceTable
 
 PRICES = PriceTable.load()
@@ -62,7 +62,7 @@ def test_a_failing_deployment_cools_down_and_one_probe_brings_it_back(monkeypatc
     r = routes(models={"m": [{"provider": "openai", "model": "a"}, {"provider": "openai", "model": "b"}]},
                cooldown={"failures": 2, "seconds": 30})
     now = [1000.0]
-    monkeypatch.setattr("addons.routing.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("core.routing.time.monotonic", lambda: now[0])
     r.cooling.failed("openai/a", now[0])
     assert {t.model for t in r.plan(["m"])} == {"a", "b"}  # one failure: still tried
     r.cooling.failed("openai/a", now[0])

@@ -2,7 +2,7 @@
 
 import pytest
 
-from addons.secrets import scrub
+from core.secrets import scrub
 
 
 @pytest.mark.parametrize("text, expected", [

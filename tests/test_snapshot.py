@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from known_store import build, request
 
-from addons.schema import open_db
+from core.schema import open_db
 from cli import queries
 from cli import snapshot as snapshot_module
 from cli.snapshot import LAST_KEEP, Tally, percentiles, snapshot

@@ -6,8 +6,8 @@ from mitmproxy.test import taddons
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from addons import schema as store_module
-from addons.schema import install_salt, migrations, open_db
+from core import schema as store_module
+from core.schema import install_salt, migrations, open_db
 from addons.store import Store
 
 REQUIRED = {

@@ -6,8 +6,8 @@ import json
 import pytest
 from mitmproxy.http import Headers
 
-from addons.secrets import fingerprint_key, key_from, redact_url
-from addons.tagging import BadTag, strip_gateway_headers, tags_from, trace_context
+from core.secrets import fingerprint_key, key_from, redact_url
+from core.tagging import BadTag, strip_gateway_headers, tags_from, trace_context
 
 
 def test_headers_win_over_params_which_win_over_the_body():

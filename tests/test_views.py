@@ -9,7 +9,7 @@ from known_store import request
 from rich.console import Console
 from test_snapshot import NOW, ago
 
-from addons.ledger import plural
+from core.ledger import plural
 from cli import columns
 from cli.columns import Column
 from cli.snapshot import Tally, snapshot
@@ -136,7 +136,7 @@ def test_narrow_lists_of_calls_show_the_ids_unique_prefix():
 
 
 def test_unique_prefixes_grow_past_a_shared_start(tmp_path):
-    from addons.schema import open_db
+    from core.schema import open_db
     from cli import queries
 
     db = open_db(tmp_path / "t.db")

@@ -19,7 +19,7 @@ import openai
 import pytest
 from harness import BIN, query, router_url, start_gateway, wait_rows
 
-from addons.call import iso
+from core.call import iso
 
 MSG = [{"role": "user", "content": "hi"}]
 

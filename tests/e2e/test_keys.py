@@ -23,7 +23,7 @@ import openai
 import pytest
 from harness import Process, query, start_gateway, wait_rows
 
-from addons.schema import open_db
+from core.schema import open_db
 from cli import keyadmin
 from cli.main import main
 

@@ -14,7 +14,7 @@ from harness import BIN, ROOT, Process, admin, map_remote_to, query, start_gatew
 from mitmproxy import http, io
 from mitmproxy.test import tflow
 
-from addons.call import iso
+from core.call import iso
 
 
 def saved_call(path, marker: str) -> None:

@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from addons.config import Alerts, Budget, Downgrade, RateLimit
-from addons.ledger import plural
+from core.config import Alerts, Budget, Downgrade, RateLimit
+from core.ledger import plural
 from providers.safe_json import loads
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 if TYPE_CHECKING:  # annotations only: `tapgate logs` prints plural() without building the config models
-    from addons.config import Budget, Period, Unit
+    from core.config import Budget, Period, Unit
 
 Scope = tuple[str, str]  # ("key", id) | ("customer", id) | ("global", "")
 LIFETIME = "lifetime"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from addons.journal import Journal, Tail, orphans, write_status
+from core.journal import Journal, Tail, orphans, write_status
 
 log = logging.getLogger(__name__)
 

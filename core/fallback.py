@@ -8,9 +8,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
-from addons.config import RetryPolicy
-from addons.router_errors import AllAttemptsFailed, Failure, ProviderRejected
-from addons.routing import Target
+from core.config import RetryPolicy
+from core.errors import AllAttemptsFailed, Failure, ProviderRejected
+from core.routing import Target
 
 # The provider rejected the request itself: the same request fails the same way anywhere.
 NEVER_RETRIED = {400, 401, 403, 404, 413, 422}

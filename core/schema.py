@@ -11,7 +11,7 @@ from typing import Any
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
-from addons.journal import private_dir
+from core.journal import private_dir
 
 BUSY_TIMEOUT_MS = 5000  # how long a statement waits for another process's write lock before it fails
 

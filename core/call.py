@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from addons.tagging import new_span_id
+from core.tagging import new_span_id
 from providers.base import RequestFacts, Route, Usage
 from providers.stream import StreamParser
 

@@ -10,12 +10,12 @@ import os
 from aiohttp import web
 from mitmproxy import ctx
 
-from addons.call import Call
+from core.call import Call
 from addons.capture import BODY_LIMIT
-from addons.config import RouterConfig, TapgateConfig
-from addons.keys import GatewayKey, KeyRing, hash_secret
-from addons.router_errors import BadRequest, BodyTooLarge, RouterError, Unauthorized
-from addons.tagging import BadTag, pop_router_fields
+from core.config import RouterConfig, TapgateConfig
+from core.keys import GatewayKey, KeyRing, hash_secret
+from core.errors import BadRequest, BodyTooLarge, RouterError, Unauthorized
+from core.tagging import BadTag, pop_router_fields
 from providers import INNER_CHAT
 from providers.chat import InvalidRequest, UnsupportedParam
 from providers.safe_json import loads

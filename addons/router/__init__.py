@@ -21,20 +21,20 @@ from aiohttp import web
 from mitmproxy import ctx, exceptions
 from pydantic import ValidationError
 
-from addons import router_http
+from addons.router import server as router_http
 from addons.auth import Auth
 from addons.cache import HEADER, Cache
-from addons.cachestore import Entry
-from addons.call import Call, iso, ms
+from core.cachestore import Entry
+from core.call import Call, iso, ms
 from addons.capture import BODY_LIMIT
-from addons.clock import SYSTEM, Clock
-from addons.config import RetryPolicy
-from addons.dispatch import Attempt, Dispatch, Timeouts
+from core.clock import SYSTEM, Clock
+from core.config import RetryPolicy
+from core.dispatch import Attempt, Dispatch, Timeouts
 from addons.recorder import Recorder
-from addons.relay import ChatRelay, Outcome, RawRelay
-from addons.router_cache import RouterCache, render_cached
-from addons.router_client import authenticate, master_key, note_refused, read_json
-from addons.router_errors import (
+from core.relay import ChatRelay, Outcome, RawRelay
+from addons.router.cache import RouterCache, render_cached
+from addons.router.request import authenticate, master_key, note_refused, read_json
+from core.errors import (
     BadRequest,
     BodyTooLarge,
     Forbidden,
@@ -43,13 +43,13 @@ from addons.router_errors import (
     RouterError,
     Unauthorized,
 )
-from addons.routing import Routes, Target, UnknownModel
-from addons.secrets import scrub
-from addons.sending import Upstream, WholeAnswer
+from core.routing import Routes, Target, UnknownModel
+from core.secrets import scrub
+from core.sending import Upstream, WholeAnswer
 from addons.settings import Settings
 from addons.spend import Spend
-from addons.tagging import BadTag, new_span_id, new_trace_id, pop_router_fields, router_tags, trace_context
-from addons.upstream import HttpUpstream
+from core.tagging import BadTag, new_span_id, new_trace_id, pop_router_fields, router_tags, trace_context
+from core.upstream import HttpUpstream
 from providers import FRONTS, INNER_CHAT, replay_for
 from providers.base import ResponseFacts, Route
 from providers.chat import InvalidRequest, UnsupportedParam, UpstreamRequest

@@ -1,6 +1,6 @@
 """Reading the store: where it is by default, a read-only connection, its timestamp format, and the
 reads the gateway makes at start. Plain sqlite3, so `tapgate logs` starts without sqlite-utils or
-mitmproxy; the schema and writing are in addons/schema.py."""
+mitmproxy; the schema and writing are in core/schema.py."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The seam between the router and the network: one attempt at one deployment, ending in a whole answer,
 a stream with its first chunks in hand, or a Failure.
 
-The router is given an `Upstream`; the real one (addons/upstream.py) opens HTTP connections with aiohttp,
+The router is given an `Upstream`; the real one (core/upstream.py) opens HTTP connections with aiohttp,
 the tests' fake replays captured fixtures on a virtual clock. Both only open the response (`open`); what
 follows (first-byte timeout, error bodies, translation, first chunks) is `OpeningUpstream.attempt`, here,
 the same for both. Nothing here imports mitmproxy or an HTTP library."""
@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from addons.clock import SYSTEM, Clock
-from addons.router_errors import Failure
-from addons.routing import Target
+from core.clock import SYSTEM, Clock
+from core.errors import Failure
+from core.routing import Target
 from providers.chat import ChatStream, ProviderStreamError, UpstreamRequest, error_summary, translate_frames
 from providers.safe_json import TooDeep, loads
 from providers.sse import SSEDecoder

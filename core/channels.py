@@ -12,7 +12,7 @@ import urllib.request
 from email.message import EmailMessage
 from typing import Any
 
-from addons.config import EmailAlerts
+from core.config import EmailAlerts
 
 TIMEOUT_SECONDS = 10.0
 # What a generic webhook receives: the alert row's own facts, not its delivery bookkeeping.

@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from addons.clock import SYSTEM, Clock
-from addons.secrets import scrub
-from addons.sending import RawStreamAnswer, StreamAnswer, UpstreamBroke
+from core.clock import SYSTEM, Clock
+from core.secrets import scrub
+from core.sending import RawStreamAnswer, StreamAnswer, UpstreamBroke
 from providers import INNER_CHAT
 from providers.base import ResponseFacts, Route, StreamState
 from providers.chat import ProviderStreamError

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from addons.config import CacheConfig, CacheSettings
+from core.config import CacheConfig, CacheSettings
 from providers.canonical import canonical
 from providers.safe_json import loads
 

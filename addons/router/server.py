@@ -15,8 +15,8 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from addons.router_errors import HeadersTooLarge, MalformedRequest, MethodNotAllowed, NotFound, RouterError
-from addons.secrets import scrub
+from core.errors import HeadersTooLarge, MalformedRequest, MethodNotAllowed, NotFound, RouterError
+from core.secrets import scrub
 
 OnError = Callable[[web.BaseRequest, RouterError], bytes]  # records the error; the body to answer with
 

@@ -1,6 +1,6 @@
 """The router's real upstream: one pooled aiohttp session (keep-alive connections to every provider,
 shared by all routed calls) that opens each attempt's response; the rest of an attempt is the seam's
-(addons/sending.py)."""
+(core/sending.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import json
 
 import aiohttp
 
-from addons.clock import SYSTEM, Clock
-from addons.router_errors import Failure
-from addons.routing import Target
-from addons.sending import Opened, OpeningUpstream, UpstreamBroke
+from core.clock import SYSTEM, Clock
+from core.errors import Failure
+from core.routing import Target
+from core.sending import Opened, OpeningUpstream, UpstreamBroke
 from providers.chat import UpstreamRequest
 
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from addons.config import Cooldown, Deployment, RouterConfig
+from core.config import Cooldown, Deployment, RouterConfig
 from providers import Endpoint, endpoint, provider_of
 from providers.pricing import PriceTable
 

@@ -8,10 +8,10 @@ import time
 from typing import Any
 
 from addons.cache import Cache
-from addons.cachekey import BadCacheControl, cache_key, controls
-from addons.cachestore import Entry
-from addons.call import Call
-from addons.router_errors import BadRequest
+from core.cachekey import BadCacheControl, cache_key, controls
+from core.cachestore import Entry
+from core.call import Call
+from core.errors import BadRequest
 from addons.settings import Settings
 from providers import INNER_CHAT
 from providers.canonical import sampled

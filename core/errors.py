@@ -6,7 +6,7 @@
     ├── Forbidden                403 model_not_allowed
     ├── ModelNotFound            404 model_not_found
     ├── BodyTooLarge             413 request_too_large
-    ├── NotFound                 404 unknown_url, MethodNotAllowed 405 method_not_allowed (addons/router_http.py)
+    ├── NotFound                 404 unknown_url, MethodNotAllowed 405 method_not_allowed (addons/router/server.py)
     ├── MalformedRequest         400 invalid_http_request, HeadersTooLarge 431 request_headers_too_large
     ├── Refused                  429 budget_exceeded / rate_limit_exceeded (addons/spend.py decides)
     ├── ProviderRejected         the provider's own 4xx, not retried (400, 401, 403, 404)

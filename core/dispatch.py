@@ -1,5 +1,5 @@
 """Dispatch: a routed call sent along its plan through the Upstream it is given, retried and failed over
-(addons/fallback.py) on the Clock it is given, each deployment's health kept, every attempt recorded.
+(core/fallback.py) on the Clock it is given, each deployment's health kept, every attempt recorded.
 Imports neither mitmproxy nor an HTTP library: tests drive it with a fake upstream on a virtual clock."""
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from addons.clock import SYSTEM, Clock
-from addons.config import RetryPolicy
-from addons.fallback import attempt_in_order
-from addons.router_errors import Failure
-from addons.routing import Cooling, Target
-from addons.sending import Answer, Upstream
+from core.clock import SYSTEM, Clock
+from core.config import RetryPolicy
+from core.fallback import attempt_in_order
+from core.errors import Failure
+from core.routing import Cooling, Target
+from core.sending import Answer, Upstream
 from providers.chat import UpstreamRequest
 
 
