@@ -36,7 +36,7 @@ from addons.settings import Settings
 from providers.safe_json import loads
 
 if TYPE_CHECKING:
-    from addons.spend import Spend
+    from core.admission import Admission
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def target(alerts: config.Alerts | None, channel: str) -> str | config.EmailAler
 class Alerts:
     """Takes Spend's crossings on the event loop and hands them to the Sender thread."""
 
-    def __init__(self, settings: Settings, spend: Spend | None = None, retry_base: float = RETRY_BASE_SECONDS,
+    def __init__(self, settings: Settings, spend: Admission | None = None, retry_base: float = RETRY_BASE_SECONDS,
                  max_attempts: int = MAX_ATTEMPTS) -> None:
         self.settings = settings
         self.spend = spend

@@ -11,7 +11,7 @@ from mitmproxy import ctx, http
 
 from core.call import Call
 from addons.provider_layer import REASON, REPLY, TOO_LARGE
-from addons.recorder import Recorder
+from core.recorder import Recorder
 from core.secrets import fingerprint_key, key_from, redact_url
 from addons.settings import Settings
 from addons.store import Store

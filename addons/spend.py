@@ -1,108 +1,20 @@
-"""Spend: budgets and rate limits per gateway key, customer and the whole gateway. A call is refused
-before any byte goes upstream when it would pass a cap, and settled to what it cost when it ends."""
+"""Spend: passthrough's door to Admission (budgets and rate limits, in core/admission.py). A call it
+refuses is answered 429 before any byte goes upstream; a replayed call gives its reservation back."""
 
 from __future__ import annotations
 
-import asyncio
-import fnmatch
-import logging
-import math
-import time
-from collections.abc import Callable
-from contextlib import closing
-from typing import Any
-
 from mitmproxy import ctx, http
 
-from core import database
-from core.call import Call, iso
 from addons.capture import refuse, replayed
-from core.config import Budget, Policy, RateLimit
-from core.ledger import LIFETIME, Amount, Crossing, Ledger, Refusal, Reservation, Scope, period_bounds, plural
-from core.ratelimit import Window
-from addons.settings import Settings
-from addons.store import Store
-from providers.base import Usage
-
-log = logging.getLogger(__name__)
-
-PERIODS = ("day", "week", "month", "year", "lifetime")
-SNAPSHOT_SECONDS = 2.0
-# Respan's customer_params.budget_duration -> our periods.
-DURATIONS = {"daily": "day", "weekly": "week", "monthly": "month", "yearly": "year"}
+from core.admission import Admission
+from core.call import Call
 
 
-def customer_params_budgets(params: dict[str, Any]) -> list[Budget]:
-    """Budgets a request carries for its customer: period_budget per budget_duration, total_budget."""
-    budgets = []
-    period = DURATIONS.get(str(params.get("budget_duration", "monthly")).lower(), "month")
-    for field, budget_period in (("period_budget", period), ("total_budget", "lifetime")):
-        value = params.get(field)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            budgets.append(Budget(name=f"customer_params.{field}", unit="usd", period=budget_period, cap=value))
-    return budgets
-
-
-def restored_summary(spent: dict[tuple[Scope, str, str], Amount]) -> str | None:
-    """One line for the spend read back at start (a line per scope and period was 70 lines after
-    ten minutes of use): the gateway's total today, this month and in all, and how many keys and
-    customers have spend. None when there is none."""
-    totals = {period: amount for (scope, period, _), amount in spent.items() if scope[0] == "global"}
-    if not totals.get(LIFETIME, Amount()).requests:
-        return None
-    parts = [f"{label} ${totals[period].usd:.6f} in {plural(totals[period].requests, 'call')}"
-             for period, label in (("day", "today"), ("month", "this month"), (LIFETIME, "in all")) if period in totals]
-    scopes = {kind: len({s[1] for (s, period, _) in spent if s[0] == kind and period == LIFETIME})
-              for kind in ("key", "customer")}
-    return (f"tapgate: restored spend from the store: {', '.join(parts)}; "
-            f"{plural(scopes['key'], 'key')} and {plural(scopes['customer'], 'customer')} with spend")
-
-
-class Spend:
-    def __init__(self, settings: Settings, store: Store, keyring: Any = None) -> None:
-        self.settings = settings
-        self.store = store
-        self.keyring = keyring  # Auth's KeyRing: the budgets of every usable key, called or not
-        self.ledger = Ledger()
-        self.windows: dict[Scope, Window] = {}
-        self.seen: dict[tuple[Scope, str], Budget] = {}  # every budget a call counted against
-        self.on_crossing: list[Callable[[Crossing, Any], None]] = []
-        self._refused: dict[tuple[Scope, str], str] = {}  # (scope, budget) -> period its refusal alerted in
-        self._unpriced: set[str] = set()
-        self._snapshot: asyncio.TimerHandle | None = None
-        self._written: dict[str, tuple] = {}  # budgets table id -> what was last written for it
-
-    # -- start: spend comes back from the store --------------------------------------------------
+class Spend(Admission):
+    """The router asks the same object (admit, downgrade); Capture's recorder calls `settle`."""
 
     def running(self) -> None:
-        self.ledger = Ledger(self.settings.config.timezone)
-        self.ledger.load(self._totals_from_store())
-        if line := restored_summary(self.ledger.spent):
-            log.info(line)
-        self._schedule_snapshot()
-
-    def _totals_from_store(self) -> dict[tuple[Scope, str, str], Amount]:
-        totals: dict[tuple[Scope, str, str], Amount] = {}
-        now = self.ledger.now()
-        with closing(database.connect(ctx.options.tapgate_db)) as conn:
-            # budgets an earlier run wrote: the first snapshot retires those no longer in force
-            self._written = dict.fromkeys(database.budget_ids(conn), ())
-            for period in PERIODS:
-                start, _ = period_bounds(period, now)
-                label = start.isoformat() if start else "lifetime"
-                since = database.iso(start) if start else ""
-                for row in database.spend_by_scope(conn, since):
-                    amount = Amount(row["usd"] or 0.0, row["tokens"] or 0, row["requests"])
-                    scopes: list[Scope] = [("global", "")]
-                    if row["key_id"]:
-                        scopes.append(("key", row["key_id"]))
-                    if row["customer_identifier"]:
-                        scopes.append(("customer", row["customer_identifier"]))
-                    for scope in scopes:
-                        totals.setdefault((scope, period, label), Amount()).add(amount)
-        return totals
-
-    # -- a call starts: rate limits, then the worst case reserved ---------------------------------
+        self.start(ctx.options.tapgate_db)
 
     def request(self, flow: http.HTTPFlow) -> None:
         call: Call | None = flow.metadata.get("tapgate")
@@ -112,124 +24,6 @@ class Spend:
             message, code, headers = refusal
             refuse(flow, call, 429, message, code, headers=headers)
 
-    def admit(self, call: Call, key) -> tuple[str, str, dict[str, str] | None] | None:
-        """Check rate limits, then reserve the call's worst case in one step (no await between check
-        and reserve). None when the call may go on; else (message, code, headers) for a 429."""
-        budgets, limits = self._policies(call, key)
-        if not budgets and not limits:
-            return None  # nothing to enforce: keep the hot path free
-        now = time.monotonic()
-        for scope, limit in limits:
-            if over := self.windows.setdefault(scope, Window()).check(limit.rpm, limit.tpm, now):
-                which, retry_after = over
-                message = (
-                    f"Rate limit exceeded for {scope[0]} {scope[1]}: {which} per minute "
-                    f"({limit.rpm if which == 'requests' else limit.tpm}); retry after {retry_after} s."
-                )
-                return message, "rate_limit_exceeded", {"retry-after": str(retry_after)}
-        result = self.ledger.reserve(budgets, self._worst_case(call))
-        if isinstance(result, Refusal):
-            self._refusing(result, call)
-            return result.message(self._worst_case_text(call)), "budget_exceeded", None
-        call.reservation = result
-        for scope, budget in budgets:
-            self.seen[scope, budget.label] = budget
-        for scope, _ in limits:
-            self.windows[scope].add_request(now)
-        return None
-
-    def downgrade(self, call: Call, key, model: str) -> tuple[str, str] | None:
-        """(cheaper model, note) when a downgrade rule of the caller's key or customer applies to model:
-        some budget of that scope with a cap is at least the rule's share spent (reservations count)."""
-        config = self.settings.config
-        candidates = []
-        if key is not None and key.downgrade:
-            candidates.append((("key", key.id), list(key.budgets), key.downgrade))
-        if (customer := call.customer_identifier) and (policy := config.customers.get(customer, config.customer_default)):
-            if policy.downgrade:
-                budgets = list(policy.budgets) + self._declared(call, key)
-                candidates.append((("customer", customer), budgets, policy.downgrade))
-        now = self.ledger.now()
-        for scope, budgets, rules in candidates:
-            standing = []
-            for b in budgets:
-                if b.cap:
-                    spent, reserved, _ = self.ledger.standing(scope, b, now)
-                    standing.append(((spent + reserved) / b.cap, b.label))
-            if not standing:
-                continue
-            share, label = max(standing)
-            for rule in rules:
-                if share >= rule.above and fnmatch.fnmatchcase(model, rule.model) and rule.to != model:
-                    return rule.to, (f"downgraded {model} to {rule.to}: {scope[0]} {scope[1]} has spent "
-                                     f"{share:.0%} of its {label} budget (rule: above {rule.above:.0%})")
-        return None
-
-    def _declared(self, call: Call, key) -> list[Budget]:
-        """The budgets the call declares for its customer, if config lets its caller declare them."""
-        if not call.customer_params:
-            return []
-        honoured = self.settings.config.customer_params_budgets
-        if honoured == "none" or (honoured != "all" and (key is None or not {key.id, key.name} & set(honoured))):
-            return []
-        return customer_params_budgets(call.customer_params)
-
-    def _refusing(self, refusal: Refusal, call: Call) -> None:
-        """A budget that starts refusing calls becomes an alert, once per budget and period. Settled
-        spend rarely reaches a cap (reservations keep it under), so its crossing alone would never
-        fire; the alert shares the cap crossing's id, so the alerts table keeps only the first."""
-        budget = refusal.budget
-        if self._refused.get((refusal.scope, budget.label)) == refusal.period_start:
-            return
-        self._refused[refusal.scope, budget.label] = refusal.period_start
-        crossing = Crossing(refusal.scope, budget, budget.cap, refusal.spent, refusal.period_start,
-                            refusal.resets_at, refusing=refusal.reserving)
-        for fire in self.on_crossing:
-            fire(crossing, call)
-
-    def _worst_case_text(self, call: Call) -> str:
-        """How the call's reservation was reckoned and how to make it smaller, for a refusal."""
-        # The router's clients all cap output with max_tokens; passthrough names the provider's own field.
-        field = call.route.provider.max_tokens_field if call.mode == "passthrough" else "max_tokens"
-        if call.facts.max_tokens:
-            return (f"its input plus the {call.facts.max_tokens} output tokens its {field} allows "
-                    f"(a smaller {field} reserves less)")
-        return (f"its input plus {self.settings.config.default_max_tokens} output tokens, assumed because it "
-                f"sets no {field} (config default_max_tokens); send {field} to reserve less")
-
-    def _policies(self, call: Call, key) -> tuple[list[tuple[Scope, Budget]], list[tuple[Scope, RateLimit]]]:
-        config = self.settings.config
-        budgets: list[tuple[Scope, Budget]] = [(("global", ""), b) for b in config.budgets]
-        limits: list[tuple[Scope, RateLimit]] = []
-        if key is not None:
-            budgets += [(("key", key.id), b) for b in key.budgets]
-            if key.rate_limit.rpm or key.rate_limit.tpm:
-                limits.append((("key", key.id), key.rate_limit))
-        if customer := call.customer_identifier:
-            policy: Policy = config.customers.get(customer, config.customer_default)
-            scope = ("customer", customer)
-            budgets += [(scope, b) for b in policy.budgets]
-            budgets += [(scope, b) for b in self._declared(call, key)]
-            if policy.rate_limit.rpm or policy.rate_limit.tpm:
-                limits.append((scope, policy.rate_limit))
-        return budgets, limits
-
-    def _worst_case(self, call: Call) -> Amount:
-        """Input at two characters a token (fewer than any tokenizer packs) plus every output token the
-        call may ask for, at the model's prices."""
-        facts = call.facts
-        tokens_in = math.ceil(facts.prompt_chars / 2)
-        tokens_out = facts.max_tokens or self.settings.config.default_max_tokens
-        usd, model = None, call.priced_as or facts.model
-        if model:
-            usd = self.settings.prices.cost(call.route.prices_under, model, Usage(tokens_in, tokens_out))
-            if usd is None and model not in self._unpriced:
-                self._unpriced.add(model)
-                log.warning("tapgate: no price for %s: USD budgets cannot reserve its calls ahead", model)
-        return Amount(usd or 0.0, tokens_in + tokens_out, 1)
-
-    # -- a call ends: settle ---------------------------------------------------------------------
-
     def response(self, flow: http.HTTPFlow) -> None:
         self._release_replayed(flow)
 
@@ -237,92 +31,10 @@ class Spend:
         self._release_replayed(flow)
 
     def _release_replayed(self, flow: http.HTTPFlow) -> None:
-        """A call server replay answered from a file is not recorded (Capture) and cost nothing: its
-        reservation is given back, counting nothing."""
+        """A call server replay answered from a file is not recorded (Capture) and cost nothing."""
         call: Call | None = flow.metadata.get("tapgate")
-        if call is not None and call.reservation is not None and replayed(flow):
-            self.ledger.settle(call.reservation, Amount())
-
-    def settle(self, row: dict[str, Any], call: Call) -> None:
-        """A Capture listener: every recorded call, once."""
-        if call.refused:
-            return
-        tokens = (row["input_tokens"] or 0) + (row["output_tokens"] or 0)
-        reservation: Reservation | None = call.reservation
-        if reservation is not None:
-            for crossing in self.ledger.settle(reservation, Amount(row["cost_usd"] or 0.0, tokens, 1)):
-                for fire in self.on_crossing:
-                    fire(crossing, call)
-        now = time.monotonic()
-        key = (("key", row["key_id"]),) if row["key_id"] else ()
-        customer = (("customer", row["customer_identifier"]),) if row["customer_identifier"] else ()
-        for scope in (*key, *customer):
-            if (window := self.windows.get(scope)) is not None:
-                window.add_tokens(tokens, now)
-
-    # -- where each budget stands, for `tapgate top` and Datasette -------------------------------
-
-    def _schedule_snapshot(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        self._snapshot = loop.call_later(SNAPSHOT_SECONDS, self._write_snapshot)
-
-    def in_force(self) -> dict[tuple[Scope, str], Budget]:
-        """Every budget that applies now, by (scope, label): the config's, every usable key's (from
-        the key ring, so a key created or updated shows before its first call), each configured
-        customer's and each customer's that has called (with budgets its calls carried)."""
-        config = self.settings.config
-        budgets = {(("global", ""), b.label): b for b in config.budgets}
-        for key in self.keyring.keys() if self.keyring is not None else ():
-            if key.problem() is None:
-                budgets.update({(("key", key.id), b.label): b for b in key.budgets})
-        budgets.update({k: b for k, b in self.seen.items() if k[0][0] == "customer"})
-        called = {scope[1] for scope, _, _ in self.ledger.spent if scope[0] == "customer"}
-        for customer in sorted(called | set(config.customers)):
-            policy = config.customers.get(customer, config.customer_default)
-            budgets.update({(("customer", customer), b.label): b for b in policy.budgets})
-        return budgets
-
-    def _write_snapshot(self) -> None:
-        """Where each budget in force stands, for the dashboards: a row when it changed, and a row
-        with no cap for one no longer in force (a key's budget removed, a key revoked)."""
-        now, updated = self.ledger.now(), iso(time.time())
-        current = set()
-        for (scope, label), budget in self.in_force().items():
-            spent, reserved, resets = self.ledger.standing(scope, budget, now)
-            start, _ = period_bounds(budget.period, now)
-            row = {
-                "id": f"{scope[0]}:{scope[1]}:{label}",
-                "name": f"{scope[0]} {scope[1]} {label}".replace("  ", " "),
-                "scope": scope[0],
-                "scope_id": scope[1],
-                "unit": budget.unit,
-                "period": budget.period,
-                "period_start": start.isoformat() if start else "lifetime",
-                "resets_at": resets.isoformat() if resets else None,
-                "spent": spent,
-                "reserved": reserved,
-                "cap": budget.cap,
-            }
-            current.add(row["id"])
-            self._write_budget(row, updated)
-        for gone in [i for i, last in self._written.items() if i not in current and last != ("retired",)]:
-            scope, scope_id, label = gone.split(":", 2)
-            self._write_budget({"id": gone, "name": f"{scope} {scope_id} {label}".replace("  ", " "), "scope": scope,
-                                "scope_id": scope_id, "cap": None}, updated, retired=True)
-        self._schedule_snapshot()
-
-    def _write_budget(self, row: dict[str, Any], updated: str, retired: bool = False) -> None:
-        what = ("retired",) if retired else tuple(row.values())
-        if self._written.get(row["id"]) != what:
-            self._written[row["id"]] = what
-            self.store.add("budgets", {**row, "updated_at": updated})
+        if call is not None and replayed(flow):
+            self.release(call)
 
     def done(self) -> None:
-        if self._snapshot is not None:
-            self._snapshot.cancel()
-            self._snapshot = None
-
-
+        self.stop()

@@ -1,43 +1,22 @@
-"""The Store addon: owns the database file (schema in database.py), and the journal and writer thread
-that keep hooks off SQLite."""
+"""The Store addon: the `tapgate_db` option, opening core's Storage when it changes and closing it
+at shutdown. Every other addon journals rows through it (`add`, `add_all`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
-from typing import Any
 
 from mitmproxy import ctx, exceptions
 
 from core.database import DEFAULT_DB
-from core.journal import Journal, journal_dir
-from core.schema import install_salt, open_db
-from core.writer import Writer, replay
+from core.store import Storage
 
 log = logging.getLogger(__name__)
 
 
-def _hex(value: Any) -> str:
-    """json.dumps' fallback: bytes (cache bodies) as hex, decoded by the writer's SQL."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
-class Store:
-    """Owns the database file named by `tapgate_db`, its journal and its writer thread.
-
-    `add` appends the record to the journal (one `os.write`, on the caller's thread) and returns: a
-    call is recorded before its answer completes, and survives a crash of the process from then on.
-    At start, what a dead gateway left in the journal is committed before any addon reads the store
-    (Store.configure runs at load, every reader in `running`). `done()` commits the rest."""
-
-    def __init__(self) -> None:
-        self.writer: Writer | None = None
-        self.journal: Journal | None = None
-        self.salt = ""
-        self._failing = False
+class Store(Storage):
+    """At start, what a dead gateway left in the journal is committed before any addon reads the
+    store (Store.configure runs at load, every reader in `running`). `done()` commits the rest."""
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -48,58 +27,13 @@ class Store:
         if "tapgate_db" in updated:
             path = Path(ctx.options.tapgate_db).expanduser()
             try:
-                db = open_db(path)
-                try:
-                    salt = install_salt(db)
-                    replay(path, db, journal_dir(path))
-                finally:
-                    db.close()
-                journal = Journal(journal_dir(path))
+                self.open(path)
             except Exception as e:  # the store in use (if any) stays in use
                 raise exceptions.OptionsError(f"tapgate_db: cannot open {path}: {e}") from None
-            self._stop()
-            self.salt, self.journal = salt, journal
-            self.writer = Writer(path, journal, open_db, salt)
-            self.writer.start()
 
     def running(self) -> None:
         # Store is the last addon, so this is the last start-up hook: the proxy is ready.
         log.info("tapgate ready: recording LLM calls to %s", ctx.options.tapgate_db)
 
-    def add(self, table: str, row: dict[str, Any]) -> None:
-        """Journal a row; never waits on SQLite."""
-        self.add_all([(table, row)])
-
-    def add_all(self, records: list[tuple[str, dict[str, Any]]]) -> None:
-        """Journal rows in one write (a call's row and its spans)."""
-        if self.writer is None:
-            return
-        data = b"".join(b'["%s",%s]\n' % (table.encode(), json.dumps(row, separators=(",", ":"), default=_hex).encode())
-                        for table, row in records)
-        try:
-            self.journal.append(data, len(records))
-        except OSError as e:
-            try:  # the journal's directory went away, or its file system is full: one fresh try
-                self.journal.reopen()
-                self.journal.append(data, len(records))
-            except OSError:
-                self.writer.lost += len(records)
-                if not self._failing:
-                    log.error("tapgate: cannot append to the journal in %s (%s): calls are not being recorded",
-                              self.journal.directory, e)
-                self._failing = True
-                return
-        self._failing = False
-        if not self.writer.wake.is_set():
-            self.writer.wake.set()
-
     def done(self) -> None:
-        self._stop()
-
-    def _stop(self) -> None:
-        if self.writer is not None:
-            self.writer.stopping.set()
-            self.writer.wake.set()
-            self.writer.join()
-            self.writer = None
-            self.journal = None
+        self.close()

@@ -61,7 +61,7 @@ class Call:
     customer_params: dict[str, Any] = field(default_factory=dict)
     # The gateway answered the call itself and why (budget_exceeded, rate_limited, ...).
     refused: str | None = None
-    # What the call booked in the ledger before it went upstream (addons/spend.py).
+    # What the call booked in the ledger before it went upstream (core/admission.py).
     reservation: Any = None
     # Router calls: the deployment model prices are looked up under (the client may have sent an alias).
     priced_as: str | None = None

@@ -8,7 +8,7 @@
     ├── BodyTooLarge             413 request_too_large
     ├── NotFound                 404 unknown_url, MethodNotAllowed 405 method_not_allowed (addons/router/server.py)
     ├── MalformedRequest         400 invalid_http_request, HeadersTooLarge 431 request_headers_too_large
-    ├── Refused                  429 budget_exceeded / rate_limit_exceeded (addons/spend.py decides)
+    ├── Refused                  429 budget_exceeded / rate_limit_exceeded (core/admission.py decides)
     ├── ProviderRejected         the provider's own 4xx, not retried (400, 401, 403, 404)
     └── AllAttemptsFailed        429, 502, 503 or 504 once every retry and fallback failed; lists each
                                  (500 provider_key_missing when no deployment had its key variable set)

@@ -95,7 +95,7 @@ def test_rate_limit_window(rpm, tpm):
 
 
 def test_restored_spend_is_one_line():
-    from addons.spend import restored_summary
+    from core.admission import restored_summary
 
     assert restored_summary({}) is None
     spent = {}

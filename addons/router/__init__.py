@@ -30,7 +30,7 @@ from addons.capture import BODY_LIMIT
 from core.clock import SYSTEM, Clock
 from core.config import RetryPolicy
 from core.dispatch import Attempt, Dispatch, Timeouts
-from addons.recorder import Recorder
+from core.recorder import Recorder
 from core.relay import ChatRelay, Outcome, RawRelay
 from addons.router.cache import RouterCache, render_cached
 from addons.router.request import authenticate, master_key, note_refused, read_json
@@ -47,7 +47,7 @@ from core.routing import Routes, Target, UnknownModel
 from core.secrets import scrub
 from core.sending import Upstream, WholeAnswer
 from addons.settings import Settings
-from addons.spend import Spend
+from core.admission import Admission
 from core.tagging import BadTag, new_span_id, new_trace_id, pop_router_fields, router_tags, trace_context
 from core.upstream import HttpUpstream
 from providers import FRONTS, INNER_CHAT, replay_for
@@ -62,7 +62,7 @@ class Router:
     """`upstream` and `clock` are what routed calls are sent through and timed by: the real ones unless
     given (tests give a fake upstream on a virtual clock)."""
 
-    def __init__(self, settings: Settings, recorder: Recorder, auth: Auth, spend: Spend, cache: Cache,
+    def __init__(self, settings: Settings, recorder: Recorder, auth: Auth, spend: Admission, cache: Cache,
                  upstream: Upstream | None = None, clock: Clock = SYSTEM) -> None:
         self.settings = settings
         self.cache = cache

@@ -1,0 +1,87 @@
+"""Storage: the open database file, its journal and its writer thread, which keep hooks off SQLite.
+The schema is in core/schema.py, plain reads in core/database.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from core.journal import Journal, journal_dir
+from core.schema import install_salt, open_db
+from core.writer import Writer, replay
+
+log = logging.getLogger(__name__)
+
+
+def _hex(value: Any) -> str:
+    """json.dumps' fallback: bytes (cache bodies) as hex, decoded by the writer's SQL."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class Storage:
+    """The database file, its journal and its writer thread.
+
+    `add` appends the record to the journal (one `os.write`, on the caller's thread) and returns: a
+    call is recorded before its answer completes, and survives a crash of the process from then on.
+    `open` first commits what a dead gateway left in the journal; `close` commits the rest."""
+
+    def __init__(self) -> None:
+        self.writer: Writer | None = None
+        self.journal: Journal | None = None
+        self.salt = ""
+        self._failing = False
+
+    def open(self, path: Path) -> None:
+        """Use the file at `path` from now on. Raises (and the file in use, if any, stays in use)
+        when it cannot be opened."""
+        db = open_db(path)
+        try:
+            salt = install_salt(db)
+            replay(path, db, journal_dir(path))
+        finally:
+            db.close()
+        journal = Journal(journal_dir(path))
+        self.close()
+        self.salt, self.journal = salt, journal
+        self.writer = Writer(path, journal, open_db, salt)
+        self.writer.start()
+
+    def add(self, table: str, row: dict[str, Any]) -> None:
+        """Journal a row; never waits on SQLite."""
+        self.add_all([(table, row)])
+
+    def add_all(self, records: list[tuple[str, dict[str, Any]]]) -> None:
+        """Journal rows in one write (a call's row and its spans)."""
+        if self.writer is None:
+            return
+        data = b"".join(b'["%s",%s]\n' % (table.encode(), json.dumps(row, separators=(",", ":"), default=_hex).encode())
+                        for table, row in records)
+        try:
+            self.journal.append(data, len(records))
+        except OSError as e:
+            try:  # the journal's directory went away, or its file system is full: one fresh try
+                self.journal.reopen()
+                self.journal.append(data, len(records))
+            except OSError:
+                self.writer.lost += len(records)
+                if not self._failing:
+                    log.error("tapgate: cannot append to the journal in %s (%s): calls are not being recorded",
+                              self.journal.directory, e)
+                self._failing = True
+                return
+        self._failing = False
+        if not self.writer.wake.is_set():
+            self.writer.wake.set()
+
+    def close(self) -> None:
+        """Stop the writer once it has committed everything journalled."""
+        if self.writer is not None:
+            self.writer.stopping.set()
+            self.writer.wake.set()
+            self.writer.join()
+            self.writer = None
+            self.journal = None
