@@ -13,7 +13,8 @@ from mitmproxy.test import taddons
 from receivers import HttpReceiver, SmtpReceiver
 
 from core import channels
-from addons.alerts import Alerts, alert_row
+from addons.alerts import Alerts
+from core.alerting import alert_row
 from addons.auth import Auth
 from core.call import iso
 from core.config import Alerts as Destinations
@@ -153,7 +154,7 @@ def test_a_failing_receiver_is_retried_until_it_takes_the_alert_once(tmp_path, h
 def test_it_gives_up_after_max_attempts_and_keeps_the_error(tmp_path, http, caplog):
     http.fail["/hook"] = [500] * 10
     db = tmp_path / "t.db"
-    caplog.set_level(logging.INFO, logger="addons.alerts")
+    caplog.set_level(logging.INFO, logger="core.alerting")
     alert_id = f"customer:acme:usd/month:8:{MONTH}"
     with running(db, Destinations(webhook=http.url("/hook")), max_attempts=3) as alerts:
         alerts.fire(crossing(), None)
