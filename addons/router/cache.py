@@ -7,19 +7,19 @@ import json
 import time
 from typing import Any
 
-from addons.cache import Cache
+from addons.settings import Settings
+from core.cache import Caching
 from core.cachekey import BadCacheControl, cache_key, controls
 from core.cachestore import Entry
 from core.call import Call
 from core.errors import BadRequest
-from addons.settings import Settings
 from providers import INNER_CHAT
 from providers.canonical import sampled
 from providers.safe_json import loads
 
 
 class RouterCache:
-    def __init__(self, settings: Settings, cache: Cache) -> None:
+    def __init__(self, settings: Settings, cache: Caching) -> None:
         self.settings = settings
         self.cache = cache
 
