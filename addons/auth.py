@@ -12,8 +12,8 @@ from pathlib import Path
 from mitmproxy import connection, ctx, http
 
 from addons.capture import refuse
-from core.keys import GatewayKey, KeyRing, hash_secret
 from addons.settings import Settings
+from core.keys import GatewayKey, KeyRing, hash_secret
 
 KEY_HEADER = "x-tapgate-key"
 CHALLENGE = {"proxy-authenticate": 'Basic realm="tapgate"'}

@@ -9,12 +9,12 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
-from core.call import Call
 from addons.provider_layer import REASON, REPLY, TOO_LARGE
-from core.recorder import Recorder
-from core.secrets import fingerprint_key, key_from, redact_url
 from addons.settings import Settings
 from addons.store import Store
+from core.call import Call
+from core.recorder import Recorder
+from core.secrets import fingerprint_key, key_from, redact_url
 from core.tagging import (
     HEADER_PREFIX,
     BadTag,

@@ -13,8 +13,8 @@ from rich.color import ColorSystem
 from rich.console import Console as RichConsole
 from rich.style import Style
 
-from core.secrets import redact_url, scrub
 from cli.cells import cost_text, status_text, tokens_text
+from core.secrets import redact_url, scrub
 
 # mitmdump prints every flow itself, URL and all (a Gemini `?key=` in full at 125 columns). For the
 # calls tapgate records, its own line replaces that dump; other flows to a provider host get a redacted line.

@@ -14,10 +14,10 @@ from mitmproxy import ctx, exceptions
 from rich.console import Console as RichConsole
 from rich.live import Live
 
-from core import database
-from core.journal import read_status
 from cli.snapshot import Tally, snapshot
 from cli.views import DashboardView
+from core import database
+from core.journal import read_status
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ from pydantic import ValidationError
 from sqlite_utils import Database
 from sqlite_utils.db import NotFoundError
 
+from cli.queries import StoreError
 from core.config import Alerts, Budget, Downgrade, Period, RateLimit, Unit
 from core.keys import GatewayKey, hash_secret, new_secret
-from cli.queries import StoreError
 
 PREFIX_CHARS = 8  # of the secret, kept so a key can be recognised in a list ("tg-AbCdE")
 _SPEC = re.compile(r"^(?P<cap>(?:\d+(?:\.\d*)?|\.\d+)(?:e[-+]?\d+)?)?(?P<unit>[a-z]+)/(?P<period>[a-z]+)(?:@(?P<soft>.*))?$")

@@ -14,9 +14,9 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+from cli import queries, shell_init
 from core.database import DEFAULT_DB
 from core.ledger import plural
-from cli import queries, shell_init
 from providers.safe_json import loads
 
 
@@ -63,9 +63,9 @@ def time_range(args: argparse.Namespace) -> tuple[str | None, str | None]:
 def cmd_top(args: argparse.Namespace) -> int:
     from rich.live import Live
 
-    from core.journal import read_status
     from cli.snapshot import Tally, snapshot
     from cli.views import DashboardView
+    from core.journal import read_status
 
     conn = queries.connect(args.db)
     tally = Tally(args.window * 60)

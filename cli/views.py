@@ -14,11 +14,11 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from core.ledger import fmt, plural
 from cli import columns
 from cli.cells import cost_text, status_text, tokens_text
 from cli.columns import Column, keep_end
 from cli.snapshot import Snapshot, Spend
+from core.ledger import fmt, plural
 from providers import transcript
 from providers.safe_json import loads
 

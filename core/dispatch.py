@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from core.clock import SYSTEM, Clock
 from core.config import RetryPolicy
-from core.fallback import attempt_in_order
 from core.errors import Failure
+from core.fallback import attempt_in_order
 from core.routing import Cooling, Target
 from core.sending import Answer, Upstream
 from providers.chat import UpstreamRequest

@@ -12,19 +12,19 @@ import pytest
 from mitmproxy.test import taddons
 from receivers import HttpReceiver, SmtpReceiver
 
-from core import channels
 from addons.alerts import Alerts
-from core.alerting import alert_row
 from addons.auth import Auth
+from addons.settings import Settings
+from addons.spend import Spend
+from addons.store import Store
+from core import channels
+from core.alerting import alert_row
 from core.call import iso
 from core.config import Alerts as Destinations
 from core.config import Budget, EmailAlerts, TapgateConfig
 from core.keys import hash_secret
 from core.ledger import Crossing
 from core.schema import open_db
-from addons.settings import Settings
-from addons.spend import Spend
-from addons.store import Store
 
 MONTH = "2026-11-01T00:00:00+00:00"
 RESETS = datetime(2026, 12, 1, tzinfo=UTC)

@@ -12,12 +12,12 @@ from support import Rows
 
 from addons.auth import Auth, proxy_secret
 from addons.capture import Capture
-from core.config import TapgateConfig
-from core.schema import open_db
 from addons.settings import Settings
 from addons.store import Store
 from addons.tunnel import Tunnel
 from cli import keyadmin
+from core.config import TapgateConfig
+from core.schema import open_db
 
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 

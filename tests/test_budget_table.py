@@ -7,13 +7,13 @@ from datetime import UTC, datetime
 from known_store import request
 from mitmproxy.test import taddons
 
+from addons.settings import Settings
+from addons.spend import Spend
 from core.config import Budget, Policy, TapgateConfig
 from core.database import iso
 from core.keys import GatewayKey
 from core.ledger import Amount
 from core.schema import open_db
-from addons.settings import Settings
-from addons.spend import Spend
 
 DAY = Budget(unit="requests", period="day", cap=5)
 

@@ -9,8 +9,8 @@ import sys
 import pytest
 from known_store import CALLER, TRACE, build
 
-from core.schema import open_db
 from cli.main import main
+from core.schema import open_db
 
 
 @pytest.fixture

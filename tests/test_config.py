@@ -4,8 +4,8 @@ import pytest
 from mitmproxy import exceptions
 from mitmproxy.test import taddons
 
-from core.config import ConfigError, load_config
 from addons.settings import Settings
+from core.config import ConfigError, load_config
 
 
 def test_no_file_means_defaults():

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from core.config import RetryPolicy
-from core.fallback import attempt_in_order, backoff, decide
 from core.errors import AllAttemptsFailed, Failure, ProviderRejected
+from core.fallback import attempt_in_order, backoff, decide
 from core.routing import Target
 from providers import endpoint
 

@@ -17,8 +17,8 @@ from fake_upstream import FakeUpstream, VirtualClock
 
 from core.config import RouterConfig
 from core.dispatch import Attempt, Dispatch, Timeouts
-from core.relay import ChatRelay, Outcome, RawRelay
 from core.errors import AllAttemptsFailed, ProviderRejected, RouterError
+from core.relay import ChatRelay, Outcome, RawRelay
 from core.routing import Routes
 from core.sending import Answer, WholeAnswer
 from providers import FRONTS, INNER_CHAT

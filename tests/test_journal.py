@@ -11,10 +11,10 @@ import time
 import pytest
 from mitmproxy.test import taddons
 
+from addons.store import Store
 from core import writer as writer_module
 from core.journal import Journal, journal_dir, read_status
 from core.schema import open_db
-from addons.store import Store
 
 
 def until(predicate, timeout: float = 10.0):

@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from support import ROOT
 
-from core.config import Budget
-from core.keys import GatewayKey, hash_secret
-from core.schema import open_db
 from cli import keyadmin
 from cli.keyadmin import KeyAdminError, parse_budget, parse_expiry
 from cli.main import main, parser
+from core.config import Budget
+from core.keys import GatewayKey, hash_secret
+from core.schema import open_db
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 

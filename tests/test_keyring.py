@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from cli import keyadmin
+from cli.keyadmin import parse_budget
 from core import keys
 from core.keys import GatewayKey, KeyRing
 from core.schema import open_db
-from cli import keyadmin
-from cli.keyadmin import parse_budget
 
 
 def test_problems_and_model_globs():

@@ -9,11 +9,11 @@ from known_store import build, request
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from cli import queries
+from cli.snapshot import percentiles
 from core import database
 from core import schema as store_module
 from core.schema import migrations, open_db
-from cli import queries
-from cli.snapshot import percentiles
 
 
 def test_m003_adds_the_indexes_and_views(tmp_path):

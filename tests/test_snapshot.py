@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from known_store import build, request
 
-from core.schema import open_db
 from cli import queries
 from cli import snapshot as snapshot_module
 from cli.snapshot import LAST_KEEP, Tally, percentiles, snapshot
+from core.schema import open_db
 
 NOW = datetime(2025, 6, 1, 12, 0, 0, tzinfo=UTC).timestamp()
 # Stores written "now" are read at noon today, so no test straddles a UTC midnight.

@@ -6,9 +6,9 @@ from mitmproxy.test import taddons
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
 
+from addons.store import Store
 from core import schema as store_module
 from core.schema import install_salt, migrations, open_db
-from addons.store import Store
 
 REQUIRED = {
     "id", "trace_id", "started_at", "duration_ms", "ttft_ms", "mode", "provider", "endpoint", "model",

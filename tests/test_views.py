@@ -9,11 +9,11 @@ from known_store import request
 from rich.console import Console
 from test_snapshot import NOW, ago
 
-from core.ledger import plural
 from cli import columns
 from cli.columns import Column
 from cli.snapshot import Tally, snapshot
 from cli.views import DashboardView, budget_bar, calls_table, keys_table, spend_table, thread_view, trace_tree
+from core.ledger import plural
 
 
 def render(renderable, width: int, height: int) -> list[str]:
@@ -136,8 +136,8 @@ def test_narrow_lists_of_calls_show_the_ids_unique_prefix():
 
 
 def test_unique_prefixes_grow_past_a_shared_start(tmp_path):
-    from core.schema import open_db
     from cli import queries
+    from core.schema import open_db
 
     db = open_db(tmp_path / "t.db")
     for ident in ("abcdef0123456789" * 2, "abcdef0199999999" * 2, "ffffffff00000000" * 2):

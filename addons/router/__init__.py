@@ -21,19 +21,19 @@ from aiohttp import web
 from mitmproxy import ctx, exceptions
 from pydantic import ValidationError
 
-from addons.router import server as router_http
 from addons.auth import Auth
-from addons.cache import HEADER, Cache
+from addons.capture import BODY_LIMIT
+from addons.router import server as router_http
+from addons.router.cache import RouterCache, render_cached
+from addons.router.request import authenticate, master_key, note_refused, read_json
+from addons.settings import Settings
+from core.admission import Admission
+from core.cache import HEADER, Caching
 from core.cachestore import Entry
 from core.call import Call, iso, ms
-from addons.capture import BODY_LIMIT
 from core.clock import SYSTEM, Clock
 from core.config import RetryPolicy
 from core.dispatch import Attempt, Dispatch, Timeouts
-from core.recorder import Recorder
-from core.relay import ChatRelay, Outcome, RawRelay
-from addons.router.cache import RouterCache, render_cached
-from addons.router.request import authenticate, master_key, note_refused, read_json
 from core.errors import (
     BadRequest,
     BodyTooLarge,
@@ -43,11 +43,11 @@ from core.errors import (
     RouterError,
     Unauthorized,
 )
+from core.recorder import Recorder
+from core.relay import ChatRelay, Outcome, RawRelay
 from core.routing import Routes, Target, UnknownModel
 from core.secrets import scrub
 from core.sending import Upstream, WholeAnswer
-from addons.settings import Settings
-from core.admission import Admission
 from core.tagging import BadTag, new_span_id, new_trace_id, pop_router_fields, router_tags, trace_context
 from core.upstream import HttpUpstream
 from providers import FRONTS, INNER_CHAT, replay_for
@@ -62,7 +62,7 @@ class Router:
     """`upstream` and `clock` are what routed calls are sent through and timed by: the real ones unless
     given (tests give a fake upstream on a virtual clock)."""
 
-    def __init__(self, settings: Settings, recorder: Recorder, auth: Auth, spend: Admission, cache: Cache,
+    def __init__(self, settings: Settings, recorder: Recorder, auth: Auth, spend: Admission, cache: Caching,
                  upstream: Upstream | None = None, clock: Clock = SYSTEM) -> None:
         self.settings = settings
         self.cache = cache

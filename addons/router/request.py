@@ -10,11 +10,11 @@ import os
 from aiohttp import web
 from mitmproxy import ctx
 
-from core.call import Call
 from addons.capture import BODY_LIMIT
+from core.call import Call
 from core.config import RouterConfig, TapgateConfig
-from core.keys import GatewayKey, KeyRing, hash_secret
 from core.errors import BadRequest, BodyTooLarge, RouterError, Unauthorized
+from core.keys import GatewayKey, KeyRing, hash_secret
 from core.tagging import BadTag, pop_router_fields
 from providers import INNER_CHAT
 from providers.chat import InvalidRequest, UnsupportedParam

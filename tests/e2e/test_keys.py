@@ -23,9 +23,9 @@ import openai
 import pytest
 from harness import Process, query, start_gateway, wait_rows
 
-from core.schema import open_db
 from cli import keyadmin
 from cli.main import main
+from core.schema import open_db
 
 KEY = "sk-test-e2e-SECRET-openai-0123456789"
 MSG = [{"role": "user", "content": "hi"}]
