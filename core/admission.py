@@ -12,15 +12,15 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from core import database
 from core.call import Call, iso
-from core.config import Budget, Policy, RateLimit, TapgateConfig
+from core.config import Budget, Configured, Policy, RateLimit
 from core.ledger import LIFETIME, Amount, Crossing, Ledger, Refusal, Reservation, Scope, period_bounds, plural
 from core.ratelimit import Window
+from core.store import Rows
 from providers.base import Usage
-from providers.pricing import PriceTable
 
 log = logging.getLogger(__name__)
 
@@ -54,19 +54,6 @@ def restored_summary(spent: dict[tuple[Scope, str, str], Amount]) -> str | None:
               for kind in ("key", "customer")}
     return (f"tapgate: restored spend from the store: {', '.join(parts)}; "
             f"{plural(scopes['key'], 'key')} and {plural(scopes['customer'], 'customer')} with spend")
-
-
-class Configured(Protocol):
-    """The Settings addon: the config and prices in force, read at each call."""
-
-    config: TapgateConfig
-    prices: PriceTable
-
-
-class Rows(Protocol):
-    """The Store addon: where budget rows are journalled."""
-
-    def add(self, table: str, row: dict[str, Any]) -> None: ...
 
 
 class Admission:

@@ -34,7 +34,8 @@ from core.schema import open_db
 from providers.safe_json import loads
 
 if TYPE_CHECKING:
-    from core.admission import Admission, Configured
+    from core.admission import Admission
+    from core.config import Configured
 
 log = logging.getLogger(__name__)
 

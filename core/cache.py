@@ -24,7 +24,8 @@ from providers.safe_json import loads
 from providers.stream import StreamParser
 
 if TYPE_CHECKING:
-    from core.admission import Configured, Rows
+    from core.config import Configured
+    from core.store import Rows
 
 log = logging.getLogger(__name__)
 

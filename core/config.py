@@ -4,9 +4,12 @@ whose errors name the file, line and field."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+if TYPE_CHECKING:
+    from providers.pricing import PriceTable
 
 
 class Strict(BaseModel):
@@ -302,6 +305,14 @@ class TapgateConfig(Strict):
     """The router."""
     cache: CacheConfig = CacheConfig()
     """The response cache."""
+
+
+class Configured(Protocol):
+    """What holds the config in force (the Settings addon): read at each call, so a reloaded config
+    applies to the next one."""
+
+    config: TapgateConfig
+    prices: PriceTable
 
 
 class ConfigError(ValueError):

@@ -5,30 +5,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any, Protocol
 
 from core.call import Call
+from core.config import Configured
 from core.secrets import scrub
+from core.store import Rows
 from providers.base import ResponseFacts
-from providers.pricing import PriceTable
 
 log = logging.getLogger(__name__)
 
 
-class Priced(Protocol):
-    """Where the prices are (the Settings addon): read at each call, so a reloaded config prices the next."""
-
-    prices: PriceTable
-
-
-class Rows(Protocol):
-    """Where rows go (the Store addon): journalled, never waiting on SQLite."""
-
-    def add_all(self, records: list[tuple[str, dict[str, Any]]]) -> None: ...
-
-
 class Recorder:
-    def __init__(self, settings: Priced, store: Rows, listeners=()) -> None:
+    def __init__(self, settings: Configured, store: Rows, listeners=()) -> None:
         self.settings = settings
         self.store = store
         self.listeners = list(listeners)  # each called with (row, call) for every recorded call

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from core.journal import Journal, journal_dir
 from core.schema import install_salt, open_db
@@ -20,6 +20,14 @@ def _hex(value: Any) -> str:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class Rows(Protocol):
+    """Where the core's rows go (Storage, or a list in a test): journalled, never waiting on SQLite."""
+
+    def add(self, table: str, row: dict[str, Any]) -> None: ...
+
+    def add_all(self, records: list[tuple[str, dict[str, Any]]]) -> None: ...
 
 
 class Storage:
