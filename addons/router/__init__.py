@@ -122,7 +122,7 @@ class Router:
             await self.runner.cleanup()
             self.runner = None
             return
-        bound = site._server.sockets[0].getsockname()  # the port, when 0 asked for any free one
+        bound = self.runner.addresses[0]  # the port, when 0 asked for any free one
         self.address = f"http://{bound[0]}:{bound[1]}"
         if not master_key(self.settings.config.router):
             log.warning("tapgate: router has no master key (set TAPGATE_MASTER_KEY): gateway keys only, "
