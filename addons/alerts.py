@@ -13,7 +13,8 @@ from core.alerting import Alerting
 class Alerts(Alerting):
     def running(self) -> None:
         # The key ring lives in the Auth addon, when there is one: per-key destinations come from it.
-        self.start(Path(ctx.options.tapgate_db).expanduser(), ctx.master.addons.get("auth"))
+        auth = ctx.master.addons.get("auth")
+        self.start(Path(ctx.options.tapgate_db).expanduser(), auth.ring if auth is not None else None)
 
     def done(self) -> None:
         self.stop()

@@ -110,11 +110,12 @@ class Alerting:
         # Outlives a Sender: what is fired before `running` or between two senders waits here.
         self.inbox: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         self.sender: Sender | None = None
-        self._auth: Any = None
+        self.keyring: Any = None  # the KeyRing (per-key destinations), once started with one
 
-    def start(self, db: Path, auth: Any = None) -> None:
-        """Send from now on, through the store at `db`; `auth` holds the key ring (per-key destinations)."""
-        self._auth = auth
+    def start(self, db: Path, keyring: Any = None) -> None:
+        """Send from now on, through the store at `db`; per-key destinations come from `keyring`, which
+        swaps its dict whole on reload, so reading it from the sender's thread is safe."""
+        self.keyring = keyring
         self.sender = Sender(db, self)
         self.sender.start()
         if self.spend is not None:  # after Spend.running: its ledger holds the restored spend
@@ -155,7 +156,7 @@ class Alerting:
             return list(cfg.budgets)
         if scope[0] == "customer":
             return list(cfg.customers.get(scope[1], cfg.customer_default).budgets)
-        key = ring.by_id(scope[1]) if (ring := self._keyring()) is not None else None
+        key = self.keyring.by_id(scope[1]) if self.keyring is not None else None
         return list(key.budgets) if key is not None else []
 
     # -- where an alert goes; asked on the sender's thread ----------------------------------------
@@ -175,15 +176,8 @@ class Alerting:
         return target(self.settings.config.alerts, channel) if channel in CHANNELS else None
 
     def _key_alerts(self, key_id: str) -> config.Alerts | None:
-        key = ring.by_id(key_id) if (ring := self._keyring()) is not None else None
+        key = self.keyring.by_id(key_id) if self.keyring is not None else None
         return key.alerts if key is not None else None
-
-    def _keyring(self) -> Any:
-        """Whatever attribute of Auth holds the KeyRing (found by its by_id, so this module does not
-        depend on Auth); the ring swaps its dict whole on reload, so reading it from a thread is safe."""
-        if self._auth is None:
-            return None
-        return next((v for v in vars(self._auth).values() if callable(getattr(v, "by_id", None))), None)
 
 
 class Sender(threading.Thread):
