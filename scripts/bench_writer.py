@@ -251,7 +251,9 @@ def main(argv: list[str] | None = None) -> int:
             print(line, flush=True)
     if "before" in loop:
         b, a = loop["before"], loop["after"]
-        print(f"\nafter / before: committed records/s {a['committed_per_s'] / b['committed_per_s']:.2f}x; waiting "
+        speedup = f"{a['committed_per_s'] / b['committed_per_s']:.2f}x" if b["committed_per_s"] else \
+            f"{a['committed_per_s']:.0f}/s against none"
+        print(f"\nafter / before: committed records/s while the loop ran {speedup}; waiting "
               f"at the end {b['backlog_at_end']} -> {a['backlog_at_end']}; commit after the loop "
               f"{b['drain_s']:.2f} -> {a['drain_s']:.2f} s; writer CPU {b['writer_cpu_s']:.2f} -> "
               f"{a['writer_cpu_s']:.2f} s")

@@ -196,7 +196,7 @@ def regenerate(text: str, parts: dict[str, str]) -> str:
     """The page with each of its generated parts replaced by the current one."""
     for name, body in parts.items():
         pattern = re.compile(rf"(<!-- generated: {name} -->\n).*?(<!-- end generated: {name} -->)", re.S)
-        text = pattern.sub(lambda m: m.group(1) + body + m.group(2), text)
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(2), text)
     return text
 
 
