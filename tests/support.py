@@ -1,4 +1,5 @@
-"""Shared test helpers: where the test data is, fixture loading, and streams fed in random splits."""
+"""Shared test helpers: where the test data is, fixture loading, streams fed in random splits, and
+waiting on what another thread or process makes true."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import importlib.util
 import json
 import random
 import sys
+import time
 from pathlib import Path
 
 from providers.base import Route, StreamState
@@ -76,3 +78,14 @@ class Rows:
     def add_all(self, records):
         for table, row in records:
             self.add(table, row)
+
+
+def until(predicate, timeout: float = 10.0, what: str = "the condition"):
+    """The predicate's first truthy value, polled: for a state another thread or process makes true
+    (a writer thread, a mock's log, a key ring's re-read) where there is no event to await.
+    Fails the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    return value

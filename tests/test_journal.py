@@ -6,24 +6,15 @@ import os
 import shutil
 import sqlite3
 import stat
-import time
 
 import pytest
 from mitmproxy.test import taddons
+from support import until
 
 from addons.store import Store
 from core import writer as writer_module
 from core.journal import Journal, journal_dir, read_status
 from core.schema import open_db
-
-
-def until(predicate, timeout: float = 10.0):
-    """Poll a condition the writer thread makes true (it has no event to await from here)."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-    return value
 
 
 def count(path, sql="SELECT count(*) FROM requests") -> int:

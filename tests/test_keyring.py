@@ -1,10 +1,10 @@
 """GatewayKey and the KeyRing: lookups by hash, and a ring that follows the store file while another
 process (the CLI) writes it."""
 
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from support import until
 
 from cli import keyadmin
 from cli.keyadmin import parse_budget
@@ -22,14 +22,6 @@ def test_problems_and_model_globs():
     assert not key.allows("gpt-4.1") and not key.allows(None)
     assert GatewayKey(id="k", name="", prefix="p", created_at="", revoked_at="2025").problem().endswith("was revoked")
     assert repr(key) == "GatewayKey(key_1)"  # flow.metadata is formatted on every flow: keep it short
-
-
-def until(predicate, timeout=5.0):
-    """The ring re-reads on its own thread; there is nothing to await but the file being read."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "the key ring did not pick the change up"
-        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 from google import genai
 from google.genai import errors as genai_errors
 from google.genai import types
-from support import DATA, ROOT, fixture_bytes, load_script
+from support import DATA, ROOT, fixture_bytes, load_script, until
 
 MOCK = ROOT / "scripts" / "mock_provider.py"
 USER = [{"role": "user", "content": "What is the capital of the UK?"}]
@@ -357,15 +357,6 @@ def test_the_log_tells_whether_a_connection_is_still_open(port):
     assert until(lambda: [r["connection_open"] for r in admin(port, "GET", "/_mock/requests")] == [True])
     sock.close()
     assert until(lambda: [r["connection_open"] for r in admin(port, "GET", "/_mock/requests")] == [False])
-
-
-def until(predicate, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_chunked_and_pipelined_requests(port):

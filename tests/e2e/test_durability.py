@@ -85,7 +85,7 @@ def test_sigkill_at_full_load_loses_no_answered_call_nor_its_spend(gateway_args)
     mock, conf, db, *extra = gateway_args
     process, port = start_gateway(*gateway_args)
     answered: list[str] = []  # thread ids of calls whose whole answer the client read
-    stop = threading.Event()
+    stop, loaded = threading.Event(), threading.Event()
 
     def load(call) -> None:
         while not stop.is_set():
@@ -95,15 +95,14 @@ def test_sigkill_at_full_load_loses_no_answered_call_nor_its_spend(gateway_args)
             except Exception:  # noqa: BLE001 - the kill cuts calls off (SDK and transport errors alike): not answered
                 continue
             answered.append(thread)  # read whole, so sent before the kill whenever the read ended
+            if len(answered) >= 1500:  # full load for a while: the writer has a backlog to lose
+                loaded.set()
 
     threads = [threading.Thread(target=load, args=(call,))
                for call in callers(port, router_url(process), db.parent.parent) * 2]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 120
-    while len(answered) < 1500:  # full load for a while: the writer has a backlog to lose
-        assert process.proc.poll() is None and time.monotonic() < deadline, "\n".join(process.lines[-30:])
-        time.sleep(0.05)  # polling the clients' count: there is no event to await across ten threads
+    assert loaded.wait(120) and process.proc.poll() is None, "\n".join(process.lines[-30:])
     process.stop(signal.SIGKILL)
     stop.set()
     for t in threads:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -15,6 +14,7 @@ import uuid
 import openai
 import pytest
 from harness import admin, query, router_url, start_gateway, wait_rows
+from support import until
 
 MSG = [{"role": "user", "content": "hi"}]
 DEEP = 100_000  # far past the C JSON scanner's recursion limit
@@ -111,14 +111,6 @@ def settled(gw, customer: str) -> dict:
 
 def reached_mock(mock: int, path: str) -> list[dict]:
     return [r for r in admin(mock, "GET", "/_mock/requests") if path in r["path"]]
-
-
-def until(predicate, timeout: float = 10):
-    """Wait for a condition seen from outside (the mock's log); returns its last value."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return value
 
 
 def nested(depth: int) -> bytes:
