@@ -100,7 +100,7 @@ class Capture:
             return
         req = flow.request
         raw = req.get_content(strict=False) or b""
-        body, too_deep = _request_body(raw)
+        body, too_deep = _json_body(raw)
         provider = call.route.provider
         call.facts = provider.request_facts(call.route, body)
         headers = header_dict(req.headers)  # one pass; every lookup below is a plain dict get
@@ -212,16 +212,14 @@ class Capture:
             response_body = state.output.as_json() if store_bodies else None
         elif resp is not None:
             content = resp.get_content(strict=False) or b""
-            try:
-                body = loads(content) if content else None
-            except TooDeep as e:
-                body, why = None, f"response body is not JSON: {e}"
-            except ValueError:
-                body, why = None, "response body is not JSON"
+            body, too_deep = _json_body(content)
             if body is not None:
                 facts = call.route.provider.response_facts(call.route, body)
+            elif content:
+                facts = ResponseFacts(error=f"response body is not JSON: {too_deep}" if too_deep else
+                                      "response body is not JSON")
             else:
-                facts = ResponseFacts(error=why if content else "empty response body")
+                facts = ResponseFacts(error="empty response body")
             output_chars = len(content)
             response_body = _text(content) if store_bodies else None
         else:
@@ -235,8 +233,7 @@ class Capture:
 def refuse(flow: http.HTTPFlow, call: Call, status: int, message: str, code: str, param: str | None = None,
            headers: dict[str, str] | None = None) -> None:
     """Answer the call in its provider's own error shape without sending it upstream."""
-    reply = call.route.provider.error_reply(status, message, code, param)
-    flow.response = http.Response.make(status, reply.body, {"content-type": reply.content_type, **(headers or {})})
+    flow.response = _error_response(call, status, message, code, param, headers)
     call.refused = code
     call.upstream_started, call.prompt_sent = None, False  # nothing went upstream
 
@@ -251,11 +248,17 @@ def fail(flow: http.HTTPFlow, call: Call, status: int, message: str, code: str) 
     """The answer for a call mitmproxy cannot finish (an upstream it cannot reach, a body over the
     limit, a smuggling attempt), in its provider's error shape; ProviderHttpLayer sends it in place of
     mitmproxy's HTML page. A 4xx is the gateway refusing the request."""
-    reply = call.route.provider.error_reply(status, message, code)
-    flow.metadata[REPLY] = http.Response.make(status, reply.body, {"content-type": reply.content_type})
+    flow.metadata[REPLY] = _error_response(call, status, message, code)
     flow.metadata[REASON] = message
     if status < 500:
         call.refused = code
+
+
+def _error_response(call: Call, status: int, message: str, code: str, param: str | None = None,
+                    headers: dict[str, str] | None = None) -> http.Response:
+    """The gateway's own answer to a call, in its provider's error shape."""
+    reply = call.route.provider.error_reply(status, message, code, param)
+    return http.Response.make(status, reply.body, {"content-type": reply.content_type, **(headers or {})})
 
 
 def _answer_for(msg: str, response: http.Response | None) -> tuple[int, str, str] | None:
@@ -302,9 +305,9 @@ def _status(flow: http.HTTPFlow, status_code: int | None, finished: bool, body_e
     return "ok", None
 
 
-def _request_body(raw: bytes) -> tuple[Any, TooDeep | None]:
+def _json_body(raw: bytes) -> tuple[Any, TooDeep | None]:
     """(the parsed body or None when it is not JSON, the TooDeep error when it is nested too deep).
-    A body that is simply not JSON goes on: the provider answers it in its own words."""
+    A request body that is simply not JSON goes on: the provider answers it in its own words."""
     try:
         return (loads(raw) if raw else None), None
     except TooDeep as e:

@@ -54,12 +54,21 @@ class Outcome:
         return cls(facts, state.finished, state.output.chars, state.output.as_json(), status, error)
 
 
-class ChatRelay:
-    """OpenAI chunks from the translator, written in the client's shape (OpenAI SSE or Anthropic events).
-    `cancelled`: the router's handler was cancelled (its client left) while the relay waited; the
-    outcome says so and the caller re-raises once it is recorded."""
+class Relay:
+    """What both relays share. `cancelled`: the router's handler was cancelled (its client left) while
+    the relay waited; the outcome says so and the caller re-raises once it is recorded."""
 
     cancelled = False
+
+    def _client_left(self, e: BaseException) -> tuple[str, str]:
+        """(status, error) of a stream whose client went away: a write that failed, or the handler cancelled."""
+        self.cancelled = isinstance(e, asyncio.CancelledError)
+        return "client_disconnected", "the client left mid-stream" + (
+            "" if self.cancelled else f": {type(e).__name__}")
+
+
+class ChatRelay(Relay):
+    """OpenAI chunks from the translator, written in the client's shape (OpenAI SSE or Anthropic events)."""
 
     def __init__(self, answer: StreamAnswer, out, deadline: float, headers: dict[str, str] | None = None,
                  keep: list | None = None, clock: Clock = SYSTEM) -> None:
@@ -93,19 +102,15 @@ class ChatRelay:
                 answered(Outcome.of(state, status, error))
                 await sink.write(out.close())
             await sink.write_eof()
-        except ConnectionError as e:
-            status, error = "client_disconnected", f"the client left mid-stream: {type(e).__name__}"
-        except asyncio.CancelledError:
-            status, error, self.cancelled = "client_disconnected", "the client left mid-stream", True
+        except (ConnectionError, asyncio.CancelledError) as e:
+            status, error = self._client_left(e)
         finally:
             answer.release()  # an unfinished answer's connection is closed, not pooled
         return Outcome.of(state, status, error)
 
 
-class RawRelay:
+class RawRelay(Relay):
     """Bytes as the provider sent them (the client speaks the provider's shape), parsed as they pass."""
-
-    cancelled = False
 
     def __init__(self, answer: RawStreamAnswer, route: Route, deadline: float, keep: list | None = None,
                  clock: Clock = SYSTEM) -> None:
@@ -137,10 +142,8 @@ class RawRelay:
                     break
             self.parser.close()
             await sink.write_eof()
-        except ConnectionError as e:
-            status, error = "client_disconnected", f"the client left mid-stream: {type(e).__name__}"
-        except asyncio.CancelledError:
-            status, error, self.cancelled = "client_disconnected", "the client left mid-stream", True
+        except (ConnectionError, asyncio.CancelledError) as e:
+            status, error = self._client_left(e)
         finally:
             answer.release()
         return Outcome.of(state, *verdict(state, status, error))
