@@ -8,13 +8,18 @@ from pathlib import Path
 from mitmproxy import ctx
 
 from core.alerting import Alerting
+from core.keys import KeyRing
 
 
 class Alerts(Alerting):
+    """`ring`: the gateway keys, whose per-key destinations alerts also go to."""
+
+    def __init__(self, settings, spend=None, ring: KeyRing | None = None, **kwargs) -> None:
+        super().__init__(settings, spend, **kwargs)
+        self.ring = ring
+
     def running(self) -> None:
-        # The key ring lives in the Auth addon, when there is one: per-key destinations come from it.
-        auth = ctx.master.addons.get("auth")
-        self.start(Path(ctx.options.tapgate_db).expanduser(), auth.ring if auth is not None else None)
+        self.start(Path(ctx.options.tapgate_db).expanduser(), self.ring)
 
     def done(self) -> None:
         self.stop()

@@ -1,4 +1,6 @@
-"""Capture: every native provider call through the proxy becomes one `requests` row and its spans."""
+"""Capture: passthrough's door. Each native provider call through the proxy is made a Call, run
+through the pipeline (core/pipeline.py) in `request`, forwarded as it is, parsed on the way back
+(streams as they pass) and recorded as one `requests` row and its spans."""
 
 from __future__ import annotations
 
@@ -12,18 +14,16 @@ from mitmproxy import ctx, http
 from addons.provider_layer import REASON, REPLY, TOO_LARGE
 from addons.settings import Settings
 from addons.store import Store
+from core.cache import HEADER
 from core.call import Call
-from core.recorder import Recorder
+from core.errors import BadRequest, BodyTooLarge, Refusal, Unreachable
+from core.outcome import Outcome
+from core.pipeline import Ask, CacheAsk, Hit, Stages
+from core.recorder import stored_text
 from core.secrets import fingerprint_key, key_from, redact_url
-from core.tagging import (
-    HEADER_PREFIX,
-    BadTag,
-    new_span_id,
-    new_trace_id,
-    strip_gateway_headers,
-    tags_from,
-    trace_context,
-)
+from core.stages.cache import passthrough_cacheable
+from core.stages.forward import Forward, Forwarded
+from core.tagging import HEADER_PREFIX, new_span_id, new_trace_id, strip_gateway_headers, trace_context
 from providers.base import ResponseFacts
 from providers.safe_json import TooDeep, loads
 from providers.stream import StreamParser, StreamTap
@@ -31,19 +31,22 @@ from providers.stream import StreamParser, StreamTap
 log = logging.getLogger(__name__)
 
 STREAM_TYPES = ("text/event-stream", "application/x-ndjson")
-BODY_LIMIT = 1024 * 1024  # stored bodies are cut here so one huge upload cannot bloat the store
 # A call's request body is refused (413) past this: Anthropic's own Messages API limit is 32 MB, and
 # a body is held whole while the gateway reads it, so a bigger one costs memory and stalls other calls.
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
+CREDENTIAL = "tapgate_credential"  # flow.metadata: the gateway key the caller presented (addons/auth.py)
+CHALLENGE = {"proxy-authenticate": 'Basic realm="tapgate"'}
 
 
 class Capture:
     """Parses requests and responses of provider hosts (streams as they pass) and records each call."""
 
-    def __init__(self, settings: Settings, store: Store, listeners=()) -> None:
+    def __init__(self, settings: Settings, store: Store, stages: Stages) -> None:
         self.settings = settings
         self.store = store
-        self.recorder = Recorder(settings, store, listeners)  # the router records through it too
+        self.caching = stages.cache.caching
+        self.pipeline = stages.pipeline(send=Forward())
+        self.store_bodies = True
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -54,6 +57,10 @@ class Capture:
             "Largest request body of an LLM call through the proxy; larger ones get a 413 in the provider's "
             "shape, refused as the size is announced or, chunked, as it passes the limit. 0: no limit.",
         )
+
+    def configure(self, updated: set[str]) -> None:
+        if "tapgate_store_bodies" in updated:
+            self.store_bodies = ctx.options.tapgate_store_bodies
 
     # -- hooks ---------------------------------------------------------------------------------
 
@@ -74,76 +81,34 @@ class Capture:
                 flow.metadata["tapgate_provider"] = host  # before any --map-remote
             return
         trace_id, parent = trace_context(req.headers.get("traceparent"))
-        flow.metadata["tapgate"] = Call(
-            id=new_trace_id(),
-            trace_id=trace_id,
-            span_id=new_span_id(),
-            parent_span_id=parent,
-            started=req.timestamp_start,
-            mode="passthrough",
-            route=route,
-            host=host,
-            path=redact_url(req.path),
-        )
+        call = flow.metadata["tapgate"] = Call(id=new_trace_id(), trace_id=trace_id, span_id=new_span_id(),
+                                               parent_span_id=parent, started=req.timestamp_start, mode="passthrough",
+                                               route=route, host=host, path=redact_url(req.path))
         limit, length = ctx.options.tapgate_max_request_bytes, req.headers.get("content-length", "")
         if limit and length.isdigit() and int(length) > limit:  # refused before a byte of it is read
-            call = flow.metadata["tapgate"]
-            call.customer_identifier = req.headers.get("x-tapgate-customer-identifier")
-            fail(flow, call, 413, f"{TOO_LARGE} tapgate_max_request_bytes: {length} bytes, the limit is {limit}.",
-                 "request_too_large")
+            call.tags.customer_identifier = req.headers.get("x-tapgate-customer-identifier")
+            fail(flow, call, BodyTooLarge(f"{TOO_LARGE} tapgate_max_request_bytes: {length} bytes, the limit is "
+                                          f"{limit}."))
             self._record(flow, call)  # now: a killed flow is no longer live, and replays are not recorded
             flow.kill()  # ProviderHttpLayer answers in mitmproxy's place; the body is read and dropped
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
+        """The call through the pipeline: refused, answered from the cache, or forwarded."""
         call: Call | None = flow.metadata.get("tapgate")
         if call is None or flow.response is not None:
             return
-        req = flow.request
-        raw = req.get_content(strict=False) or b""
-        body, too_deep = _json_body(raw)
-        provider = call.route.provider
-        call.facts = provider.request_facts(call.route, body)
-        headers = header_dict(req.headers)  # one pass; every lookup below is a plain dict get
-        call.body, call.headers = body, headers  # for the cache, before the X-Tapgate-* headers go
-        key = key_from(headers, req.path.partition("?")[2])
-        if key:
-            call.secrets.append(key)
-        if (gateway_key := flow.metadata.get("tapgate_key")) is not None:
-            call.key_id = gateway_key.id  # the gateway key names the caller better than the provider's
-        elif key:
-            call.key_id = fingerprint_key(key, self.store.salt)
-        if ctx.options.tapgate_store_bodies:
-            call.request_body = _text(raw)
-        tagged = any(name.startswith(HEADER_PREFIX) for name in headers)
-        if too_deep is not None:  # unreadable, so neither tagged, capped nor priced: refused, still recorded
-            call.customer_identifier = headers.get("x-tapgate-customer-identifier")
-            strip_gateway_headers(req.headers)
-            refuse(flow, call, 400, f"The request body is not valid JSON: {too_deep}.", "invalid_json")
-            return
+        raw = flow.request.get_content(strict=False) or b""
         try:
-            tags = tags_from(headers, call.facts.user, call.facts.metadata) if tagged else None
-        except BadTag as e:
-            # Still say who it was for, as far as the well-formed parts tell.
-            call.customer_identifier = headers.get("x-tapgate-customer-identifier") or call.facts.user
-            strip_gateway_headers(req.headers)
-            refuse(flow, call, 400, str(e), "invalid_tapgate_header", e.param)
+            answer = await self.pipeline.enter(call, self._ask(flow, call, raw))
+        except Refusal as e:
+            strip_gateway_headers(flow.request.headers)
+            flow.response = error_response(call, e, CHALLENGE if e.status == 407 else None)
             return
-        if tags is None:
-            call.customer_identifier, call.metadata = call.facts.user, call.facts.metadata
+        if isinstance(answer, Hit):
+            body, content_type = answer.answer
+            flow.response = http.Response.make(200, body, {"content-type": content_type, HEADER: "HIT"})
         else:
-            call.customer_identifier, call.thread_identifier, call.metadata = (
-                tags.customer_identifier,
-                tags.thread_identifier,
-                tags.metadata,
-            )
-            call.customer_params, call.params = tags.customer_params, tags.params
-            strip_gateway_headers(req.headers)
-        if (updates := provider.ask_for_usage(call.route, body)) is not None:
-            req.content = _with_fields(raw, body, updates)
-            req.headers["accept-encoding"] = "identity"  # so the hidden usage chunk can be cut out in place
-            call.injected_usage = True
-        call.upstream_started = time.time()
-        call.prompt_sent = True
+            self._forward(flow, call, raw, answer)
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         call: Call | None = flow.metadata.get("tapgate")
@@ -151,7 +116,7 @@ class Capture:
             if flow.metadata.get("tapgate_ignored"):
                 flow.response.stream = True
             return
-        if call.upstream_started is None:
+        if call.answered_by != "provider":
             return  # the gateway answered in request() (a refusal, a cache hit): sent whole; mitmproxy still asks
         resp = flow.response
         ctype = resp.headers.get("content-type", "")
@@ -177,30 +142,66 @@ class Capture:
 
     def error(self, flow: http.HTTPFlow) -> None:
         if (call := flow.metadata.get("tapgate")) is not None:
-            if REPLY not in flow.metadata and (answer := _answer_for(flow.error.msg, flow.response)) is not None:
-                if answer[0] < 500:
-                    call.customer_identifier = flow.request.headers.get("x-tapgate-customer-identifier")
-                fail(flow, call, *answer)
+            if REPLY not in flow.metadata and (refusal := _refusal_for(flow.error.msg, flow.response)) is not None:
+                if refusal.refused:
+                    call.tags.customer_identifier = flow.request.headers.get("x-tapgate-customer-identifier")
+                fail(flow, call, refusal)
             self._record(flow, call)
+
+    # -- the request in the pipeline's terms, and on its way ---------------------------------------
+
+    def _ask(self, flow: http.HTTPFlow, call: Call, raw: bytes) -> Ask:
+        req = flow.request
+        body, too_deep = _json_body(raw)
+        call.facts = call.route.provider.request_facts(call.route, body)
+        headers = header_dict(req.headers)  # one pass; every lookup below is a plain dict get
+        call.body, call.headers = body, headers
+        key = key_from(headers, req.path.partition("?")[2])
+        if key:
+            call.secrets.append(key)
+        fingerprint = fingerprint_key(key, self.store.salt) if key else None
+        if self.store_bodies:
+            call.request_body = stored_text(raw)
+        # Unreadable, so neither tagged, capped nor priced: refused once its caller is known, still recorded.
+        unreadable = BadRequest(f"The request body is not valid JSON: {too_deep}.", code="invalid_json") \
+            if too_deep is not None else None
+        cache = CacheAsk(call.provider, call.route.endpoint, body, fingerprint or "-", self.caching.answer) \
+            if passthrough_cacheable(call, req.path) else None
+        return Ask("passthrough", flow.metadata.get(CREDENTIAL), headers, cache=cache, fingerprint=fingerprint,
+                   store_bodies=self.store_bodies, bad_field_code="invalid_tapgate_header", unreadable=unreadable)
+
+    def _forward(self, flow: http.HTTPFlow, call: Call, raw: bytes, forwarded: Forwarded) -> None:
+        """The request as the client sent it, less the gateway's own headers; a stream asked for the
+        usage its client did not ask for; identity encoding where the gateway must read the bytes."""
+        req = flow.request
+        if any(name.startswith(HEADER_PREFIX) for name in call.headers):
+            strip_gateway_headers(req.headers)
+        if forwarded.updates is not None:
+            req.content = _with_fields(raw, call.body, forwarded.updates)
+            req.headers["accept-encoding"] = "identity"  # so the hidden usage chunk can be cut out in place
+        if call.cache.leader:
+            req.headers["accept-encoding"] = "identity"  # the cache keeps decoded bytes
 
     # -- recording -----------------------------------------------------------------------------
 
     def _record(self, flow: http.HTTPFlow, call: Call) -> None:
         if call.recorded or replayed(flow):  # server replay marks a live call only once it answers it
             return
-        call.recorded = True
         try:
-            self._write(flow, call)
+            outcome = self._outcome(flow, call)
         except Exception:  # recording must never break the proxy
-            log.exception("tapgate: could not record call %s", call.id)
+            log.exception("tapgate: could not read how call %s ended", call.id)
+            outcome = Outcome.failed(None, "error", "the gateway could not read the answer")
+        self.pipeline.leave(call, outcome)
 
-    def _write(self, flow: http.HTTPFlow, call: Call) -> None:
+    def _outcome(self, flow: http.HTTPFlow, call: Call) -> Outcome:
+        """How the call ended, from the flow: status, the answer's facts, its stored text."""
         resp = flow.response
         status_code = resp.status_code if resp is not None else None
         if (reply := flow.metadata.get(REPLY)) is not None and resp is None:
             status_code = reply.status_code  # what the client was answered
         ended = (resp.timestamp_end if resp is not None and resp.timestamp_end else None) or time.time()
-        store_bodies = ctx.options.tapgate_store_bodies
+        store_bodies = self.store_bodies
         output_chars = 0
         finished = True
         if call.parser is not None:
@@ -221,21 +222,12 @@ class Capture:
             else:
                 facts = ResponseFacts(error="empty response body")
             output_chars = len(content)
-            response_body = _text(content) if store_bodies else None
+            response_body = stored_text(content) if store_bodies else None
         else:
             facts, response_body = ResponseFacts(), None
 
         status, error = _status(flow, status_code, finished, facts.error, streamed=call.parser is not None)
-        self.recorder.record(call, ended=ended, status_code=status_code, status=status, error=error, facts=facts,
-                             finished=finished, output_chars=output_chars, response_body=response_body)
-
-
-def refuse(flow: http.HTTPFlow, call: Call, status: int, message: str, code: str, param: str | None = None,
-           headers: dict[str, str] | None = None) -> None:
-    """Answer the call in its provider's own error shape without sending it upstream."""
-    flow.response = _error_response(call, status, message, code, param, headers)
-    call.refused = code
-    call.upstream_started, call.prompt_sent = None, False  # nothing went upstream
+        return Outcome(facts, finished, output_chars, response_body, status, error, status_code, ended)
 
 
 def replayed(flow: http.HTTPFlow) -> bool:
@@ -244,34 +236,33 @@ def replayed(flow: http.HTTPFlow) -> bool:
     return not flow.live or flow.is_replay is not None
 
 
-def fail(flow: http.HTTPFlow, call: Call, status: int, message: str, code: str) -> None:
+def fail(flow: http.HTTPFlow, call: Call, refusal: Refusal) -> None:
     """The answer for a call mitmproxy cannot finish (an upstream it cannot reach, a body over the
     limit, a smuggling attempt), in its provider's error shape; ProviderHttpLayer sends it in place of
     mitmproxy's HTML page. A 4xx is the gateway refusing the request."""
-    flow.metadata[REPLY] = _error_response(call, status, message, code)
-    flow.metadata[REASON] = message
-    if status < 500:
-        call.refused = code
+    call.refuse(refusal)
+    flow.metadata[REPLY] = error_response(call, refusal)
+    flow.metadata[REASON] = refusal.message
 
 
-def _error_response(call: Call, status: int, message: str, code: str, param: str | None = None,
-                    headers: dict[str, str] | None = None) -> http.Response:
-    """The gateway's own answer to a call, in its provider's error shape."""
-    reply = call.route.provider.error_reply(status, message, code, param)
-    return http.Response.make(status, reply.body, {"content-type": reply.content_type, **(headers or {})})
+def error_response(call: Call, refusal: Refusal, headers: dict[str, str] | None = None) -> http.Response:
+    """A refusal in the call's provider's own error shape."""
+    reply = call.route.provider.error_reply(refusal.status, refusal.message, refusal.code, refusal.param)
+    return http.Response.make(refusal.status, reply.body,
+                              {"content-type": reply.content_type, **refusal.headers, **(headers or {})})
 
 
-def _answer_for(msg: str, response: http.Response | None) -> tuple[int, str, str] | None:
-    """(status, message, code) for a flow mitmproxy ended with error `msg`; None when nobody waits for
+def _refusal_for(msg: str, response: http.Response | None) -> Refusal | None:
+    """The gateway's answer for a flow mitmproxy ended with error `msg`; None when nobody waits for
     an answer (the client left) or the provider's own answer has begun."""
     if "request smuggling" in msg:  # mitmproxy's header validation: two Content-Lengths, CL and TE
-        return 400, msg.split(" Disable the ")[0], "invalid_http_request"
+        return Refusal(msg.split(" Disable the ")[0], status=400, code="invalid_http_request")
     if msg.startswith(TOO_LARGE):
-        return 413, msg, "request_too_large"
+        return BodyTooLarge(msg)
     if response is not None or "client" in msg.lower():
         return None
     timeout = "timed out" in msg.lower() or "timeout" in msg.lower()
-    return 504 if timeout else 502, f"The gateway could not reach the provider: {msg}", "upstream_error"
+    return Unreachable(f"The gateway could not reach the provider: {msg}", status=504 if timeout else 502)
 
 
 def request_host(req: http.Request) -> str:
@@ -314,11 +305,6 @@ def _json_body(raw: bytes) -> tuple[Any, TooDeep | None]:
         return None, e
     except ValueError:
         return None, None
-
-
-def _text(raw: bytes) -> str:
-    text = raw[:BODY_LIMIT].decode("utf-8", "replace")
-    return text + f"\n[tapgate: cut at {BODY_LIMIT} of {len(raw)} bytes]" if len(raw) > BODY_LIMIT else text
 
 
 def _with_fields(raw: bytes, body: dict[str, Any], updates: dict[str, Any]) -> bytes:

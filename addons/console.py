@@ -78,19 +78,18 @@ class Console:
     (one render and one write every PRINT_SECONDS at most): the thread shares the GIL with the
     proxy's event loop, and each wake-up costs the proxy more than the line itself."""
 
-    def __init__(self, file=None) -> None:
+    def __init__(self, file=None, dashboard=None) -> None:
         self._queue: queue.SimpleQueue[dict[str, Any] | str | None] = queue.SimpleQueue()
         self._stopping = threading.Event()
         self._console = RichConsole(file=file, highlight=False, soft_wrap=True)
         self._thread: threading.Thread | None = None
-        self._dashboard = None
+        self._dashboard = dashboard  # the live dashboard, when the gateway has one: it lists calls itself
 
     def load(self, loader) -> None:
         loader.add_option("tapgate_console", bool, True, "Print one line per recorded LLM call.")
 
     def running(self) -> None:
-        # Capture hands every row to show(); the dashboard, when there is one, gets it from here.
-        self._dashboard = ctx.master.addons.get("dashboard")
+        # The record stage hands every row to show(); the dashboard, when there is one, gets it from here.
         if ctx.master.addons.get("dumper") is not None:  # with the console off too: a provider URL may hold a key
             current = ctx.options.dumper_filter
             if not current or HIDE_RECORDED not in current:
@@ -114,7 +113,7 @@ class Console:
         if self._dashboard_on():
             # It lists the calls itself (a line per call would scroll through it); a routed call's
             # attempt spans tell it the retries and fallbacks.
-            attempts = [s["name"] for s in call.attempt_spans if s["name"].startswith("attempt ")] if call else []
+            attempts = [s["name"] for s in call.spans if s["name"].startswith("attempt ")] if call else []
             self._dashboard.show(row, attempts)
         elif self._thread is not None:
             self._queue.put(row)

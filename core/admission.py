@@ -17,7 +17,7 @@ from typing import Any
 from core import database
 from core.call import Call, iso
 from core.config import Budget, Configured, Policy, RateLimit
-from core.ledger import LIFETIME, Amount, Crossing, Ledger, Refusal, Reservation, Scope, period_bounds, plural
+from core.ledger import LIFETIME, Amount, Crossing, Ledger, OverCap, Reservation, Scope, period_bounds, plural
 from core.ratelimit import Window
 from core.store import Rows
 from providers.base import Usage
@@ -103,9 +103,10 @@ class Admission:
 
     # -- a call starts: rate limits, then the worst case reserved ---------------------------------
 
-    def admit(self, call: Call, key) -> tuple[str, str, dict[str, str] | None] | None:
+    def admit(self, call: Call, key, priced: tuple[str, str] | None = None) -> tuple[str, str, dict[str, str] | None] | None:
         """Check rate limits, then reserve the call's worst case in one step (no await between check
-        and reserve). None when the call may go on; else (message, code, headers) for a 429."""
+        and reserve). None when the call may go on; else (message, code, headers) for a 429. `priced`:
+        (price prefix, model) the worst case is priced at, when not the call's own (a router alias)."""
         budgets, limits = self._policies(call, key)
         if not budgets and not limits:
             return None  # nothing to enforce: keep the hot path free
@@ -118,8 +119,8 @@ class Admission:
                     f"({limit.rpm if which == 'requests' else limit.tpm}); retry after {retry_after} s."
                 )
                 return message, "rate_limit_exceeded", {"retry-after": str(retry_after)}
-        result = self.ledger.reserve(budgets, self._worst_case(call))
-        if isinstance(result, Refusal):
+        result = self.ledger.reserve(budgets, self._worst_case(call, priced))
+        if isinstance(result, OverCap):
             self._refusing(result, call)
             return result.message(self._worst_case_text(call)), "budget_exceeded", None
         call.reservation = result
@@ -136,7 +137,7 @@ class Admission:
         candidates = []
         if key is not None and key.downgrade:
             candidates.append((("key", key.id), list(key.budgets), key.downgrade))
-        if (customer := call.customer_identifier) and (policy := config.customers.get(customer, config.customer_default)):
+        if (customer := call.tags.customer_identifier) and (policy := config.customers.get(customer, config.customer_default)):
             if policy.downgrade:
                 budgets = list(policy.budgets) + self._declared(call, key)
                 candidates.append((("customer", customer), budgets, policy.downgrade))
@@ -158,14 +159,14 @@ class Admission:
 
     def _declared(self, call: Call, key) -> list[Budget]:
         """The budgets the call declares for its customer, if config lets its caller declare them."""
-        if not call.customer_params:
+        if not call.tags.customer_params:
             return []
         honoured = self.settings.config.customer_params_budgets
         if honoured == "none" or (honoured != "all" and (key is None or not {key.id, key.name} & set(honoured))):
             return []
-        return customer_params_budgets(call.customer_params)
+        return customer_params_budgets(call.tags.customer_params)
 
-    def _refusing(self, refusal: Refusal, call: Call) -> None:
+    def _refusing(self, refusal: OverCap, call: Call) -> None:
         """A budget that starts refusing calls becomes an alert, once per budget and period. Settled
         spend rarely reaches a cap (reservations keep it under), so its crossing alone would never
         fire; the alert shares the cap crossing's id, so the alerts table keeps only the first."""
@@ -196,7 +197,7 @@ class Admission:
             budgets += [(("key", key.id), b) for b in key.budgets]
             if key.rate_limit.rpm or key.rate_limit.tpm:
                 limits.append((("key", key.id), key.rate_limit))
-        if customer := call.customer_identifier:
+        if customer := call.tags.customer_identifier:
             policy: Policy = config.customers.get(customer, config.customer_default)
             scope = ("customer", customer)
             budgets += [(scope, b) for b in policy.budgets]
@@ -205,15 +206,16 @@ class Admission:
                 limits.append((scope, policy.rate_limit))
         return budgets, limits
 
-    def _worst_case(self, call: Call) -> Amount:
+    def _worst_case(self, call: Call, priced: tuple[str, str] | None = None) -> Amount:
         """Input at two characters a token (fewer than any tokenizer packs) plus every output token the
         call may ask for, at the model's prices."""
         facts = call.facts
         tokens_in = math.ceil(facts.prompt_chars / 2)
         tokens_out = facts.max_tokens or self.settings.config.default_max_tokens
-        usd, model = None, call.priced_as or facts.model
+        prefix, model = priced or (call.route.prices_under, facts.model or call.route.path_model)
+        usd = None
         if model:
-            usd = self.settings.prices.cost(call.route.prices_under, model, Usage(tokens_in, tokens_out))
+            usd = self.settings.prices.cost(prefix, model, Usage(tokens_in, tokens_out))
             if usd is None and model not in self._unpriced:
                 self._unpriced.add(model)
                 log.warning("tapgate: no price for %s: USD budgets cannot reserve its calls ahead", model)

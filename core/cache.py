@@ -68,25 +68,25 @@ class Caching:
         """The entry for the call's key (waiting for an identical call in flight), or None; a None
         leaves the call either leading (it will store its answer) or bypassing the cache."""
         started = time.time()
-        call.cache_ttl = found.ttl
+        call.cache.ttl = found.ttl
         entry = None
         if found.mode == "use":
-            entry = self.cache.get(call.cache_key)
-            if entry is None and call.cache_key in self.cache.inflight:
-                entry = await self.cache.wait(call.cache_key, self.settings.config.cache.wait_for_identical)
+            entry = self.cache.get(call.cache.key)
+            if entry is None and call.cache.key in self.cache.inflight:
+                entry = await self.cache.wait(call.cache.key, self.settings.config.cache.wait_for_identical)
         if entry is None and found.mode != "bypass":
-            call.cache_leader = self.cache.lead(call.cache_key)
-        call.cache_hit = entry is not None
-        call.attempt_spans.append({
+            call.cache.leader = self.cache.lead(call.cache.key)
+        call.cache.hit = entry is not None
+        call.spans.append({
             "span_id": new_span_id(), "trace_id": call.trace_id, "parent_span_id": call.span_id,
             "request_id": call.id, "name": "cache lookup", "started_at": iso(started),
             "duration_ms": ms(started, time.time()), "status": "ok",
-            "attributes": json.dumps({"hit": call.cache_hit, "mode": found.mode, "key": call.cache_key[:16]}),
+            "attributes": json.dumps({"hit": call.cache.hit, "mode": found.mode, "key": call.cache.key[:16]}),
         })
         return entry
 
     def keep(self, call: Call, entry: Entry) -> None:
-        self.cache.put(call.cache_key, entry)
+        self.cache.put(call.cache.key, entry)
 
     # -- pieces -------------------------------------------------------------------------------------
 
@@ -94,19 +94,18 @@ class Caching:
         """(body, content type) of a hit as the call asked for it, the call marked answered from the
         cache; None (and not a hit) when the entry cannot be rendered in the mode it asked for."""
         wants_stream = call.facts.stream or call.route.path_stream
-        variant = (call.cache_key, entry.expires, wants_stream, call.facts.wants_usage)
+        variant = (call.cache.key, entry.expires, wants_stream, call.facts.wants_usage)
         if (rendered := self.renders.get(variant, False)) is False:
             rendered = render(entry, wants_stream, replay_for(call.route.provider, call.route.endpoint),
                               call.facts.wants_usage)
             if rendered is not None and rendered[0] is not entry.body:
                 self.renders[variant] = rendered
         if rendered is None:
-            call.cache_hit = False
             return None
         body, content_type = rendered
         if (usage := self.usages.get(variant[:2])) is None:
             usage = self.usages[variant[:2]] = original_usage(entry, call.route)
-        call.cached_usage = usage
+        call.cache.usage = usage
         call.upstream_started = None
         call.mark_first_chunk()
         if wants_stream:  # Capture reads a stream hit as it reads any stream

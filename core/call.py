@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from core.tagging import new_span_id
+from core.errors import Refusal
+from core.keys import GatewayKey
+from core.tagging import Tags, new_span_id
 from providers.base import RequestFacts, Route, Usage
 from providers.stream import StreamParser
 
@@ -28,9 +30,50 @@ def ms(start: float | None, end: float | None) -> float | None:
     return round((end - start) * 1000, 3)
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling, as the identify stage found it: a gateway key, the router's master key, or
+    nobody named. `key_id` names the caller on the row (a gateway key, else the provider key's
+    fingerprint the door saw)."""
+
+    key: GatewayKey | None = None
+    key_id: str | None = None
+    master: bool = False
+
+
+@dataclass(slots=True)
+class CacheRecord:
+    """The cache stage's record on the call: its key, whether it was answered from the cache, whether
+    it is the call identical ones wait for, and what the stored call used (what a hit saved)."""
+
+    key: str | None = None
+    hit: bool = False
+    leader: bool = False
+    ttl: float = 0.0
+    # A hit: the usage of the call that stored the entry, whatever the rendered answer shows.
+    usage: Usage | None = None
+
+
+@dataclass(slots=True)
+class RoutingRecord:
+    """The router's send stage's record: the deployment that answered (or was tried last), how many
+    attempts it took, a span per attempt, and notes for the trace (parameters dropped in translation).
+    The route the client asked for stays on the call; this is where the call went."""
+
+    deployment: str | None = None
+    route: Route | None = None  # the deployment's provider and endpoint (prices, the row's provider)
+    host: str | None = None
+    model: str | None = None  # the deployment's model, which prices are looked up under
+    attempts: int | None = None
+
+
 @dataclass(repr=False)
 class Call:
-    """Everything recorded about one call; lives in flow.metadata["tapgate"] until the flow ends."""
+    """One call, split by owner. The door makes what the client asked (ids, trace, the route asked
+    for, host and path) and, once the body is read, `facts`, `body`, `headers`; each stage then owns
+    its record: `caller` (identify), `tags` (tag), `reservation` (admit), `cache` (cache), `routing`
+    and `spans` (send), `status` (record). `answered_by` says who answered: the provider, the
+    gateway itself (`refusal`), or the cache. Lives in flow.metadata["tapgate"] until the flow ends."""
 
     id: str
     trace_id: str
@@ -38,16 +81,25 @@ class Call:
     parent_span_id: str | None
     started: float
     mode: str
-    route: Route
+    route: Route  # what the client asked for: never rewritten (routing.route is where it went)
     host: str
     path: str
     facts: RequestFacts = field(default_factory=RequestFacts)
-    customer_identifier: str | None = None
-    thread_identifier: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
-    key_id: str | None = None
-    request_body: str | None = None
-    # The gateway asked this stream for usage the client did not ask for.
+    # The client's parsed body, lowercased headers, and X-Tapgate-Params object as sent.
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    caller: Caller = field(default_factory=Caller)
+    tags: Tags = field(default_factory=Tags)
+    # The admit stage: what the call booked in the ledger before it went upstream, and the cheaper
+    # model a downgrade rule sends it as (the router).
+    reservation: Any = None
+    downgraded_to: str | None = None
+    cache: CacheRecord = field(default_factory=CacheRecord)
+    routing: RoutingRecord = field(default_factory=RoutingRecord)
+    # "provider", "gateway" (a refusal) or "cache"; None while the call is on its way.
+    answered_by: str | None = None
+    refusal: Refusal | None = None
+    # Sending (passthrough): the gateway asked this stream for usage the client did not ask for.
     injected_usage: bool = False
     upstream_started: float | None = None
     # The prompt reached a provider (passthrough: handed upstream; router: an attempt went out), so a
@@ -56,36 +108,15 @@ class Call:
     upstream_span_id: str = field(default_factory=new_span_id)
     first_chunk: float | None = None
     parser: StreamParser | None = None
-    recorded: bool = False
-    # Respan's per-customer budget sent with the call (X-Tapgate-Params customer_params).
-    customer_params: dict[str, Any] = field(default_factory=dict)
-    # The gateway answered the call itself and why (budget_exceeded, rate_limited, ...).
-    refused: str | None = None
-    # What the call booked in the ledger before it went upstream (core/admission.py).
-    reservation: Any = None
-    # Router calls: the deployment model prices are looked up under (the client may have sent an alias).
-    priced_as: str | None = None
-    # Router calls: which deployment answered, after how many attempts, one span per attempt, and
-    # notes for the trace (parameters dropped in translation).
-    routed_to: str | None = None
-    attempts: int | None = None
-    attempt_spans: list[dict[str, Any]] = field(default_factory=list)
+    # Spans the stages add beside the root and upstream ones (cache lookup, router attempts).
+    spans: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The record stage: bodies kept or not (Respan's disable_log), the request body as stored, and
+    # the row's status once recorded.
     keep_bodies: bool = True
-    # The response cache: this call's key, whether it was answered from the cache, whether it is
-    # the one identical calls wait for; `status` is the row's status once recorded.
-    cache_key: str | None = None
-    cache_hit: bool = False
-    cache_leader: bool = False
-    cache_ttl: float = 0.0
-    # A hit: the usage of the call that stored the entry (what the hit saved), whatever the rendered
-    # answer shows (a stream rendered from a whole answer carries no usage the client did not ask for).
-    cached_usage: Usage | None = None
+    request_body: str | None = None
+    recorded: bool = False
     status: str | None = None
-    # The client's parsed body, lowercased headers and X-Tapgate-Params object as sent (the cache reads them).
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    params: dict[str, Any] = field(default_factory=dict)
     # The credentials this call carried or was sent with (the client's key, the deployments' keys):
     # scrubbed from whatever the provider sends back before it is stored or shown. Never stored.
     secrets: list[str] = field(default_factory=list)
@@ -96,7 +127,30 @@ class Call:
 
     @property
     def provider(self) -> str:
-        return self.route.provider.name
+        return self.answering_route.provider.name
+
+    @property
+    def answering_route(self) -> Route:
+        """The route of whoever answers: the deployment a routed call went to, else the one asked."""
+        return self.routing.route or self.route
+
+    @property
+    def model(self) -> str | None:
+        """The model the call is sent as: a downgrade's, else the one asked for (body or URL)."""
+        return self.downgraded_to or self.facts.model or self.route.path_model
+
+    @property
+    def refused(self) -> bool:
+        """The gateway answered without sending anything upstream: the row's status is `refused`."""
+        return self.refusal is not None and self.refusal.refused
+
+    def refuse(self, refusal: Refusal) -> None:
+        """The gateway answers the call itself; nothing of it went upstream when `refusal.refused`."""
+        self.refusal, self.answered_by = refusal, "gateway"
+        if refusal.key is not None:
+            self.caller = Caller(refusal.key, refusal.key.id)
+        if refusal.refused:
+            self.upstream_started, self.prompt_sent = None, False
 
     def mark_first_chunk(self) -> None:
         if self.first_chunk is None:
@@ -135,7 +189,7 @@ class Call:
             "mode": self.mode,
             "provider": self.provider,
             "endpoint": self.route.endpoint,
-            "host": self.host,
+            "host": self.routing.host or self.host,
             "path": self.path,
             "model": self.facts.model,
             "response_model": response_model,
@@ -150,14 +204,14 @@ class Call:
             "reasoning_tokens": usage.reasoning_tokens,
             "usage_estimated": int(usage_estimated),
             "cost_usd": cost_usd,
-            "customer_identifier": self.customer_identifier,
-            "thread_identifier": self.thread_identifier,
-            "metadata": json.dumps(self.metadata, ensure_ascii=False, default=str),
-            "key_id": self.key_id,
-            "routed_to": self.routed_to,
-            "cache_hit": int(self.cache_hit) if self.cache_key else None,
+            "customer_identifier": self.tags.customer_identifier,
+            "thread_identifier": self.tags.thread_identifier,
+            "metadata": json.dumps(self.tags.metadata, ensure_ascii=False, default=str),
+            "key_id": self.caller.key_id,
+            "routed_to": self.routing.deployment,
+            "cache_hit": int(self.cache.hit) if self.cache.key else None,
             "cost_saved_usd": cost_saved,
-            "attempts": self.attempts,
+            "attempts": self.routing.attempts,
             "request_body": self.request_body,
             "response_body": response_body,
         }
@@ -173,13 +227,13 @@ class Call:
                 "duration_ms": ms(self.started, ended),
                 "status": span_status,
                 "attributes": json.dumps(
-                    {"model": self.facts.model, "stream": request["stream"], "customer": self.customer_identifier,
+                    {"model": self.facts.model, "stream": request["stream"], "customer": self.tags.customer_identifier,
                      **({"notes": self.notes} if self.notes else {})},
                     default=str,
                 ),
             }
         ]
-        spans += self.attempt_spans
+        spans += self.spans
         if self.upstream_started is not None:
             spans.append(
                 {
@@ -187,7 +241,7 @@ class Call:
                     "trace_id": self.trace_id,
                     "parent_span_id": self.span_id,
                     "request_id": self.id,
-                    "name": f"upstream {self.host}",
+                    "name": f"upstream {self.routing.host or self.host}",
                     "started_at": iso(self.upstream_started),
                     "duration_ms": ms(self.upstream_started, ended),
                     "status": span_status,

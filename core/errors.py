@@ -1,6 +1,9 @@
-"""What can go wrong in a routed call, as named exceptions the router answers in OpenAI's error shape.
+"""Refusal: the one type for "the gateway answered the call itself", raised by any stage of the
+pipeline and rendered by each door in its client's dialect (the body below is OpenAI's shape, which
+a front or a provider turns into its own). `refused` says whether the row's status is `refused`
+(nothing went upstream) or an error of the call that did go out.
 
-    RouterError                  status, type, code, param: one OpenAI-shaped error reply
+    Refusal                      status, type, code, param, headers: one error reply
     ├── BadRequest               400 invalid_request_error (malformed body, unsupported parameter)
     ├── Unauthorized             401 invalid_api_key
     ├── Forbidden                403 model_not_allowed
@@ -8,10 +11,13 @@
     ├── BodyTooLarge             413 request_too_large
     ├── NotFound                 404 unknown_url, MethodNotAllowed 405 method_not_allowed (addons/router/server.py)
     ├── MalformedRequest         400 invalid_http_request, HeadersTooLarge 431 request_headers_too_large
-    ├── Refused                  429 budget_exceeded / rate_limit_exceeded (core/admission.py decides)
-    ├── ProviderRejected         the provider's own 4xx, not retried (400, 401, 403, 404)
+    ├── OverLimit                429 budget_exceeded / rate_limit_exceeded (core/admission.py decides)
+    ├── ProxyAuthRequired        407 a proxy credential is missing or bad (passthrough's CONNECT and proxy auth)
+    ├── Unreachable              502/504 upstream_error: passthrough could not reach the provider; refused=False
+    ├── GatewayFailed            500 gateway_error: a bug of ours, logged; refused=False
+    ├── ProviderRejected         the provider's own 4xx, not retried (400, 401, 403, 404); refused=False
     └── AllAttemptsFailed        429, 502, 503 or 504 once every retry and fallback failed; lists each
-                                 (500 provider_key_missing when no deployment had its key variable set)
+                                 (500 provider_key_missing when no deployment had its key variable set); refused=False
 """
 
 from __future__ import annotations
@@ -20,18 +26,22 @@ import json
 from dataclasses import dataclass
 
 
-class RouterError(Exception):
+class Refusal(Exception):
     status = 500
     type = "server_error"
     code: str | None = None
+    refused = True  # nothing went upstream: the row's status is `refused`
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, status: int | None = None, key=None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.code = code or self.code
         self.headers = headers or {}
+        if status is not None:
+            self.status = status
+        self.key = key  # a known gateway key that may not be used now (revoked, expired): the row names it
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -40,54 +50,55 @@ class RouterError(Exception):
         return json.dumps(self.body()).encode()
 
 
-class BadRequest(RouterError):
+class BadRequest(Refusal):
     status, type, code = 400, "invalid_request_error", "invalid_request"
 
 
-class Unauthorized(RouterError):
+class Unauthorized(Refusal):
     status, type, code = 401, "invalid_request_error", "invalid_api_key"
 
-    def __init__(self, message: str, key=None) -> None:
-        super().__init__(message)
-        self.key = key  # a known gateway key that may not be used now (revoked, expired)
+
+class ProxyAuthRequired(Refusal):
+    status, type, code = 407, "invalid_request_error", "invalid_gateway_key"
 
 
-class Forbidden(RouterError):
+class Forbidden(Refusal):
     status, type, code = 403, "permission_error", "model_not_allowed"
 
 
-class ModelNotFound(RouterError):
+class ModelNotFound(Refusal):
     status, type, code = 404, "invalid_request_error", "model_not_found"
 
 
-class BodyTooLarge(RouterError):
+class BodyTooLarge(Refusal):
     status, type, code = 413, "invalid_request_error", "request_too_large"
 
 
-class NotFound(RouterError):
+class NotFound(Refusal):
     status, type, code = 404, "invalid_request_error", "unknown_url"
 
 
-class MethodNotAllowed(RouterError):
+class MethodNotAllowed(Refusal):
     status, type, code = 405, "invalid_request_error", "method_not_allowed"
 
 
-class MalformedRequest(RouterError):
+class MalformedRequest(Refusal):
     status, type, code = 400, "invalid_request_error", "invalid_http_request"
 
 
-class HeadersTooLarge(RouterError):
+class HeadersTooLarge(Refusal):
     status, type, code = 431, "invalid_request_error", "request_headers_too_large"
 
 
-class Refused(RouterError):
+class OverLimit(Refusal):
     status, type = 429, "rate_limit_error"
 
 
-class ProviderRejected(RouterError):
+class ProviderRejected(Refusal):
     """The provider refused the request itself; retrying or failing over would not change that."""
 
     type = "invalid_request_error"
+    refused = False
 
     def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message, code=code)
@@ -111,8 +122,23 @@ class Failure:
         return f"{target}: {what}: {self.message}"
 
 
-class AllAttemptsFailed(RouterError):
+class GatewayFailed(Refusal):
+    """A bug of the gateway's own: the client gets a clean 500, the call is still recorded."""
+
+    code = "gateway_error"
+    refused = False
+
+
+class Unreachable(Refusal):
+    """Passthrough: mitmproxy could not reach the provider (502) or timed out (504)."""
+
+    status, code = 502, "upstream_error"
+    refused = False
+
+
+class AllAttemptsFailed(Refusal):
     type = "server_error"
+    refused = False
 
     def __init__(self, attempts: list[tuple[str, Failure]]) -> None:
         failures = [f for _, f in attempts]

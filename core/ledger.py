@@ -52,7 +52,7 @@ def period_bounds(period: Period, now: datetime) -> tuple[datetime | None, datet
 
 
 @dataclass(frozen=True)
-class Refusal:
+class OverCap:
     scope: Scope
     budget: Budget
     spent: float  # settled plus reserved by calls in flight, in the budget's unit
@@ -134,7 +134,7 @@ class Ledger:
         spent, reserved = self.spent.get(key, Amount()), self.reserved.get(key, Amount())
         return spent.of(budget.unit), reserved.of(budget.unit), end
 
-    def reserve(self, budgets: list[tuple[Scope, Budget]], worst: Amount) -> Reservation | Refusal:
+    def reserve(self, budgets: list[tuple[Scope, Budget]], worst: Amount) -> Reservation | OverCap:
         """Book the worst case against every budget, or refuse if any cap would be passed."""
         now = self.now()
         keys: dict[tuple[Scope, str, str], None] = {}
@@ -145,7 +145,7 @@ class Ledger:
                 continue
             spent = self.spent.get(key, Amount()).of(budget.unit) + self.reserved.get(key, Amount()).of(budget.unit)
             if spent + worst.of(budget.unit) > budget.cap + 1e-12:
-                return Refusal(scope, budget, spent, end, worst.of(budget.unit), key[2])
+                return OverCap(scope, budget, spent, end, worst.of(budget.unit), key[2])
         for key in keys:
             self.reserved.setdefault(key, Amount()).add(worst)
         return Reservation(worst, list(keys), list(budgets))

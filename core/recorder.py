@@ -1,5 +1,5 @@
 """Recorder: one finished call (passthrough or routed) becomes its `requests` row and spans, priced,
-and is handed to the listeners (spend settlement, the console)."""
+and is handed to the listeners (spend settlement, the console). The record stage's work."""
 
 from __future__ import annotations
 
@@ -8,11 +8,19 @@ import logging
 
 from core.call import Call
 from core.config import Configured
+from core.outcome import Outcome
 from core.secrets import scrub
 from core.store import Rows
-from providers.base import ResponseFacts
 
 log = logging.getLogger(__name__)
+
+BODY_LIMIT = 1024 * 1024  # stored bodies are cut here so one huge upload cannot bloat the store
+
+
+def stored_text(raw: bytes) -> str:
+    """A body as the store keeps it: text, cut at BODY_LIMIT with a note saying so."""
+    text = raw[:BODY_LIMIT].decode("utf-8", "replace")
+    return text + f"\n[tapgate: cut at {BODY_LIMIT} of {len(raw)} bytes]" if len(raw) > BODY_LIMIT else text
 
 
 class Recorder:
@@ -22,13 +30,14 @@ class Recorder:
         self.listeners = list(listeners)  # each called with (row, call) for every recorded call
         self._unpriced: set[str] = set()
 
-    def record(self, call: Call, *, ended: float, status_code: int | None, status: str, error: str | None,
-               facts: ResponseFacts, finished: bool, output_chars: int, response_body: str | None) -> None:
+    def record(self, call: Call, outcome: Outcome) -> None:
+        facts, finished, output_chars = outcome.facts, outcome.finished, outcome.chars
+        status, error, status_code, response_body = outcome.status, outcome.error, outcome.status_code, outcome.body
         if call.refused:
             status = "refused"
         usage, estimated = facts.usage, False
-        if call.cached_usage is not None and call.cached_usage.known:
-            usage = call.cached_usage  # a hit records what the original call used, never an estimate
+        if call.cache.usage is not None and call.cache.usage.known:
+            usage = call.cache.usage  # a hit records what the original call used, never an estimate
         if status == "client_disconnected" and status_code is None and call.prompt_sent and not usage.known:
             # Gone before the answer: the provider still read (and bills) the whole prompt.
             usage, estimated = call.estimate(0), True
@@ -43,16 +52,16 @@ class Recorder:
                 usage, estimated = dataclasses.replace(usage, output_tokens=seen), True
         # Price on the model that answered (a dated snapshot), else on the one asked for (for a routed
         # call: the deployment's model, not the alias the client sent).
-        asked = call.priced_as or call.facts.model
+        asked = call.routing.model or call.facts.model
         cost, model = None, facts.response_model or asked
         for candidate in dict.fromkeys(m for m in (facts.response_model, asked) if m):
-            if (cost := self.settings.prices.cost(call.route.prices_under, candidate, usage)) is not None:
+            if (cost := self.settings.prices.cost(call.answering_route.prices_under, candidate, usage)) is not None:
                 break
         if cost is None and usage.known and model and (key := f"{call.provider}/{model}") not in self._unpriced:
             self._unpriced.add(key)
             log.warning("tapgate: no price for %s; its calls are recorded with cost_usd NULL", key)
         saved = None
-        if call.cache_hit:  # answered from the cache: it cost nothing, and saved what the call would cost
+        if call.cache.hit:  # answered from the cache: it cost nothing, and saved what the call would cost
             cost, saved = 0.0, cost
         call.status = status
         # A provider may echo the credential it was sent: no key reaches the store, the console or an alert.
@@ -60,7 +69,7 @@ class Recorder:
         if status != "ok":  # ok answers are the model's text; error bodies are where keys come back
             response_body = scrub(response_body, call.secrets)
         request, spans = call.rows(
-            ended=ended,
+            ended=outcome.ended,
             status_code=status_code,
             status=status,
             error=error,

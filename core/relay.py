@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Protocol
 
 from core.clock import SYSTEM, Clock
+from core.outcome import Outcome
 from core.secrets import scrub
 from core.sending import RawStreamAnswer, StreamAnswer, UpstreamBroke
 from providers import INNER_CHAT
-from providers.base import ResponseFacts, Route, StreamState
+from providers.base import Route, StreamState
 from providers.chat import ProviderStreamError
 from providers.stream import StreamParser
 
@@ -37,21 +37,6 @@ class Sink(Protocol):
 async def next_within[T](clock: Clock, more: Callable[[], Awaitable[T]], deadline: float) -> T:
     """The stream's next piece, within what is left of the call's one deadline (router `timeout`)."""
     return await clock.within(more(), max(deadline - clock.now(), 0.001))
-
-
-@dataclass
-class Outcome:
-    facts: ResponseFacts
-    finished: bool
-    chars: int
-    body: str | None
-    status: str = "ok"
-    error: str | None = None
-
-    @classmethod
-    def of(cls, state: StreamState, status: str, error: str | None) -> Outcome:
-        facts = ResponseFacts(state.usage, state.response_model, state.error)
-        return cls(facts, state.finished, state.output.chars, state.output.as_json(), status, error)
 
 
 class Relay:

@@ -139,9 +139,10 @@ def pop_router_fields(body: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def router_tags(headers, body_user: str | None, fields: dict[str, Any]) -> Tags:
-    """Tags of a routed call: X-Tapgate-* headers win over the body's Respan fields, which win over `user`."""
-    tags = tags_from(headers, fields.get("customer_identifier") or body_user, fields.get("metadata") or {})
+def tags_for(headers, body_user: str | None, body_metadata: dict[str, Any], fields: dict[str, Any]) -> Tags:
+    """Tags of any call: X-Tapgate-* headers win over the gateway's body fields (the router's Respan
+    fields), which win over the body's own end-user and metadata fields."""
+    tags = tags_from(headers, fields.get("customer_identifier") or body_user, fields.get("metadata") or body_metadata)
     tags.thread_identifier = tags.thread_identifier or fields.get("thread_identifier")
     if not tags.customer_params and fields.get("customer_params"):
         tags.customer_params = fields["customer_params"]

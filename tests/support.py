@@ -89,3 +89,29 @@ def until(predicate, timeout: float = 10.0, what: str = "the condition"):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
     return value
+
+
+def passthrough_door(settings, rows, ring=None):
+    """(Capture, Auth): passthrough's door over `rows` with the standard stages, wired as
+    addons/gateway.py wires them (a key ring of its own unless given)."""
+    from addons.auth import Auth
+    from addons.cache import Cache
+    from addons.capture import Capture
+    from addons.spend import Spend
+    from core.keys import KeyRing
+    from core.recorder import Recorder
+    from core.stages import standard
+
+    ring = ring if ring is not None else KeyRing()
+    spend = Spend(settings, rows, ring)
+    stages = standard(settings, ring, spend, Cache(settings, rows), Recorder(settings, rows, [spend.settle]))
+    return Capture(settings, rows, stages), Auth(settings, ring, stages.identify)
+
+
+def hook(addon, name: str, flow) -> None:
+    """Call one of an addon's hooks on a flow, running it to its end when it is a coroutine."""
+    import asyncio
+    import inspect
+
+    if (method := getattr(addon, name, None)) is not None and inspect.isawaitable(result := method(flow)):
+        asyncio.run(result)

@@ -22,9 +22,10 @@ from core.alerting import alert_row
 from core.call import iso
 from core.config import Alerts as Destinations
 from core.config import Budget, EmailAlerts, TapgateConfig
-from core.keys import hash_secret
+from core.keys import KeyRing, hash_secret
 from core.ledger import Crossing
 from core.schema import open_db
+from core.stages.identify import Identify
 
 MONTH = "2026-11-01T00:00:00+00:00"
 RESETS = datetime(2026, 12, 1, tzinfo=UTC)
@@ -60,7 +61,8 @@ def everywhere(http, smtp=None) -> Destinations:
 
 
 @contextmanager
-def running(db, destinations: Destinations, *more_addons, config=None, with_spend=False, max_attempts=5):
+def running(db, destinations: Destinations, *more_addons, config=None, with_spend=False, max_attempts=5,
+            ring=None):
     """An Alerts addon started on `db` as the gateway starts it (after Spend, when asked for). Leaving
     stops it (done joins the sender), so the rows read after the block are final: tests await a
     receiver, never poll."""
@@ -68,7 +70,7 @@ def running(db, destinations: Destinations, *more_addons, config=None, with_spen
     settings.config = (config or TapgateConfig()).model_copy(update={"alerts": destinations})
     store = Store()
     spend = Spend(settings, store) if with_spend else None
-    alerts = Alerts(settings, spend, retry_base=0.01, max_attempts=max_attempts)
+    alerts = Alerts(settings, spend, ring, retry_base=0.01, max_attempts=max_attempts)
     started = [*more_addons, *([spend] if spend else []), alerts]
     with taddons.context(store, *started) as tctx:
         tctx.configure(store, tapgate_db=str(db))
@@ -276,7 +278,9 @@ def test_a_keys_own_destination_gets_its_alerts_beside_the_global_one(tmp_path, 
         conn["keys"].insert({"id": key_id, "name": key_id, "hash": hash_secret(key_id), "prefix": "tg-",
                              "created_at": "2026-11-01T00:00:00Z", "alerts": alerts.model_dump_json()})
     conn.close()
-    with running(db, everywhere(http), Auth(Settings())) as alerts:  # the real Auth and its KeyRing
+    ring = KeyRing()
+    auth = Auth(Settings(), ring, Identify(Settings(), ring))
+    with running(db, everywhere(http), auth, ring=ring) as alerts:  # the real Auth and its KeyRing
         alerts.fire(crossing(("key", "key_1")), None)
         alerts.fire(crossing(("customer", "acme")), None)
         alerts.fire(crossing(("key", "key_2")), None)  # a key with no destination of its own

@@ -8,16 +8,17 @@ import time
 import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow, tutils
-from support import Rows
+from support import Rows, hook, passthrough_door
 
 from addons.auth import Auth, proxy_secret
-from addons.capture import Capture
 from addons.settings import Settings
 from addons.store import Store
 from addons.tunnel import Tunnel
 from cli import keyadmin
 from core.config import TapgateConfig
+from core.keys import KeyRing
 from core.schema import open_db
+from core.stages.identify import Identify
 
 BODY = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -36,7 +37,7 @@ def gw(tmp_path):
     keyadmin.revoke_key(db, gone.id)
     db.close()
     settings, rows = Settings(), Rows()
-    capture, auth = Capture(settings, rows), Auth(settings)
+    capture, auth = passthrough_door(settings, rows)
     auth.ring.open(tmp_path / "t.db")
     with taddons.context(settings, Tunnel(settings), capture, auth) as tctx:
         tctx.configure(capture)
@@ -66,9 +67,9 @@ def llm(body=BODY, host="api.openai.com", path="/v1/chat/completions", client=No
 
 def send(gw, flow):
     """The request hooks in gateway order, then the recorded row (a stand-in response if it went upstream)."""
-    for hook in ("requestheaders", "request"):
+    for name in ("requestheaders", "request"):
         for addon in (gw.capture, gw.auth):
-            getattr(addon, hook)(flow)
+            hook(addon, name, flow)
     went_upstream = flow.response is None
     if went_upstream:
         flow.response = http.Response.make(200, json.dumps({"model": "gpt-4o", "usage": {
@@ -197,7 +198,7 @@ def test_plain_http_proxy_requests(gw):
     assert plain(proxy_authorization=basic("tg-nope")).response.status_code == 407
     ok = plain(proxy_authorization=basic(gw.good_secret))
     assert ok.response is None and "proxy-authorization" not in ok.request.headers
-    assert ok.metadata["tapgate_key"] == gw.good
+    assert gw.auth.connections[ok.client_conn.id]  # good credentials are remembered for the connection
     assert plain().response is None
     gw.settings.config = TapgateConfig(require_key=True)
     assert plain().response.status_code == 407
@@ -210,7 +211,8 @@ def test_the_ring_opens_on_the_store_when_running_and_follows_a_new_tapgate_db(t
         paths.append((tmp_path / name, keyadmin.create_key(db, name, [])[1]))
         db.close()
     settings, store = Settings(), Store()
-    auth = Auth(settings)
+    ring = KeyRing()
+    auth = Auth(settings, ring, Identify(settings, ring))
     with taddons.context(settings, auth, store) as tctx:
         try:
             tctx.configure(store, tapgate_db=str(paths[0][0]))

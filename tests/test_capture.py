@@ -6,9 +6,9 @@ import time
 import pytest
 from mitmproxy import http
 from mitmproxy.test import taddons, tflow, tutils
-from support import Rows, fixture_bytes
+from support import Rows, fixture_bytes, hook, passthrough_door
 
-from addons.capture import Capture, _with_fields
+from addons.capture import _with_fields
 from addons.settings import Settings
 
 
@@ -23,7 +23,7 @@ def make_flow(body: dict, host="api.openai.com", path="/v1/chat/completions", **
 
 def run(capture, flow, response: http.Response, chunks: list[bytes] | None = None):
     capture.requestheaders(flow)
-    capture.request(flow)
+    hook(capture, "request", flow)
     if flow.response is None:
         flow.response = response
         response.timestamp_start = response.timestamp_end = time.time()
@@ -37,7 +37,7 @@ def run(capture, flow, response: http.Response, chunks: list[bytes] | None = Non
 
 def setup():
     settings, rows = Settings(), Rows()
-    capture = Capture(settings, rows)
+    capture, _ = passthrough_door(settings, rows)
     return capture, rows
 
 
@@ -82,7 +82,7 @@ def test_usage_is_asked_for_and_hidden_from_a_client_that_did_not_ask():
         tctx.configure(capture)
         flow = make_flow({"model": "gpt-4o-mini", "stream": True, "messages": []})
         capture.requestheaders(flow)
-        capture.request(flow)
+        hook(capture, "request", flow)
         sent = json.loads(flow.request.content)
         assert sent["stream_options"] == {"include_usage": True}
         assert flow.request.content.startswith(json.dumps({"model": "gpt-4o-mini"})[:-1].encode())

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CORE = sorted((ROOT / "core").glob("*.py"))
-MODULES = ["core" if p.stem == "__init__" else f"core.{p.stem}" for p in CORE]
+CORE = sorted((ROOT / "core").rglob("*.py"))
+MODULES = [".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__") for p in CORE]
 
 
 def test_importing_every_core_module_loads_neither_mitmproxy_nor_aiohttps_server():
@@ -30,7 +30,20 @@ def _imports(path: Path) -> list[str]:
     return names + [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
 
 
-@pytest.mark.parametrize("path", CORE, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", CORE, ids=lambda p: str(p.relative_to(ROOT / "core")))
 def test_a_core_module_imports_no_door_and_no_cli(path):
     """Also under TYPE_CHECKING: the core names what it needs from a door as a Protocol of its own."""
     assert [m for m in _imports(path) if m.split(".")[0] in {"addons", "cli", "mitmproxy"}] == []
+
+
+def test_the_pipeline_runs_its_stages_in_the_documented_order():
+    """The order core/pipeline.py's docstring and CONTRIBUTING.md give, for both doors' pipelines."""
+    from core.pipeline import Stages
+
+    class Named:
+        def __init__(self, name):
+            self.name = name
+
+    names = ["identify", "tag", "admit", "input_policies", "cache", "output_policies", "record"]
+    stages = Stages(*(Named(n) for n in names))
+    assert stages.pipeline(Named("send")).names == [*names[:5], "send", *names[5:]]

@@ -20,7 +20,8 @@ from cli.snapshot import snapshot
 
 
 def addons():
-    return Dashboard(file=io.StringIO()), Console(file=io.StringIO()), TermLog(out=io.StringIO()), Dumper(io.StringIO())
+    dashboard = Dashboard(file=io.StringIO())
+    return dashboard, Console(file=io.StringIO(), dashboard=dashboard), TermLog(out=io.StringIO()), Dumper(io.StringIO())
 
 
 def test_off_by_default_and_the_console_prints():

@@ -17,8 +17,9 @@ from fake_upstream import FakeUpstream, VirtualClock
 
 from core.config import RouterConfig
 from core.dispatch import Attempt, Dispatch, Timeouts
-from core.errors import AllAttemptsFailed, ProviderRejected, RouterError
-from core.relay import ChatRelay, Outcome, RawRelay
+from core.errors import AllAttemptsFailed, ProviderRejected, Refusal
+from core.outcome import Outcome
+from core.relay import ChatRelay, RawRelay
 from core.routing import Routes
 from core.sending import Answer, WholeAnswer
 from providers import FRONTS, INNER_CHAT
@@ -72,7 +73,7 @@ class Ran:
     started: float
     ended: float = 0.0
     answer: Answer | None = None
-    error: RouterError | None = None
+    error: Refusal | None = None
     outcome: Outcome | None = None
     sink: ListSink = field(default_factory=ListSink)
 
@@ -118,7 +119,7 @@ async def _route(fake: FakeUpstream, model: str, stream: bool, config: RouterCon
         ran.answer = await Dispatch(fake, routes.cooling, clock, random.Random(0)).send(
             plan, prepare, stream=stream, policy=config.retry, deadline=deadline,
             timeouts=Timeouts(config.connect_timeout, config.first_byte_timeout), on_attempt=ran.attempts.append)
-    except RouterError as e:
+    except Refusal as e:
         ran.error = e
     if stream and ran.answer is not None:
         relay = ChatRelay(ran.answer, FRONTS["/v1/chat/completions"].stream(model, False), deadline, clock=clock)

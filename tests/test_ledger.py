@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from core.config import Budget
-from core.ledger import Amount, Ledger, Refusal, Reservation, period_bounds
+from core.ledger import Amount, Ledger, OverCap, Reservation, period_bounds
 from core.ratelimit import Window
 
 KEY = ("key", "key_1")
@@ -33,7 +33,7 @@ def test_reservations_hold_the_cap_whatever_the_order_of_settlements():
     refused = 0
     for _ in range(200):  # calls arrive while earlier ones are still in flight
         result = ledger.reserve([(KEY, budget)], worst)
-        if isinstance(result, Refusal):
+        if isinstance(result, OverCap):
             refused += 1
         else:
             held.append(result)
@@ -52,7 +52,7 @@ def test_refusal_says_spent_cap_and_reset():
     for _ in range(2):
         ledger.settle(ledger.reserve([(("customer", "acme"), budget)], Amount(requests=1)), Amount(requests=1))
     refusal = ledger.reserve([(("customer", "acme"), budget)], Amount(requests=1))
-    assert isinstance(refusal, Refusal)
+    assert isinstance(refusal, OverCap)
     assert "customer acme" in refusal.message() and "2 requests of 2 requests per month" in refusal.message()
     assert "resets at" in refusal.message()
 
@@ -63,7 +63,7 @@ def test_settling_twice_counts_once_and_soft_thresholds_cross_once():
     crossings = []
     for _ in range(12):
         r = ledger.reserve([(("global", ""), budget)], Amount(usd=1))
-        if isinstance(r, Refusal):
+        if isinstance(r, OverCap):
             break
         crossings += ledger.settle(r, Amount(usd=1))
         assert ledger.settle(r, Amount(usd=1)) == []  # a second settlement of the same call is ignored
@@ -76,8 +76,8 @@ def test_restored_totals_count_against_caps():
     budget = Budget(unit="usd", period="day", cap=1)
     start = period_bounds("day", ledger.now())[0].isoformat()
     ledger.load({(KEY, "day", start): Amount(usd=0.95, tokens=10, requests=3)})
-    assert isinstance(ledger.reserve([(KEY, budget)], Amount(usd=0.1)), Refusal)
-    assert not isinstance(ledger.reserve([(KEY, budget)], Amount(usd=0.05)), Refusal)
+    assert isinstance(ledger.reserve([(KEY, budget)], Amount(usd=0.1)), OverCap)
+    assert not isinstance(ledger.reserve([(KEY, budget)], Amount(usd=0.05)), OverCap)
 
 
 @pytest.mark.parametrize("rpm,tpm", [(3, None), (None, 100)])

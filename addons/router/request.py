@@ -1,53 +1,28 @@
-"""What a router client sent: who it is (the master key, a gateway key, or nobody) and its JSON body,
-each refused with the router's named errors; and what a refused caller asked for, for its row."""
+"""What a router client sent, in the pipeline's terms: the credential it presented and its JSON body,
+refused with the router's named errors when it cannot be read."""
 
 from __future__ import annotations
 
-import hmac
-import json
-import os
-
 from aiohttp import web
-from mitmproxy import ctx
 
-from addons.capture import BODY_LIMIT
-from core.call import Call
-from core.config import RouterConfig, TapgateConfig
-from core.errors import BadRequest, BodyTooLarge, RouterError, Unauthorized
-from core.keys import GatewayKey, KeyRing, hash_secret
-from core.tagging import BadTag, pop_router_fields
-from providers import INNER_CHAT
-from providers.chat import InvalidRequest, UnsupportedParam
+from core.errors import BadRequest, BodyTooLarge
+from core.keys import hash_secret
+from core.pipeline import Credential
 from providers.safe_json import loads
 
 
-def master_key(config: RouterConfig) -> str | None:
-    return config.master_key or os.environ.get(config.master_key_env) or None
-
-
-def authenticate(request: web.Request, config: TapgateConfig, ring: KeyRing,
-                 expected: str = "authorization") -> GatewayKey | None:
-    """The caller's gateway key: None for the master key, or for anyone when the router has no master
-    key and keys are not required. X-Tapgate-Key as in passthrough, else the Bearer token, or x-api-key
-    for Anthropic-shaped clients; an error names the header the caller sent, else the one its dialect
-    (`expected`) uses. Raises Unauthorized, carrying the key when it is known but may not be used."""
+def credential(request: web.BaseRequest, front) -> Credential:
+    """X-Tapgate-Key as in passthrough, else the Bearer token, or x-api-key for Anthropic-shaped
+    clients; with none, an empty one named for the header the client's dialect (`front`) uses."""
+    if tapgate_key := request.headers.get("x-tapgate-key", "").strip():
+        return Credential(hash_secret(tapgate_key), "X-Tapgate-Key", tapgate_key)
     header = request.headers.get("authorization", "")
-    bearer = header[:7].lower() == "bearer "
-    tapgate_key = request.headers.get("x-tapgate-key", "").strip()
-    token = tapgate_key or (header[7:].strip() if bearer else request.headers.get("x-api-key", ""))
-    master = master_key(config.router)
-    if master and token and hmac.compare_digest(token.encode(), master.encode()):
-        return None
-    if token and (key := ring.by_hash(hash_secret(token))) is not None:
-        if problem := key.problem():
-            raise Unauthorized(problem[0].upper() + problem[1:] + ".", key)
-        return key
-    if not master and not config.require_key:
-        return None
-    where = "in the X-Tapgate-Key header" if tapgate_key else "as the Bearer token" \
-        if bearer or (not token and expected == "authorization") else "in the x-api-key header"
-    raise Unauthorized(f"Incorrect API key: send the gateway master key or a gateway key {where}."
-                       if token else f"Missing API key: send a gateway key {where}.")
+    if header[:7].lower() == "bearer ":
+        token = header[7:].strip()
+        return Credential(hash_secret(token) if token else "", "bearer", token)
+    if token := request.headers.get("x-api-key", ""):
+        return Credential(hash_secret(token), "x-api-key", token)
+    return Credential("", "bearer" if front.key_header == "authorization" else "x-api-key", "")
 
 
 async def read_json(request: web.Request, limit: int) -> dict:
@@ -66,17 +41,3 @@ async def read_json(request: web.Request, limit: int) -> dict:
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     return body
-
-
-async def note_refused(request: web.Request, call: Call, front, limit: int) -> None:
-    """What a refused caller asked for, for its row: the model and, when bodies are kept, the body
-    (as passthrough records a refused call). Best effort: a body that cannot be read is left out."""
-    try:
-        body = await read_json(request, limit)
-        pop_router_fields(body)
-        chat_body, _ = front.to_chat(body, "drop")
-        call.facts = INNER_CHAT.wire.request_facts(INNER_CHAT.route, chat_body)
-    except (RouterError, BadTag, InvalidRequest, UnsupportedParam, ValueError, TypeError):
-        return
-    if ctx.options.tapgate_store_bodies:
-        call.request_body = json.dumps(body, ensure_ascii=False)[:BODY_LIMIT]

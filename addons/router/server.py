@@ -15,10 +15,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 
-from core.errors import HeadersTooLarge, MalformedRequest, MethodNotAllowed, NotFound, RouterError
+from core.errors import HeadersTooLarge, MalformedRequest, MethodNotAllowed, NotFound, Refusal
 from core.secrets import scrub
 
-OnError = Callable[[web.BaseRequest, RouterError], bytes]  # records the error; the body to answer with
+OnError = Callable[[web.BaseRequest, Refusal], bytes]  # records the error; the body to answer with
 
 
 def middleware(on_error: OnError):
@@ -29,7 +29,7 @@ def middleware(on_error: OnError):
         try:
             return await handler(request)
         except web.HTTPNotFound:
-            error: RouterError = NotFound(f"Unknown request URL: {request.method} {request.path}. The router "
+            error: Refusal = NotFound(f"Unknown request URL: {request.method} {request.path}. The router "
                                           "serves POST /v1/chat/completions, /v1/messages, /v1/embeddings, "
                                           "/v1/responses and GET /v1/models.")
         except web.HTTPMethodNotAllowed as e:
@@ -71,13 +71,13 @@ class _Protocol(RequestHandler):
         if request.writer.output_size > 0:  # some of an answer is out already: nothing else can be said
             raise ConnectionError("Response is sent already, cannot send another response with the error message")
         if isinstance(exc, LineTooLong) or status == 431:  # aiohttp's message quotes the line: not repeated
-            error: RouterError = HeadersTooLarge("The request's headers are too large: a header line is over "
+            error: Refusal = HeadersTooLarge("The request's headers are too large: a header line is over "
                                                  "8190 bytes.")
         elif status < 500:
             text = scrub(str(getattr(exc, "message", None) or message or exc or "").strip())[:200]
             error = MalformedRequest(f"The request is not valid HTTP: {text}")
         else:
-            error = RouterError("The gateway failed to handle this request; its log has the details.",
+            error = Refusal("The gateway failed to handle this request; its log has the details.",
                                 code="gateway_error")
         response = _response(error, self.on_error(request, error))
         response.force_close()
@@ -88,5 +88,5 @@ class _Protocol(RequestHandler):
         return self._manager.on_error
 
 
-def _response(error: RouterError, body: bytes) -> web.Response:
+def _response(error: Refusal, body: bytes) -> web.Response:
     return web.Response(status=error.status, body=body, content_type="application/json", headers=error.headers)
