@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from core.evals.config import EvalsConfig
+
 if TYPE_CHECKING:
     from providers.pricing import PriceTable
 
@@ -305,6 +307,8 @@ class TapgateConfig(Strict):
     """The router."""
     cache: CacheConfig = CacheConfig()
     """The response cache."""
+    evals: EvalsConfig = EvalsConfig()
+    """Evaluators, and the share of live calls they score."""
 
 
 class Configured(Protocol):
@@ -338,8 +342,24 @@ def load_config(path: str | Path | None) -> TapgateConfig:
         return TapgateConfig.model_validate(data or {})
     except ValidationError as e:
         err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"{path}:{_line_of(data, err['loc'])}: {where}: {err['msg']}") from None
+        loc = _without_tags(data, err["loc"])
+        where = ".".join(str(p) for p in loc)
+        raise ConfigError(f"{path}:{_line_of(data, loc)}: {where}: {err['msg']}") from None
+
+
+def _without_tags(data: Any, loc: tuple) -> tuple:
+    """The error's path without the discriminator values pydantic puts in it (`evaluators.a.regex.pattern`
+    is `evaluators.a.pattern` in the file)."""
+    out, node = [], data
+    for key in loc:
+        if isinstance(node, dict) and key not in node and node.get("kind") == key:
+            continue
+        out.append(key)
+        try:
+            node = node[key]
+        except (KeyError, IndexError, TypeError):
+            node = None
+    return tuple(out)
 
 
 def _line_of(data: Any, loc: tuple) -> int:

@@ -220,6 +220,28 @@ def m007_response_cache(db: Database) -> None:
     )
 
 
+@migrations()
+def m008_scores(db: Database) -> None:
+    # Evaluator verdicts on calls (issue 15): online scoring, user feedback, experiments. One row per call
+    # and evaluator (the id is both), so scoring a call again replaces its score.
+    db["scores"].create(
+        {
+            "id": str,  # call_id:evaluator
+            "call_id": str,
+            "evaluator": str,
+            "value": float,
+            "label": str,
+            "reason": str,
+            "judge_cost_usd": float,
+            "source": str,  # online, feedback or experiment
+            "created_at": str,
+        },
+        pk="id",
+    )
+    db["scores"].create_index(["call_id"], if_not_exists=True)
+    db["scores"].create_index(["evaluator", "created_at"], if_not_exists=True)
+
+
 def open_db(path: str | Path) -> Database:
     """Open (creating if needed) and migrate the store; WAL so readers never block the writer.
     A new store and its directory are readable by their owner only: they hold every prompt."""
