@@ -7,6 +7,7 @@ from addons.cache import Cache
 from addons.capture import Capture
 from addons.console import Console
 from addons.dashboard import Dashboard
+from addons.evals import Evals
 from addons.router import Router
 from addons.settings import Settings
 from addons.spend import Spend
@@ -29,6 +30,9 @@ recorder = Recorder(settings, store, listeners=[spend.settle, console.show])
 stages = standard(settings, ring, spend, cache, recorder)
 alerts = Alerts(settings, spend, ring)
 spend.on_crossing.append(alerts.fire)  # thresholds crossed become alerts, sent off the event loop
+router = Router(settings, stages, cache)  # the router's door: its own port
+evals = Evals(settings, store, router)
+recorder.listeners.append(evals.scorer.offer)  # the record stage offers both doors' calls to online scoring
 
 # Hooks run in this order. Settings first: every other addon reads what it parsed.
 # Capture before Auth: its requestheaders makes the Call, so Auth's requestheaders knows an LLM call
@@ -44,8 +48,10 @@ addons = [
     Auth(settings, ring, stages.identify),  # gateway keys: proxy authentication, X-Tapgate-Key
     cache,
     spend,
-    Router(settings, stages, cache),  # the router's door: its own port
+    router,
     alerts,  # budget alerts: Slack, webhook, email; its own thread and store connection
+    # Evals before the store: its done() scores what is queued while the store still journals.
+    evals,
     console,
     dashboard,
     store,

@@ -42,6 +42,8 @@ class Storage:
         self.journal: Journal | None = None
         self.salt = ""
         self._failing = False
+        # Functions whose dicts join the writer's status file (the online scorer's backlog).
+        self.status_sources: list = []
 
     def open(self, path: Path) -> None:
         """Use the file at `path` from now on. Raises (and the file in use, if any, stays in use)
@@ -56,6 +58,7 @@ class Storage:
         self.close()
         self.salt, self.journal = salt, journal
         self.writer = Writer(path, journal, open_db, salt)
+        self.writer.status_sources = self.status_sources
         self.writer.start()
 
     def add(self, table: str, row: dict[str, Any]) -> None:

@@ -147,6 +147,7 @@ class Writer(threading.Thread):
         self._status_at = 0.0
         self._rate: list[tuple[float, int]] = []  # (time, written) samples for records/s
         self._inode = 0
+        self.status_sources: list = []  # more figures for the status file: each a function returning a dict
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -285,7 +286,8 @@ class Writer(threading.Thread):
                 "committed": self.written, "committed_per_s": round(rate, 1), "stalls": self.stalls,
                 "stalled": self.stalled_since is not None,
                 "stalled_s": round(now - self.stalled_since, 1) if self.stalled_since else 0, "lost": self.lost,
-                "reopens": self.reopens, "last_error": self.last_error}
+                "reopens": self.reopens, "last_error": self.last_error,
+                **{k: v for source in self.status_sources for k, v in source().items()}}
 
     def _status(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -20,6 +20,7 @@ import time
 from aiohttp import web
 from mitmproxy import ctx, exceptions
 
+from addons.router import feedback
 from addons.router import server as router_http
 from addons.router.cache import keep_answer, render_cached
 from addons.router.request import credential, read_json
@@ -101,6 +102,7 @@ class Router:
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/v1/responses", self.responses)
         app.router.add_get("/v1/models", self.models)
+        app.router.add_post("/v1/feedback", feedback.handler(self.stages.identify, self.stages.record.recorder.store))
         self.runner = router_http.Runner(app, self._unrouted, access_log=None, handle_signals=False,
                                          handler_cancellation=True)
         await self.runner.setup()

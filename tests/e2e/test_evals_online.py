@@ -1,0 +1,103 @@
+"""Online scoring through the real openai SDK, router and passthrough: a sampled tenth of the calls is
+scored in the background, a crashing evaluator leaves the calls whole, and feedback joins the scores."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+
+import openai
+import pytest
+from harness import query, router_url, start_gateway, wait_rows
+
+MASTER = "sk-tapgate-master-evals"
+MSG = [{"role": "user", "content": "hi"}]
+CHECKS = '''
+def crash(subject):
+    raise RuntimeError("a bug in the user's evaluator")
+'''
+
+
+def config(mock: int) -> str:
+    return f"""
+router:
+  master_key: {MASTER}
+  providers:
+    openai: {{base_url: "http://127.0.0.1:{mock}/v1"}}
+evals:
+  evaluators:
+    answered: {{kind: regex, pattern: '\\w'}}
+    crash: {{kind: python, function: "evalchecks:crash"}}
+  online:
+    - evaluators: [answered, crash]
+      rate: 0.1
+"""
+
+
+@pytest.fixture(scope="module")
+def gw(mock, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evals")
+    (tmp / "tapgate.yaml").write_text(config(mock))
+    (tmp / "evalchecks.py").write_text(CHECKS)
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(tmp), before)))
+    try:
+        process, port = start_gateway(mock, tmp / "conf", tmp / "t.db", "--set", f"tapgate_config={tmp / 'tapgate.yaml'}")
+    finally:
+        os.environ.pop("PYTHONPATH") if before is None else os.environ.__setitem__("PYTHONPATH", before)
+    yield process, port, tmp
+    assert process.stop() == 0, "\n".join(process.lines[-30:])
+
+
+def test_a_tenth_of_both_doors_calls_is_scored_and_a_crashing_evaluator_leaves_them_whole(gw, customer, monkeypatch):
+    process, port, tmp = gw
+    routed = openai.OpenAI(base_url=router_url(process), api_key=MASTER, max_retries=0)
+    for i in range(100):
+        reply = routed.chat.completions.create(model="openai/gpt-4o-mini", messages=MSG,
+                                               extra_body={"customer_identifier": customer})
+        assert reply.choices[0].message.content  # the crashing evaluator never reaches the caller
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp / "conf" / "mitmproxy-ca-cert.pem"))
+    direct = openai.OpenAI(api_key="sk-test-passthrough", max_retries=0,
+                           default_headers={"X-Tapgate-Customer-Identifier": customer})
+    for i in range(50):
+        assert direct.chat.completions.create(model="gpt-4o-mini", messages=MSG).choices[0].message.content
+    db = tmp / "t.db"
+    calls = wait_rows(db, "SELECT id, mode, status FROM requests WHERE customer_identifier = ?", (customer,), 150)
+    assert {c["status"] for c in calls} == {"ok"} and {c["mode"] for c in calls} == {"router", "passthrough"}
+    scores = wait_rows(db, "SELECT s.*, r.mode FROM scores s JOIN requests r ON r.id = s.call_id "
+                           "WHERE r.customer_identifier = ?", (customer,), 15)
+    assert 13 <= len(scores) <= 17  # 10% of 150, within 2 points
+    assert {s["evaluator"] for s in scores} == {"answered"} and {s["label"] for s in scores} == {"pass"}
+    assert {s["mode"] for s in scores} == {"router", "passthrough"}
+    process.wait_for(r"evaluator crash raised")
+
+
+def test_feedback_on_the_router_port_joins_the_scores(gw, customer):
+    process, _, tmp = gw
+    base = router_url(process)
+    c = openai.OpenAI(base_url=base, api_key=MASTER, max_retries=0)
+    reply = c.chat.completions.with_raw_response.create(model="openai/gpt-4o-mini", messages=MSG,
+                                                        extra_body={"customer_identifier": customer})
+    reply.parse()
+    call = wait_rows(tmp / "t.db", "SELECT id FROM requests WHERE customer_identifier = ?", (customer,))[0]
+
+    def post(body: dict, key: str = MASTER) -> tuple[int, dict]:
+        req = urllib.request.Request(f"{base}/feedback", json.dumps(body).encode(), method="POST",
+                                     headers={"authorization": f"Bearer {key}", "content-type": "application/json"})
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    assert post({"call_id": call["id"], "value": False, "reason": "wrong"})[0] == 200
+    status, error = post({"call_id": call["id"]})
+    assert status == 400 and error["error"]["param"] == "value"  # OpenAI's error shape, naming the field
+    assert post({"call_id": call["id"], "value": 1}, key="sk-wrong")[0] == 401
+    row = wait_rows(tmp / "t.db", "SELECT * FROM scores WHERE call_id = ?", (call["id"],))[0]
+    assert (row["evaluator"], row["value"], row["label"], row["reason"], row["source"]) == (
+        "feedback", 0.0, "fail", "wrong", "feedback")
+    assert query(tmp / "t.db", "SELECT count(*) AS n FROM scores WHERE call_id = ?", (call["id"],))[0]["n"] == 1
