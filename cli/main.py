@@ -101,8 +101,11 @@ def cmd_logs(args: argparse.Namespace) -> int:
                               grep=args.grep)
     conn = queries.connect(args.db)
     rows = queries.logs(conn, filters, args.limit, bodies=args.bodies)
+    scores = queries.scores_of(conn, [r["id"] for r in rows])
+    for row in rows:
+        row["scores"] = queries.score_text(scores.get(row["id"], [])) if not args.format else scores.get(row["id"], [])
     if args.format:
-        columns = list(queries.CALL_COLUMNS) + (list(queries.BODY_COLUMNS) if args.bodies else [])
+        columns = [*queries.CALL_COLUMNS, *(queries.BODY_COLUMNS if args.bodies else ()), "scores"]
         print_rows(rows, columns, args.format)
         return 0
     out = console()
@@ -117,6 +120,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
     conn = queries.connect(args.db)
     trace_id = queries.resolve_trace(conn, args.id)
     spans, requests = queries.trace(conn, trace_id)
+    for call_id, scores in queries.scores_of(conn, list(requests)).items():
+        requests[call_id]["scores"] = queries.score_text(scores)
     console().print(trace_tree(trace_id, spans, requests))
     return 0
 
@@ -143,6 +148,47 @@ def cmd_spend(args: argparse.Namespace) -> int:
     else:
         out = console()
         out.print(spend_table(args.by, rows, out.width))
+    return 0
+
+
+def cmd_evals_report(args: argparse.Namespace) -> int:
+    from cli.evals import report
+
+    since, until = time_range(args)
+    lines = report(queries.score_rows(queries.connect(args.db), args.by, since, until, args.evaluator))
+    if args.format:
+        print_rows(lines, ["evaluator", "group", "scores", "mean", "ci95", "pass_rate", "labels", "judge_cost_usd"],
+                   args.format)
+        return 0
+    from cli.views import evals_report_table
+
+    out = console()
+    out.print(evals_report_table(args.by, lines, out.width))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from core.evals.feedback import BadFeedback, feedback_row
+
+    value: Any = {"true": True, "false": False}.get(args.value.lower(), args.value)
+    body: dict[str, Any] = {"evaluator": args.evaluator, "reason": args.reason}
+    try:
+        body["value"] = value if isinstance(value, bool) else float(value)
+    except ValueError:
+        body["label"] = value  # a word: a label
+    conn = queries.connect(args.db)
+    found = conn.execute("SELECT id FROM requests WHERE id = ? OR id LIKE ? || '%' LIMIT 2",
+                         (args.call_id, args.call_id)).fetchall()
+    if len(found) != 1:
+        raise queries.StoreError(f"no call {args.call_id!r} in the store" if not found else
+                                 f"{args.call_id!r} is the start of more than one call id; give more of it")
+    try:
+        row = feedback_row({**body, "call_id": found[0]["id"]})
+    except BadFeedback as e:
+        raise queries.StoreError(str(e)) from None
+    with keys_db(args.db) as db:
+        db["scores"].insert(row, replace=True)
+    print(f"scored call {row['call_id']}: {row['evaluator']} = {row['label'] or format(row['value'], 'g')}")
     return 0
 
 
@@ -310,6 +356,27 @@ def parser() -> argparse.ArgumentParser:
                       "One JSON object a line per request, oldest first, with its spans in \"spans\".")
     time_flags(s)
     s.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+
+    evals = sub.add_parser("evals", help="scores of recorded calls, aggregated",
+                           description="What the evaluators and users said about recorded calls.")
+    actions = evals.add_subparsers(dest="action", required=True, metavar="ACTION")
+    s = store_command(actions, "report", cmd_evals_report, "mean score, interval and pass rate per evaluator and group",
+                      "Scores of calls started in a period, per evaluator and group: how many, the mean value with "
+                      "its 95% confidence interval, the pass rate, labels and what the judge cost.")
+    s.add_argument("--by", default="model", metavar="GROUP",
+                   help="model, customer, provider, variant (metadata variant, else the deployment), prompt "
+                   "(id@version), evaluator, or meta:<key> (default model)")
+    s.add_argument("--evaluator", help="only this evaluator's scores")
+    time_flags(s)
+    formats(s)
+
+    s = store_command(sub, "score", cmd_score, "give a recorded call a score (user feedback)",
+                      "Store a score for a call, as POST /v1/feedback does: a number, true or false, or a word "
+                      "(a label). It replaces the call's earlier score from the same evaluator.")
+    s.add_argument("call_id", metavar="CALL_ID", help="the call's id (or a unique prefix of it)")
+    s.add_argument("value", metavar="VALUE", help="a number, true or false, or a label")
+    s.add_argument("--evaluator", default="feedback", help="whose score it is (default feedback)")
+    s.add_argument("--reason", help="why, in a few words")
 
     keys = sub.add_parser("keys", help="create, list, update, revoke and rotate gateway keys",
                           description="Gateway keys name who is calling, with budgets, rate limits, allowed "

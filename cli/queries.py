@@ -297,3 +297,57 @@ def export(conn: sqlite3.Connection, since: str | None, until: str | None, batch
             spans.setdefault(s["request_id"], []).append(dict(s))
         for r in rows:
             yield {**dict(r), "spans": spans.get(r["id"], [])}
+
+
+# -- scores (`tapgate logs`, `trace`, `evals report`) --------------------------------------------------
+
+
+def scores_of(conn: sqlite3.Connection, call_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Call id -> its scores, by evaluator name (by the call_id index, 500 ids a query)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    if not has_table(conn, "scores"):
+        return out
+    for i in range(0, len(call_ids), 500):
+        chunk = call_ids[i : i + 500]
+        marks = ", ".join("?" * len(chunk))
+        for r in conn.execute(f"SELECT call_id, evaluator, value, label, reason, judge_cost_usd, source FROM scores"
+                              f" WHERE call_id IN ({marks}) ORDER BY evaluator", chunk):
+            out.setdefault(r["call_id"], []).append(dict(r))
+    return out
+
+
+def score_text(scores: list[dict[str, Any]]) -> str:
+    """`answered=pass helpful=4`: each evaluator's label, else its value."""
+    return " ".join(f"{s['evaluator']}={s['label'] if s['label'] is not None else format(s['value'], 'g')}"
+                    for s in scores)
+
+
+# What `tapgate evals report --by` groups by: a requests column (or expression), or meta:<key>.
+# A variant is the metadata's `variant` (an A/B arm), else the deployment that answered.
+REPORT_GROUPS = {"model": "coalesce(r.response_model, r.model)", "customer": "r.customer_identifier",
+                 "provider": "r.provider", "variant": "coalesce(json_extract(r.metadata, '$.variant'), r.routed_to)",
+                 "prompt": "r.prompt_id || '@' || r.prompt_version", "evaluator": "NULL"}
+
+
+def score_rows(conn: sqlite3.Connection, by: str, since: str | None, until: str | None,
+               evaluator: str | None = None) -> list[dict[str, Any]]:
+    """(evaluator, group, value, label, judge cost) of every score of calls started in the range."""
+    if not has_table(conn, "scores"):
+        return []
+    params: list[Any] = []
+    if by.startswith("meta:") and len(by) > 5:
+        group, params = "json_extract(r.metadata, ?)", [json_path(by[5:])]
+    elif by in REPORT_GROUPS:
+        group = REPORT_GROUPS[by]
+        if by == "prompt" and not has_column(conn, "requests", "prompt_id"):
+            raise StoreError("this store has no prompt columns yet (the gateway adds them at its next start)")
+    else:
+        raise StoreError(f"cannot group by {by!r}: use {', '.join(REPORT_GROUPS)} or meta:<key>")
+    where, wparams = Filters(since=since, until=until).where()
+    where = where.replace("started_at", "r.started_at")
+    if evaluator:
+        where += (" AND " if where else " WHERE ") + "s.evaluator = ?"
+        wparams.append(evaluator)
+    sql = (f"SELECT s.evaluator, {group} AS grp, s.value, s.label, s.judge_cost_usd FROM scores s"
+           f" JOIN requests r ON r.id = s.call_id{where}")
+    return [dict(r) for r in conn.execute(sql, [*params, *wparams])]

@@ -75,9 +75,10 @@ def call_columns(compact: bool = False, ids: dict[str, str] | None = None) -> li
         Column("tokens", tokens_text, 5, justify="right", style="yellow"),
         Column("cost", cost_text, 4, justify="right", style="yellow"),  # never cut
         Column("customer", lambda r: r["customer_identifier"] or "", 6, floor=8, optional=True, style="magenta"),
+        Column("scores", lambda r: r.get("scores") or "", 12, floor=8, optional=True, style="cyan"),
     ]
     if compact:
-        return [c for c in shown if c.header not in ("ttft", "attempts")]
+        return [c for c in shown if c.header not in ("ttft", "attempts", "scores")]
     shortest = max((len(v) for v in ids.values()), default=32)
     ident = Column("id", lambda r: r["id"], 0, floor=shortest, cut=lambda t, w: t[:w], style="dim")
     error = Column("error", lambda r: "" if r["status"] == "ok" else (r["error"] or ""), 12, floor=12, optional=True,
@@ -282,6 +283,8 @@ def trace_tree(trace_id: str, spans: list[dict[str, Any]], requests: dict[str, d
                            style="yellow").append(cost_text(req), style="yellow")
             if req["customer_identifier"]:
                 details.append(f"  {req['customer_identifier']}", style="magenta")
+            if req.get("scores"):
+                details.append(f"  {req['scores']}", style="cyan")
         attrs = _attributes(s)
         if attrs.get("http.status_code"):
             details.append(f"  HTTP {attrs['http.status_code']}", style="dim")
@@ -408,3 +411,19 @@ def keys_table(keys: list[dict[str, Any]], width: int) -> Table:
                optional=True),
     ]
     return columns.table(table, keys, width, title=plural(len(keys), "gateway key"))
+
+
+def evals_report_table(by: str, lines: list[dict[str, Any]], width: int) -> Table:
+    """`tapgate evals report`: per evaluator and group, the mean with its 95% interval and the pass rate."""
+    table = Table(box=box.SIMPLE_HEAD, width=min(width, 120), title=f"scores by {by}")
+    for header, justify in (("evaluator", "left"), (by, "left"), ("scores", "right"), ("mean ± 95% CI", "right"),
+                            ("pass", "right"), ("labels", "left"), ("judge cost", "right")):
+        table.add_column(header, justify=justify, overflow="fold")
+    for line in lines:
+        mean = DASH if line["mean"] is None else f"{line['mean']:.3g}" + (
+            f" ± {line['ci95']:.2g}" if line["ci95"] is not None else "")
+        labels = ", ".join(f"{k} {v}" for k, v in line["labels"].items())
+        table.add_row(line["evaluator"], str(line["group"]) if line["group"] is not None else DASH, str(line["scores"]),
+                      mean, percent(line["pass_rate"]), labels,
+                      usd(line["judge_cost_usd"]) if line["judge_cost_usd"] is not None else "")
+    return table

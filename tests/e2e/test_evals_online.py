@@ -53,7 +53,7 @@ def gw(mock, tmp_path_factory):
 def test_a_tenth_of_both_doors_calls_is_scored_and_a_crashing_evaluator_leaves_them_whole(gw, customer, monkeypatch):
     process, port, tmp = gw
     routed = openai.OpenAI(base_url=router_url(process), api_key=MASTER, max_retries=0)
-    for i in range(100):
+    for _ in range(100):
         reply = routed.chat.completions.create(model="openai/gpt-4o-mini", messages=MSG,
                                                extra_body={"customer_identifier": customer})
         assert reply.choices[0].message.content  # the crashing evaluator never reaches the caller
@@ -61,7 +61,7 @@ def test_a_tenth_of_both_doors_calls_is_scored_and_a_crashing_evaluator_leaves_t
     monkeypatch.setenv("SSL_CERT_FILE", str(tmp / "conf" / "mitmproxy-ca-cert.pem"))
     direct = openai.OpenAI(api_key="sk-test-passthrough", max_retries=0,
                            default_headers={"X-Tapgate-Customer-Identifier": customer})
-    for i in range(50):
+    for _ in range(50):
         assert direct.chat.completions.create(model="gpt-4o-mini", messages=MSG).choices[0].message.content
     db = tmp / "t.db"
     calls = wait_rows(db, "SELECT id, mode, status FROM requests WHERE customer_identifier = ?", (customer,), 150)
