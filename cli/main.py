@@ -192,6 +192,30 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prompts(args: argparse.Namespace) -> int:
+    from cli import prompts
+
+    with keys_db(args.db) as db:
+        if args.action == "push":
+            doc = prompts.read_file(args.file)
+            version = prompts.push(db, args.name, doc)
+            print(f"pushed {args.name} version {version}")
+        elif args.action == "list":
+            for p in prompts.listing(db):
+                print(json.dumps(p) if args.format else
+                      f"{p['name']}  v{p['latest']}  ({plural(p['versions'], 'version')})  {' '.join(p['labels'])}")
+        elif args.action == "show":
+            template = prompts.get(db, args.name, args.version)
+            print(f"# {template.name} version {template.version}; variables: {', '.join(template.variables()) or 'none'}")
+            print(prompts.as_text(template), end="")
+        elif args.action == "diff":
+            print(prompts.diff(db, args.name, args.v1, args.v2) or "no difference", end="")
+        elif args.action == "label":
+            prompts.label(db, args.name, args.version, args.label)
+            print(f"{args.name}: {args.label} is version {args.version}; the router uses it within seconds")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     since, until = time_range(args)
     conn = queries.connect(args.db)
@@ -377,6 +401,32 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("value", metavar="VALUE", help="a number, true or false, or a label")
     s.add_argument("--evaluator", default="feedback", help="whose score it is (default feedback)")
     s.add_argument("--reason", help="why, in a few words")
+
+    prompts = sub.add_parser("prompts", help="versioned prompt templates the router renders",
+                             description="Prompt templates kept in the store: messages with {{variable}} "
+                             "placeholders, a model and parameters. A router request names one in Respan's prompt "
+                             "field.")
+    actions = prompts.add_subparsers(dest="action", required=True, metavar="ACTION")
+    s = store_command(actions, "push", cmd_prompts, "a new version of a prompt from a YAML or JSON file",
+                      "Store FILE (messages, model, parameters) as the next version of NAME.")
+    s.add_argument("name", metavar="NAME", help="the prompt's name (its prompt_id)")
+    s.add_argument("file", metavar="FILE", help="YAML or JSON: messages with {{variable}} placeholders, model, parameters")
+    s = store_command(actions, "list", cmd_prompts, "every prompt, its newest version and labels",
+                      "Every prompt with its newest version, how many versions it has, and its labels.")
+    s.add_argument("--json", dest="format", action="store_const", const="json", help="JSON Lines, one prompt a line")
+    s = store_command(actions, "show", cmd_prompts, "one version of a prompt", "One version of a prompt.")
+    s.add_argument("name", metavar="NAME", help="the prompt's name")
+    s.add_argument("version", metavar="VERSION", nargs="?", help="a number or a label (default: the newest)")
+    s = store_command(actions, "diff", cmd_prompts, "what changed between two versions",
+                      "A unified diff of two versions (numbers or labels).")
+    s.add_argument("name", metavar="NAME", help="the prompt's name")
+    s.add_argument("v1", metavar="V1", help="a version number or label")
+    s.add_argument("v2", metavar="V2", help="another")
+    s = store_command(actions, "label", cmd_prompts, "point a label (production) at a version",
+                      "Point LABEL at VERSION; a request without a version gets the production label's.")
+    s.add_argument("name", metavar="NAME", help="the prompt's name")
+    s.add_argument("version", metavar="VERSION", type=int, help="the version number")
+    s.add_argument("label", metavar="LABEL", help="e.g. production, staging")
 
     keys = sub.add_parser("keys", help="create, list, update, revoke and rotate gateway keys",
                           description="Gateway keys name who is calling, with budgets, rate limits, allowed "

@@ -120,6 +120,9 @@ class Call:
     # The credentials this call carried or was sent with (the client's key, the deployments' keys):
     # scrubbed from whatever the provider sends back before it is stored or shown. Never stored.
     secrets: list[str] = field(default_factory=list)
+    # Router calls rendered from a stored prompt (Respan's `prompt` field): which, and which version.
+    prompt_id: str | None = None
+    prompt_version: int | None = None
 
     def __repr__(self) -> str:
         # Short on purpose: mitmproxy formats flow.metadata for filters (~meta) and views on every flow.
@@ -214,6 +217,8 @@ class Call:
             "attempts": self.routing.attempts,
             "request_body": self.request_body,
             "response_body": response_body,
+            "prompt_id": self.prompt_id,
+            "prompt_version": self.prompt_version,
         }
         span_status = "ok" if status == "ok" else "error"
         spans = [

@@ -242,6 +242,22 @@ def m008_scores(db: Database) -> None:
     db["scores"].create_index(["evaluator", "created_at"], if_not_exists=True)
 
 
+@migrations()
+def m009_prompts(db: Database) -> None:
+    # Versioned prompt templates (issue 15): `tapgate prompts push` adds a version, `label` points a label
+    # at one; router calls rendered from a prompt carry its id and version, so reports group by them.
+    db["prompts"].create(
+        {"id": str, "name": str, "version": int, "messages": str, "model": str, "parameters": str,
+         "created_at": str},
+        pk="id",  # name:version
+    )
+    db["prompts"].create_index(["name", "version"], unique=True, if_not_exists=True)
+    db["prompt_labels"].create({"id": str, "name": str, "label": str, "version": int, "updated_at": str},
+                               pk="id")  # name:label
+    db["requests"].add_column("prompt_id", str)
+    db["requests"].add_column("prompt_version", int)
+
+
 def open_db(path: str | Path) -> Database:
     """Open (creating if needed) and migrate the store; WAL so readers never block the writer.
     A new store and its directory are readable by their owner only: they hold every prompt."""

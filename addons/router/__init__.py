@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import time
+from pathlib import Path
 
 from aiohttp import web
 from mitmproxy import ctx, exceptions
@@ -32,6 +33,7 @@ from core.clock import SYSTEM, Clock
 from core.errors import BadRequest, GatewayFailed, Refusal
 from core.outcome import Outcome
 from core.pipeline import Ask, CacheAsk, Hit, Stages
+from core.prompts import PromptBook, PromptError
 from core.recorder import BODY_LIMIT
 from core.relay import ChatRelay, RawRelay
 from core.routing import Routes, UnknownModel
@@ -64,6 +66,7 @@ class Router:
         self.store_bodies = True
         self.runner: web.AppRunner | None = None
         self.address = ""
+        self.prompts = PromptBook()  # stored prompt templates, for requests with Respan's `prompt` field
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -94,6 +97,7 @@ class Router:
         if not ctx.options.tapgate_router:
             return
         await self.upstream.start()
+        self.prompts.open(Path(ctx.options.tapgate_db).expanduser())
         app = web.Application(client_max_size=self.settings.config.router.max_body_bytes,
                               middlewares=[router_http.middleware(self._unrouted)])
         app.router.add_post("/v1/chat/completions", self.chat)
@@ -124,6 +128,7 @@ class Router:
         log.info("tapgate router listening at %s", self.address)
 
     async def done(self) -> None:
+        self.prompts.close()
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
@@ -199,6 +204,12 @@ class Router:
         unreadable = None
         try:
             body = await read_json(request, config.max_body_bytes)
+            if not as_is and "prompt" in body:  # a stored prompt (Respan's field); /v1/responses has OpenAI's own
+                try:
+                    body, template = self.prompts.render(body)
+                except PromptError as e:
+                    raise BadRequest(str(e), param=e.param) from None
+                call.prompt_id, call.prompt_version = template.name, template.version
             try:
                 fields = pop_router_fields(body)
                 chat_body, notes = (body, []) if as_is else front.to_chat(body, config.unsupported_params)

@@ -7,9 +7,13 @@ import json
 import os
 import urllib.request
 
+import anthropic
 import openai
 import pytest
 from harness import query, router_url, start_gateway, wait_rows
+from support import until
+
+from cli.main import main
 
 MASTER = "sk-tapgate-master-evals"
 MSG = [{"role": "user", "content": "hi"}]
@@ -40,6 +44,10 @@ def gw(mock, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("evals")
     (tmp / "tapgate.yaml").write_text(config(mock))
     (tmp / "evalchecks.py").write_text(CHECKS)
+    for n, model in enumerate(("gpt-4o-mini", "gpt-4o")):
+        (tmp / f"greet{n}.yaml").write_text(f"model: openai/{model}\nmessages:\n"
+                                            "  - {role: user, content: 'Say hi to {{name}}, version %d'}\n" % (n + 1))
+        assert main(["prompts", "push", "greet", str(tmp / f"greet{n}.yaml"), "--db", str(tmp / "t.db")]) == 0
     before = os.environ.get("PYTHONPATH")
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, (str(tmp), before)))
     try:
@@ -101,3 +109,36 @@ def test_feedback_on_the_router_port_joins_the_scores(gw, customer):
     assert (row["evaluator"], row["value"], row["label"], row["reason"], row["source"]) == (
         "feedback", 0.0, "fail", "wrong", "feedback")
     assert query(tmp / "t.db", "SELECT count(*) AS n FROM scores WHERE call_id = ?", (call["id"],))[0]["n"] == 1
+
+
+def test_a_prompt_is_rendered_before_routing_and_the_row_carries_its_version(gw, customer):
+    process, _, tmp = gw
+    db = tmp / "t.db"
+    c = openai.OpenAI(base_url=router_url(process), api_key=MASTER, max_retries=0)
+
+    def ask(**prompt) -> dict:
+        c.chat.completions.create(model="", messages=[], extra_body={
+            "customer_identifier": customer, "prompt": {"prompt_id": "greet", "variables": {"name": "Ann"}, **prompt}})
+        return query(db, "SELECT * FROM requests WHERE customer_identifier = ? ORDER BY started_at DESC", (customer,))
+
+    ask()
+    row = wait_rows(db, "SELECT * FROM requests WHERE customer_identifier = ?", (customer,))[0]
+    assert (row["prompt_id"], row["prompt_version"], row["model"]) == ("greet", 2, "openai/gpt-4o")  # the newest
+    assert json.loads(row["request_body"])["messages"] == [{"role": "user", "content": "Say hi to Ann, version 2"}]
+    assert main(["prompts", "label", "greet", "1", "production", "--db", str(db)]) == 0
+
+    def labelled():
+        ask()
+        rows = wait_rows(db, "SELECT * FROM requests WHERE customer_identifier = ? ORDER BY started_at DESC",
+                         (customer,))
+        return rows[0]["prompt_version"] == 1 and rows[0]
+
+    assert until(labelled, what="the router to use the production label")["model"] == "openai/gpt-4o-mini"
+    with pytest.raises(openai.BadRequestError) as e:
+        c.chat.completions.create(model="", messages=[], extra_body={"prompt": {"prompt_id": "greet", "version": 1}})
+    assert e.value.status_code == 400 and e.value.body["param"] == "prompt.variables.name"
+    assert "'name'" in e.value.body["message"]
+    claude = anthropic.Anthropic(base_url=router_url(process).removesuffix("/v1"), api_key=MASTER, max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as e:  # the same 400 in Anthropic's own shape
+        claude.messages.create(model="x", max_tokens=10, messages=[], extra_body={"prompt": {"prompt_id": "greet"}})
+    assert e.value.body["type"] == "error" and "'name'" in e.value.body["error"]["message"]
