@@ -216,6 +216,41 @@ def cmd_prompts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dataset(args: argparse.Namespace) -> int:
+    from cli import datasets
+
+    if args.action == "create":
+        since, until = time_range(args)
+        filters = queries.Filters(provider=args.provider, model=args.model, mode=args.mode, customer=args.customer,
+                                  meta=[tuple(m.partition("=")[::2]) for m in args.meta], since=since, until=until)
+        rows = datasets.from_logs(queries.connect(args.db), filters, args.limit, args.expect_recorded)
+        if not rows:
+            raise queries.StoreError("no recorded call with its bodies matches those filters")
+        with keys_db(args.db) as db:
+            n = datasets.save(db, args.name, rows, {"from_logs": {k: v for k, v in vars(filters).items() if v}})
+        print(f"dataset {args.name}: {plural(n, 'row')} from the logs")
+    elif args.action == "import":
+        with open(args.file, encoding="utf-8") as f:
+            rows = datasets.import_lines(f, args.file)
+        with keys_db(args.db) as db:
+            n = datasets.save(db, args.name, rows, {"import": args.file})
+        print(f"dataset {args.name}: {plural(n, 'row')} imported")
+    elif args.action == "export":
+        out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+        try:
+            for line in datasets.export_lines(datasets.rows_of(queries.connect(args.db), args.name)):
+                out.write(line + "\n")
+        finally:
+            if args.out:
+                out.close()
+    elif args.action == "list":
+        conn = queries.connect(args.db)
+        for r in conn.execute("SELECT d.name, d.created_at, count(r.id) AS rows, count(r.expected) AS expected"
+                              " FROM datasets d LEFT JOIN dataset_rows r ON r.dataset = d.name GROUP BY d.name"):
+            print(f"{r['name']}  {plural(r['rows'], 'row')} ({r['expected']} with an expected answer)  {r['created_at']}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     since, until = time_range(args)
     conn = queries.connect(args.db)
@@ -427,6 +462,34 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("name", metavar="NAME", help="the prompt's name")
     s.add_argument("version", metavar="VERSION", type=int, help="the version number")
     s.add_argument("label", metavar="LABEL", help="e.g. production, staging")
+
+    dataset = sub.add_parser("dataset", help="datasets of calls from the logs or JSONL",
+                             description="Datasets: recorded calls (input, answer, tags) and an expected answer "
+                             "per row, for experiments and replay.")
+    actions = dataset.add_subparsers(dest="action", required=True, metavar="ACTION")
+    s = store_command(actions, "create", cmd_dataset, "snapshot recorded calls into a new dataset",
+                      "Copy the recorded calls matching the filters (successful ones with their bodies, oldest "
+                      "first) into the dataset NAME.")
+    s.add_argument("name", metavar="NAME", help="the new dataset's name")
+    s.add_argument("--from-logs", action="store_true", required=True, help="take the rows from recorded calls")
+    s.add_argument("--provider", help="e.g. openai")
+    s.add_argument("--model", help="the model asked for or the one that answered")
+    s.add_argument("--mode", help="passthrough or router")
+    s.add_argument("--customer", help="customer identifier")
+    s.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="a metadata key's value (repeatable)")
+    time_flags(s)
+    s.add_argument("--limit", type=int, help="at most this many calls")
+    s.add_argument("--expect-recorded", action="store_true", help="make each recorded answer the row's expected answer")
+    s = store_command(actions, "import", cmd_dataset, "a new dataset from JSON Lines",
+                      "Create the dataset NAME from FILE: one JSON object a line with request_body and optionally "
+                      "response_body, expected, tags, provider, endpoint, model, stream, call_id.")
+    s.add_argument("name", metavar="NAME", help="the new dataset's name")
+    s.add_argument("file", metavar="FILE", help="a .jsonl file")
+    s = store_command(actions, "export", cmd_dataset, "a dataset as JSON Lines",
+                      "One JSON object a line per row, in the form import reads.")
+    s.add_argument("name", metavar="NAME", help="the dataset")
+    s.add_argument("--out", metavar="FILE", help="write here instead of standard output")
+    store_command(actions, "list", cmd_dataset, "every dataset and its size", "Every dataset, its rows and when made.")
 
     keys = sub.add_parser("keys", help="create, list, update, revoke and rotate gateway keys",
                           description="Gateway keys name who is calling, with budgets, rate limits, allowed "

@@ -258,6 +258,19 @@ def m009_prompts(db: Database) -> None:
     db["requests"].add_column("prompt_version", int)
 
 
+@migrations()
+def m010_datasets(db: Database) -> None:
+    # Datasets (issue 15): calls snapshotted from the logs (or imported), each row with an optional
+    # expected answer, for experiments and replay.
+    db["datasets"].create({"name": str, "created_at": str, "source": str}, pk="name")
+    db["dataset_rows"].create(
+        {"id": str, "dataset": str, "position": int, "call_id": str, "provider": str, "endpoint": str,
+         "model": str, "stream": int, "request_body": str, "response_body": str, "expected": str, "tags": str},
+        pk="id",  # dataset:position
+    )
+    db["dataset_rows"].create_index(["dataset", "position"], if_not_exists=True)
+
+
 def open_db(path: str | Path) -> Database:
     """Open (creating if needed) and migrate the store; WAL so readers never block the writer.
     A new store and its directory are readable by their owner only: they hold every prompt."""
