@@ -127,6 +127,8 @@ class Capture:
             return  # buffered whole and parsed in response()
         encoding = resp.headers.get("content-encoding")
         call.parser = StreamParser(call.route, ctype, encoding)
+        if self.settings.config.evals.record_streams:  # for replay (issue 15): the events and when they came
+            call.parser.frames = []
         hide = call.injected_usage and not call.facts.wants_usage
         if hide:  # events are re-emitted decoded, so the headers must say so
             resp.headers.pop("content-encoding", None)

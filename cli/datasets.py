@@ -15,7 +15,9 @@ from core.database import StoreError
 from providers import transcript
 
 ROW_FIELDS = ("call_id", "provider", "endpoint", "model", "stream", "request_body", "response_body", "expected",
-              "tags")
+              "tags", "content_type", "response_events")
+# Exported as JSON values; response_body stays the recorded text, so a replay sends the very bytes.
+JSON_FIELDS = ("request_body", "tags", "response_events")
 
 
 def from_logs(conn: sqlite3.Connection, filters: queries.Filters, limit: int | None,
@@ -23,8 +25,11 @@ def from_logs(conn: sqlite3.Connection, filters: queries.Filters, limit: int | N
     """The matching calls (oldest first) as dataset rows: input, answer, tags; only calls with bodies."""
     where, params = filters.where()
     where += (" AND " if where else " WHERE ") + "request_body IS NOT NULL AND status = 'ok'"
+    events = queries.has_table(conn, "stream_events")
     sql = (f"SELECT id, provider, endpoint, model, stream, request_body, response_body, customer_identifier,"
-           f" thread_identifier, metadata FROM requests{where} ORDER BY started_at, id")
+           f" thread_identifier, metadata, {'e.content_type, e.events' if events else 'NULL AS content_type, NULL AS events'}"
+           f" FROM requests{' LEFT JOIN stream_events e ON e.call_id = requests.id' if events else ''}{where}"
+           " ORDER BY started_at, id")
     if limit:
         sql, params = sql + " LIMIT ?", [*params, limit]
     out = []
@@ -34,7 +39,8 @@ def from_logs(conn: sqlite3.Connection, filters: queries.Filters, limit: int | N
         out.append({"call_id": r["id"], "provider": r["provider"], "endpoint": r["endpoint"], "model": r["model"],
                     "stream": r["stream"], "request_body": r["request_body"], "response_body": r["response_body"],
                     "expected": transcript.answer(r["response_body"]) if expect_recorded else None,
-                    "tags": json.dumps({k: v for k, v in tags.items() if v}, ensure_ascii=False)})
+                    "tags": json.dumps({k: v for k, v in tags.items() if v}, ensure_ascii=False),
+                    "content_type": r["content_type"], "response_events": r["events"]})
     return out
 
 
@@ -61,7 +67,7 @@ def export_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
     """One JSON object a line: the request and answer as JSON, tags as an object, expected as text."""
     for r in rows:
         doc = {k: r[k] for k in ROW_FIELDS}
-        for key in ("request_body", "response_body", "tags"):
+        for key in JSON_FIELDS:
             try:
                 doc[key] = json.loads(doc[key]) if doc[key] else None
             except ValueError:
@@ -84,7 +90,7 @@ def import_lines(lines: Iterable[str], source: str) -> list[dict[str, Any]]:
         if unknown := set(doc) - set(ROW_FIELDS):
             raise StoreError(f"{source}:{n}: unknown field {sorted(unknown)[0]!r}")
         row = {k: doc.get(k) for k in ROW_FIELDS}
-        for key in ("request_body", "response_body", "tags"):
+        for key in JSON_FIELDS:
             if row[key] is not None and not isinstance(row[key], str):
                 row[key] = json.dumps(row[key], ensure_ascii=False)
         if row["expected"] is not None and not isinstance(row["expected"], str):

@@ -251,6 +251,14 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_replay_serve(args: argparse.Namespace) -> int:
+    from cli import datasets, replay
+
+    rows = datasets.rows_of(queries.connect(args.db), args.dataset)
+    replay.serve(rows, args.host, args.port, args.speed, args.dataset)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     since, until = time_range(args)
     conn = queries.connect(args.db)
@@ -490,6 +498,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("name", metavar="NAME", help="the dataset")
     s.add_argument("--out", metavar="FILE", help="write here instead of standard output")
     store_command(actions, "list", cmd_dataset, "every dataset and its size", "Every dataset, its rows and when made.")
+
+    replay = sub.add_parser("replay", help="serve a dataset's recorded answers to an app's tests",
+                            description="Answer a dataset's calls from what was recorded, offline and deterministic.")
+    actions = replay.add_subparsers(dest="action", required=True, metavar="ACTION")
+    s = store_command(actions, "serve", cmd_replay_serve, "an HTTP server answering with a dataset's recorded calls",
+                      "Serve DATASET on a local port: a request whose model, messages, tools and parameters match a "
+                      "recorded call gets its recorded answer in the provider's own wire format (streams event by "
+                      "event, at the recorded pace); any other gets a 404. Point the SDK's base URL at it.")
+    s.add_argument("dataset", metavar="DATASET", help="the dataset to serve")
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=4100, help="port (default 4100; 0 for any free one)")
+    s.add_argument("--speed", type=float, default=1.0,
+                   help="replay streams this many times faster than recorded; 0 sends them at once (default 1)")
 
     keys = sub.add_parser("keys", help="create, list, update, revoke and rotate gateway keys",
                           description="Gateway keys name who is calling, with budgets, rate limits, allowed "

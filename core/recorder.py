@@ -4,6 +4,7 @@ and is handed to the listeners (spend settlement, the console). The record stage
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 
 from core.call import Call
@@ -83,6 +84,16 @@ class Recorder:
         for span in spans:
             if span["status"] != "ok":  # an attempt's or the upstream span's error text
                 span["attributes"] = scrub(span["attributes"], call.secrets)
-        self.store.add_all([("requests", request), *(("spans", span) for span in spans)])  # one journal write
+        records = [("requests", request), *(("spans", span) for span in spans)]
+        if call.parser is not None and call.parser.frames and call.keep_bodies:
+            records.append(("stream_events", stream_events(call)))
+        self.store.add_all(records)  # one journal write
         for listener in self.listeners:
             listener(request, call)
+
+
+def stream_events(call: Call) -> dict:
+    """A recorded stream's events as they came: [[ms after the call started, raw event text], ...]."""
+    events = [[round((t - call.started) * 1000, 1), raw.decode("utf-8", "replace")] for t, raw in call.parser.frames]
+    return {"call_id": call.id, "content_type": call.parser.content_type,
+            "events": json.dumps(events, ensure_ascii=False)}

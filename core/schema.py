@@ -265,10 +265,18 @@ def m010_datasets(db: Database) -> None:
     db["datasets"].create({"name": str, "created_at": str, "source": str}, pk="name")
     db["dataset_rows"].create(
         {"id": str, "dataset": str, "position": int, "call_id": str, "provider": str, "endpoint": str,
-         "model": str, "stream": int, "request_body": str, "response_body": str, "expected": str, "tags": str},
+         "model": str, "stream": int, "request_body": str, "response_body": str, "expected": str, "tags": str,
+         "content_type": str, "response_events": str},
         pk="id",  # dataset:position
     )
     db["dataset_rows"].create_index(["dataset", "position"], if_not_exists=True)
+
+
+@migrations()
+def m011_stream_events(db: Database) -> None:
+    # With evals.record_streams: a passthrough stream's raw events and when each came (JSON
+    # [[ms after the call started, event text], ...]), so a dataset replays it event for event.
+    db["stream_events"].create({"call_id": str, "content_type": str, "events": str}, pk="call_id")
 
 
 def open_db(path: str | Path) -> Database:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from providers.base import Route, StreamState
@@ -15,6 +16,9 @@ class StreamParser:
 
     def __init__(self, route: Route, content_type: str, content_encoding: str | None = None) -> None:
         self.route = route
+        self.content_type = content_type
+        # When a list: each complete event's (time, raw bytes), for replaying the stream as it came.
+        self.frames: list[tuple[float, bytes]] | None = None
         self.state = StreamState()
         self._framer = decoder_for(content_type)
         try:
@@ -48,6 +52,9 @@ class StreamParser:
 
     def _parse(self, frames: list[Frame]) -> list[tuple[Frame, object]]:
         parsed: list[tuple[Frame, object]] = []
+        if self.frames is not None and frames:
+            now = time.time()
+            self.frames += [(now, frame.raw) for frame in frames]
         for frame in frames:
             frame_data = frame.data
             parsed.append((frame, None))

@@ -174,6 +174,9 @@ class EvalsConfig(Strict):
     """Calls waiting to be scored; past it a call is not scored (counted as dropped in the writer's status)."""
     judge_budget_usd: float | None = Field(default=None, gt=0)
     """USD the online judge may spend per UTC day; past it judge evaluators are skipped. None: no cap."""
+    record_streams: bool = False
+    """Keep passthrough streams' raw events and their pacing (table `stream_events`), so datasets made from the
+    logs replay them event for event (`tapgate replay serve`)."""
 
     @model_validator(mode="after")
     def _known_names(self) -> EvalsConfig:
