@@ -259,6 +259,56 @@ def cmd_replay_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from cli import datasets
+    from cli.experiment import Experiment, as_json, summary
+    from core.config import ConfigError, load_config
+
+    rows = datasets.rows_of(queries.connect(args.db), args.dataset)
+    prompt = None
+    if args.prompt:
+        name, sep, version = args.prompt.partition("@")
+        if not name:
+            raise queries.StoreError(f"--prompt takes NAME or NAME@VERSION, not {args.prompt!r}")
+        prompt = (name, version or None)
+    try:
+        evals = load_config(args.config).evals
+        experiment = Experiment(rows, args.model, args.router, args.key or os.environ.get("TAPGATE_MASTER_KEY"), evals,
+                                args.evaluator, prompt, args.concurrency, args.budget_usd)
+    except (ConfigError, ValueError) as e:
+        raise queries.StoreError(str(e)) from None
+    total = len(rows) * len(args.model)
+    if args.format:
+        results = asyncio.run(experiment.run())
+    else:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console(), transient=True) as bar:
+            task = bar.add_task(f"{args.dataset} × {len(args.model)} models", total=total)
+            results = asyncio.run(experiment.run(lambda: bar.advance(task)))
+    lines = summary(results, args.model, experiment.names)
+    if args.format:
+        print(as_json(experiment.run_id, args.dataset, lines, results))
+        return 0
+    from rich.console import Console
+
+    from cli.views import experiment_table
+
+    out = Console(highlight=False, record=bool(args.report))
+    table = experiment_table(args.dataset, lines, experiment.names, len(rows))
+    out.print(table)
+    if experiment.skipped:
+        out.print(f"{plural(experiment.skipped, 'call')} skipped: the router takes OpenAI chat and Anthropic "
+                  "messages bodies only")
+    if args.report:
+        (out.save_svg if args.report.endswith(".svg") else out.save_html)(args.report)
+        print(f"report written to {args.report}", file=sys.stderr)
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     since, until = time_range(args)
     conn = queries.connect(args.db)
@@ -511,6 +561,31 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=4100, help="port (default 4100; 0 for any free one)")
     s.add_argument("--speed", type=float, default=1.0,
                    help="replay streams this many times faster than recorded; 0 sends them at once (default 1)")
+
+    evalrun = sub.add_parser("eval", help="run a dataset against candidate models",
+                             description="Experiments: a dataset's inputs replayed through the router against "
+                             "candidate models, scored and compared side by side.")
+    actions = evalrun.add_subparsers(dest="action", required=True, metavar="ACTION")
+    s = store_command(actions, "run", cmd_eval_run, "replay a dataset against models and compare them",
+                      "Send each row's request through the router to each --model (not streamed), score the answers "
+                      "and print per model: mean score with a 95% interval per evaluator, cost, latency p50/p95 and "
+                      "how many answers differ from the recorded one.")
+    s.add_argument("dataset", metavar="DATASET", help="the dataset")
+    s.add_argument("--model", action="append", required=True, help="a candidate model or alias the router serves "
+                   "(repeatable)")
+    s.add_argument("--prompt", metavar="NAME@VERSION", help="render this stored prompt instead of the row's messages "
+                   "(variables: the row's metadata, and input, its last user message)")
+    s.add_argument("--evaluator", action="append", default=[], metavar="NAME",
+                   help="an evaluator from the config's evals.evaluators (repeatable; default: similarity to the "
+                   "expected answer, else the recorded one)")
+    s.add_argument("--config", metavar="FILE", help="the gateway's config file, for its evaluators")
+    s.add_argument("--router", default="http://127.0.0.1:4000/v1", metavar="URL",
+                   help="the router's base URL (default http://127.0.0.1:4000/v1)")
+    s.add_argument("--key", help="the router key (default: $TAPGATE_MASTER_KEY)")
+    s.add_argument("--concurrency", type=int, default=8, help="calls in flight at once (default 8)")
+    s.add_argument("--budget-usd", type=float, metavar="USD", help="stop sending once the experiment has cost this")
+    s.add_argument("--report", metavar="FILE", help="also write the table as HTML (or SVG, for a .svg name)")
+    s.add_argument("--json", dest="format", action="store_const", const="json", help="the summary and every result as JSON")
 
     keys = sub.add_parser("keys", help="create, list, update, revoke and rotate gateway keys",
                           description="Gateway keys name who is calling, with budgets, rate limits, allowed "

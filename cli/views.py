@@ -427,3 +427,24 @@ def evals_report_table(by: str, lines: list[dict[str, Any]], width: int) -> Tabl
                       mean, percent(line["pass_rate"]), labels,
                       usd(line["judge_cost_usd"]) if line["judge_cost_usd"] is not None else "")
     return table
+
+
+def experiment_table(dataset: str, lines: list[dict[str, Any]], names: list[str], rows: int) -> Table:
+    """`tapgate eval run`: one row per candidate model, side by side."""
+    table = Table(box=box.SIMPLE_HEAD, title=f"{dataset}: {plural(rows, 'row')} per model")
+    table.add_column("model", style="bold")
+    table.add_column("ok", justify="right")
+    for name in names:
+        table.add_column(f"{name} (mean ± 95% CI)", justify="right")
+    for header in ("cost", "p50 ms", "p95 ms", "differ"):
+        table.add_column(header, justify="right", style="yellow" if header == "cost" else "")
+    for line in lines:
+        cells = [line["candidate"], f"{line['rows'] - line['errors']}/{line['rows']}"]
+        for name in names:
+            s = line["scores"][name]
+            cells.append(DASH if s["mean"] is None else f"{s['mean']:.3g}"
+                         + (f" ± {s['ci95']:.2g}" if s["ci95"] is not None else ""))
+        cells += [usd(line["cost_usd"]) if line["cost_usd"] is not None else "$?", ms(line["p50_ms"]),
+                  ms(line["p95_ms"]), str(line["differ"])]
+        table.add_row(*cells)
+    return table

@@ -29,6 +29,7 @@ router:
   master_key: {MASTER}
   providers:
     openai: {{base_url: "http://127.0.0.1:{mock}/v1"}}
+    anthropic: {{base_url: "http://127.0.0.1:{mock}"}}
 evals:
   evaluators:
     answered: {{kind: regex, pattern: '\\w'}}
@@ -142,3 +143,35 @@ def test_a_prompt_is_rendered_before_routing_and_the_row_carries_its_version(gw,
     with pytest.raises(anthropic.BadRequestError) as e:  # the same 400 in Anthropic's own shape
         claude.messages.create(model="x", max_tokens=10, messages=[], extra_body={"prompt": {"prompt_id": "greet"}})
     assert e.value.body["type"] == "error" and "'name'" in e.value.body["error"]["message"]
+
+
+def test_an_experiment_over_two_candidates_prints_the_table_with_the_right_counts(gw, customer, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    process, _, tmp = gw
+    db, base = str(tmp / "t.db"), router_url(process)
+    c = openai.OpenAI(base_url=base, api_key=MASTER, max_retries=0)
+    for n in range(6):
+        c.chat.completions.create(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": f"q{n}"}],
+                                  extra_body={"customer_identifier": customer})
+    wait_rows(tmp / "t.db", "SELECT id FROM requests WHERE customer_identifier = ?", (customer,), 6)
+    assert main(["dataset", "create", customer, "--from-logs", "--customer", customer, "--db", db]) == 0
+    capsys.readouterr()
+    models = ["openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5"]
+    run = ["eval", "run", customer, "--model", models[0], "--model", models[1], "--router", base, "--key", MASTER,
+           "--concurrency", "4", "--db", db]
+    assert main([*run, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    lines = {line["candidate"]: line for line in out["candidates"]}
+    assert [(lines[m]["rows"], lines[m]["errors"]) for m in models] == [(6, 0), (6, 0)]
+    # the mock answers every OpenAI call alike (as recorded) and every Anthropic call otherwise
+    assert (lines[models[0]]["differ"], lines[models[1]]["differ"]) == (0, 6)
+    assert lines[models[0]]["scores"]["similarity"]["mean"] == 1.0 > lines[models[1]]["scores"]["similarity"]["mean"]
+    assert len(out["results"]) == 12 and lines[models[0]]["p95_ms"] >= lines[models[0]]["p50_ms"] > 0
+    ids = [r["id"] for r in wait_rows(tmp / "t.db", "SELECT id FROM requests WHERE json_extract(metadata, "
+                                                    "'$.experiment') = ?", (out["experiment"],), 12)]
+    marks = ",".join("?" * len(ids))  # recorded like any call, never scored online (the 10% rule would pick one)
+    assert query(tmp / "t.db", f"SELECT count(*) AS n FROM scores WHERE call_id IN ({marks})", tuple(ids))[0]["n"] == 0
+    report = tmp / "report.svg"
+    assert main([*run, "--report", str(report)]) == 0
+    table = capsys.readouterr().out
+    assert "similarity (mean ± 95% CI)" in table and "6/6" in table and "<svg" in report.read_text()
