@@ -172,3 +172,32 @@ def summary(results: list[Result], models: list[str], names: list[str]) -> list[
 def as_json(run_id: str, dataset: str, lines: list[dict[str, Any]], results: list[Result]) -> str:
     return json.dumps({"experiment": run_id, "dataset": dataset, "candidates": lines,
                        "results": [r.__dict__ for r in results]}, ensure_ascii=False)
+
+
+def store_scores(db_path: str, run_id: str, results: list[Result], timeout: float = 10.0) -> int:
+    """The experiment's scores into the scores table (source `experiment`), on the calls the gateway recorded
+    for it, once its writer has committed them (or `timeout` passed). Returns the scores stored."""
+    from cli import queries
+    from core.evals.online import score_row
+    from core.evals.score import Score
+    from core.schema import open_db
+
+    wanted = sum(r.ok for r in results)
+    sql = ("SELECT id, json_extract(metadata, '$.candidate') AS candidate, json_extract(metadata, '$.row') AS row"
+           " FROM requests WHERE json_extract(metadata, '$.experiment') = ?")
+    deadline = time.monotonic() + timeout
+    while True:  # another process's writer: nothing to await but the file
+        calls = queries.connect(db_path).execute(sql, (run_id,)).fetchall()
+        if len(calls) >= wanted or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    ids = {(c["candidate"], int(c["row"])): c["id"] for c in calls if c["row"] is not None}
+    rows = [score_row(ids[r.candidate, r.position], name, Score(value), "experiment")
+            for r in results if r.ok and (r.candidate, r.position) in ids
+            for name, value in r.scores.items() if value is not None]
+    db = open_db(db_path)
+    try:
+        db["scores"].insert_all(rows, replace=True)
+    finally:
+        db.close()
+    return len(rows)

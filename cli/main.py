@@ -263,7 +263,7 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     import asyncio
 
     from cli import datasets
-    from cli.experiment import Experiment, as_json, summary
+    from cli.experiment import Experiment, as_json, store_scores, summary
     from core.config import ConfigError, load_config
 
     rows = datasets.rows_of(queries.connect(args.db), args.dataset)
@@ -290,6 +290,7 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
             task = bar.add_task(f"{args.dataset} × {len(args.model)} models", total=total)
             results = asyncio.run(experiment.run(lambda: bar.advance(task)))
     lines = summary(results, args.model, experiment.names)
+    stored = store_scores(args.db, experiment.run_id, results) if args.store_scores else 0
     if args.format:
         print(as_json(experiment.run_id, args.dataset, lines, results))
         return 0
@@ -300,6 +301,9 @@ def cmd_eval_run(args: argparse.Namespace) -> int:
     out = Console(highlight=False, record=bool(args.report))
     table = experiment_table(args.dataset, lines, experiment.names, len(rows))
     out.print(table)
+    if stored:
+        out.print(f"{plural(stored, 'score')} stored on the experiment's calls: tapgate evals report --by "
+                  f"meta:candidate --evaluator {experiment.names[0]}")
     if experiment.skipped:
         out.print(f"{plural(experiment.skipped, 'call')} skipped: the router takes OpenAI chat and Anthropic "
                   "messages bodies only")
@@ -585,6 +589,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--concurrency", type=int, default=8, help="calls in flight at once (default 8)")
     s.add_argument("--budget-usd", type=float, metavar="USD", help="stop sending once the experiment has cost this")
     s.add_argument("--report", metavar="FILE", help="also write the table as HTML (or SVG, for a .svg name)")
+    s.add_argument("--no-store-scores", dest="store_scores", action="store_false",
+                   help="do not keep the scores in the store (by default they go on the experiment's recorded calls "
+                   "once the gateway has written them, as source experiment)")
     s.add_argument("--json", dest="format", action="store_const", const="json", help="the summary and every result as JSON")
 
     keys = sub.add_parser("keys", help="create, list, update, revoke and rotate gateway keys",

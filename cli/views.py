@@ -204,6 +204,12 @@ def writer_line(status: dict | None) -> Text:
     t.append(f"{status['pending_records']:,}", style="bold").append(" records pending", style="dim")
     t.append(f" ({size / 1024:,.0f} KB)  " if size >= 1024 else f" ({size} B)  ", style="dim")
     t.append(f"{status['committed_per_s']:,.0f}", style="bold").append("/s committed  ", style="dim")
+    if status.get("scoring_done") or status.get("scoring_queued"):  # online scoring's backlog (issue 15)
+        t.append("scoring ", style="dim").append(f"{status['scoring_queued']:,}", style="bold")
+        t.append(f" queued, {status['scoring_done']:,} done  ", style="dim")
+        for key, what in (("scoring_dropped", "dropped"), ("scoring_failed", "evaluator failures")):
+            if status.get(key):
+                t.append(f"{status[key]:,} {what}  ", style="yellow")
     if status.get("stalled"):
         t.append(f"STALLED {status['stalled_s']:.0f} s: {status.get('last_error') or ''}  ", style="bold red")
     if status.get("stalls"):

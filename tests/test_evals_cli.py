@@ -59,3 +59,13 @@ def test_mean_and_interval():
     assert mean_ci([]) == (None, None) and mean_ci([3.0]) == (3.0, None)
     mean, ci = mean_ci([0.0, 1.0] * 50)
     assert mean == 0.5 and ci == pytest.approx(1.959964 * 0.50252 / 10, rel=1e-3)
+
+
+def test_the_writer_line_shows_the_scoring_backlog():
+    from cli.views import writer_line
+
+    status = {"pending_records": 0, "pending_bytes": 0, "committed_per_s": 5.0, "scoring_queued": 12,
+              "scoring_done": 340, "scoring_dropped": 0, "scoring_failed": 3}
+    line = writer_line(status).plain
+    assert "scoring 12 queued, 340 done" in line and "3 evaluator failures" in line and "dropped" not in line
+    assert "scoring" not in writer_line({**status, "scoring_queued": 0, "scoring_done": 0}).plain

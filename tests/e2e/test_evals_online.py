@@ -170,7 +170,12 @@ def test_an_experiment_over_two_candidates_prints_the_table_with_the_right_count
     ids = [r["id"] for r in wait_rows(tmp / "t.db", "SELECT id FROM requests WHERE json_extract(metadata, "
                                                     "'$.experiment') = ?", (out["experiment"],), 12)]
     marks = ",".join("?" * len(ids))  # recorded like any call, never scored online (the 10% rule would pick one)
-    assert query(tmp / "t.db", f"SELECT count(*) AS n FROM scores WHERE call_id IN ({marks})", tuple(ids))[0]["n"] == 0
+    assert query(tmp / "t.db", f"SELECT count(*) AS n FROM scores WHERE call_id IN ({marks}) AND source = 'online'",
+                 tuple(ids))[0]["n"] == 0
+    stored = query(tmp / "t.db", f"SELECT s.value, json_extract(r.metadata, '$.candidate') AS candidate FROM scores s"
+                                 f" JOIN requests r ON r.id = s.call_id WHERE s.source = 'experiment' AND s.call_id IN ({marks})",
+                   tuple(ids))
+    assert len(stored) == 12 and {s["value"] for s in stored if s["candidate"] == models[0]} == {1.0}
     report = tmp / "report.svg"
     assert main([*run, "--report", str(report)]) == 0
     table = capsys.readouterr().out
