@@ -110,12 +110,18 @@ class StreamTap:
             self._on_first_chunk()
             self._on_first_chunk = None
         frames = self.parser.feed(chunk) if chunk else self.parser.close()
+        out = None
+        if self.hide_usage:  # before on_final: a kept copy of the events (for replay) is what the client got
+            route = self.parser.route
+            pieces = [route.provider.hide_usage(route, f.event, data, f.raw) for f, data in frames]
+            if (kept := self.parser.frames) is not None and frames:
+                start = len(kept) - len(frames)
+                kept[start:] = [(at, piece) for (at, _), piece in zip(kept[start:], pieces, strict=True)]
+            out = b"".join(pieces)
         if self._on_final is not None and self.parser.state.finished:
             self._on_final()
             self._on_final = None
-        if not self.hide_usage:
+        if out is None:
             return chunk
-        route = self.parser.route
-        out = b"".join(route.provider.hide_usage(route, f.event, data, f.raw) for f, data in frames)
         # Never hand mitmproxy an empty chunk: on HTTP/1.1 a zero-length chunk ends the response.
         return [out] if out else []

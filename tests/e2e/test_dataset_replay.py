@@ -30,10 +30,12 @@ def calls(oai: openai.OpenAI, claude: anthropic.Anthropic) -> dict:
     whole = oai.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MSG)
     stream = [c.model_dump() for c in oai.chat.completions.create(
         model="gpt-4o-mini", messages=MSG, stream=True, stream_options={"include_usage": True})]
+    # no include_usage: the gateway asks for usage and hides it from the client; the replay hides it too
+    plain = [c.model_dump() for c in oai.chat.completions.create(model="gpt-4o-mini", messages=MSG, stream=True)]
     message = claude.messages.with_raw_response.create(model="claude-sonnet-4-5", max_tokens=50, messages=MSG)
     with claude.messages.stream(model="claude-sonnet-4-5", max_tokens=50, messages=MSG) as s:
         events = [e.model_dump() for e in s]
-    return {"openai": whole.http_response.content, "openai_stream": stream,
+    return {"openai": whole.http_response.content, "openai_stream": stream, "openai_plain_stream": plain,
             "anthropic": message.http_response.content, "anthropic_stream": events}
 
 
@@ -46,8 +48,8 @@ def test_a_dataset_from_the_logs_replays_byte_and_event_identically(recording, c
                  anthropic.Anthropic(api_key="sk-ant-test", max_retries=0, default_headers=tag))
     db = tmp / "t.db"
     wait_rows(db, "SELECT r.id FROM requests r JOIN stream_events e ON e.call_id = r.id"
-                  " WHERE customer_identifier = ?", (customer,), 2)
-    wait_rows(db, "SELECT id FROM requests WHERE customer_identifier = ?", (customer,), 4)
+                  " WHERE customer_identifier = ?", (customer,), 3)
+    wait_rows(db, "SELECT id FROM requests WHERE customer_identifier = ?", (customer,), 5)
     assert main(["dataset", "create", customer, "--from-logs", "--customer", customer, "--db", str(db)]) == 0
     server = Process.start([str(BIN / "tapgate"), "replay", "serve", customer, "--db", str(db), "--port", "0"],
                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, cwd=Path(tmp))
@@ -59,6 +61,8 @@ def test_a_dataset_from_the_logs_replays_byte_and_event_identically(recording, c
         assert replayed["openai"] == live["openai"] and replayed["anthropic"] == live["anthropic"]  # byte for byte
         assert replayed["openai_stream"] == live["openai_stream"] and len(live["openai_stream"]) > 2
         assert replayed["anthropic_stream"] == live["anthropic_stream"] and len(live["anthropic_stream"]) > 3
+        assert replayed["openai_plain_stream"] == live["openai_plain_stream"]
+        assert all(c["usage"] is None for c in live["openai_plain_stream"])
         with pytest.raises(openai.NotFoundError, match="no recorded call"):
             openai.OpenAI(api_key="sk", base_url=f"{base}/v1", max_retries=0).chat.completions.create(
                 model="gpt-4o-mini", messages=[{"role": "user", "content": "something never asked"}])
