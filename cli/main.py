@@ -14,7 +14,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from cli import queries, shell_init
+from cli import queries, route_explain, shell_init
 from core.database import DEFAULT_DB
 from core.ledger import plural
 from providers.safe_json import loads
@@ -433,6 +433,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tapgate", description="tapgate: an AI gateway built as mitmproxy addons.")
     sub = p.add_subparsers(dest="command", required=True)
     shell_init.add_command(sub)
+    route_explain.add_command(sub)
 
     s = store_command(sub, "top", cmd_top, "a live dashboard of the store, refreshed while the gateway writes it",
                       "The gateway's dashboard, read from its store in another terminal (read-only).")

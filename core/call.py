@@ -65,6 +65,11 @@ class RoutingRecord:
     host: str | None = None
     model: str | None = None  # the deployment's model, which prices are looked up under
     attempts: int | None = None
+    # The routing rule that matched and why (core/rules.py), and how the plan was chosen (strategies,
+    # candidates' scores; core/route_plan.py), for the row and the root span.
+    rule: str | None = None
+    rule_reason: str | None = None
+    plan: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(repr=False)
@@ -215,6 +220,8 @@ class Call:
             "cache_hit": int(self.cache.hit) if self.cache.key else None,
             "cost_saved_usd": cost_saved,
             "attempts": self.routing.attempts,
+            "rule": self.routing.rule,
+            "rule_reason": self.routing.rule_reason,
             "request_body": self.request_body,
             "response_body": response_body,
             "prompt_id": self.prompt_id,
@@ -233,7 +240,8 @@ class Call:
                 "status": span_status,
                 "attributes": json.dumps(
                     {"model": self.facts.model, "stream": request["stream"], "customer": self.tags.customer_identifier,
-                     **({"notes": self.notes} if self.notes else {})},
+                     **({"notes": self.notes} if self.notes else {}),
+                     **({"routing": self.routing.plan} if self.routing.plan else {})},
                     default=str,
                 ),
             }

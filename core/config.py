@@ -160,6 +160,20 @@ class Deployment(Strict):
         return self
 
 
+class StreamTimeouts(Strict):
+    """Limits on a streamed answer once it has started (docs/routing.md)."""
+
+    first_token: float | None = Field(default=None, gt=0)
+    """Seconds from sending to the first streamed event; past it the attempt fails over like a silent
+    server. Empty: the router's `first_byte_timeout`."""
+    stall: float | None = Field(default=None, gt=0)
+    """Seconds a started stream may go without an event; past it the stream ends with an error event
+    (or continues on a fallback, with `continue_on_failure`)."""
+    continue_on_failure: bool = False
+    """A stream cut or stalled after its first byte is continued by the next deployment of the plan,
+    which is sent the partial answer; the client reads one stream."""
+
+
 class ModelAlias(Strict):
     """A model name clients send, served by one or more deployments split by weight."""
 
@@ -167,6 +181,16 @@ class ModelAlias(Strict):
     """Where the alias is served; a bare list in YAML is this list."""
     fallback_models: list[str] = []
     """Models tried, in order, when every deployment failed."""
+    strategy: Literal["weighted", "lowest-cost", "lowest-latency", "least-busy", "cost-latency"] = "weighted"
+    """How the deployments are ordered for each call (docs/routing.md): by weight, by estimated cost, by
+    recent latency, by calls in flight, or by cost and latency together."""
+    cost_weight: float = Field(default=0.5, ge=0, le=1)
+    """`cost-latency` only: 1 orders by cost alone, 0 by latency alone."""
+    explore: float = Field(default=0.05, ge=0, le=1)
+    """`lowest-latency` and `cost-latency`: share of calls that try a random deployment first, so a
+    recovered one is noticed."""
+    stream_timeouts: StreamTimeouts | None = None
+    """Stream limits for this alias, over the router's `stream_timeouts`."""
 
     @model_validator(mode="before")
     @classmethod
@@ -235,6 +259,8 @@ class RouterConfig(Strict):
     (vLLM's `top_k`, OpenRouter's `provider`); `"*"` passes every field. Others are dropped, noted on the trace."""
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
     """Largest request body the router reads; larger ones get a 413."""
+    stream_timeouts: StreamTimeouts = StreamTimeouts()
+    """Stream limits for every alias that sets none."""
 
 
 class CacheSettings(Strict):
@@ -277,6 +303,93 @@ class CacheConfig(Strict):
     """Per model name or router alias, as the request names it."""
 
 
+class RuleMatch(Strict):
+    """What a call must show for its rule to apply: every condition given holds (none given: every call)."""
+
+    model: list[str] = []
+    """Shell globs over the model or alias the client asked for; a single string is a list of one."""
+    user_regex: str | None = None
+    """A regular expression searched in the last user message (case-insensitive)."""
+    system_regex: str | None = None
+    """A regular expression searched in the system prompt (case-insensitive)."""
+    keywords: list[str] = []
+    """Any of these words in the last user message or the system prompt (whole words, case-insensitive)."""
+    min_input_tokens: int | None = Field(default=None, ge=0)
+    """Estimated input tokens (characters / 4) at least this many."""
+    max_input_tokens: int | None = Field(default=None, ge=0)
+    """Estimated input tokens at most this many."""
+    tools: bool | None = None
+    """True: the request offers tools; false: it offers none."""
+    images: bool | None = None
+    """True: a message holds an image; false: none does."""
+    json_schema: bool | None = None
+    """True: the request asks for a JSON-schema response format; false: it does not."""
+    metadata: dict[str, str] = {}
+    """Metadata keys (the call's tags and the body's `metadata`) and the values they must have."""
+    customer: list[str] = []
+    """The call's customer_identifier is one of these."""
+    key: list[str] = []
+    """The call's gateway key, by id or name, is one of these."""
+    headers: dict[str, str] = {}
+    """Request headers (any case) and a regular expression their value must match."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_model_is_a_list(cls, value: Any) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("model"), str):
+            return {**value, "model": [value["model"]]}
+        return value
+
+    @model_validator(mode="after")
+    def _regexes_compile(self) -> RuleMatch:
+        import re
+
+        for name, pattern in [("user_regex", self.user_regex), ("system_regex", self.system_regex),
+                              *((f"headers.{h}", p) for h, p in self.headers.items())]:
+            try:
+                re.compile(pattern or "")
+            except re.error as e:
+                raise ValueError(f"{name}: not a regular expression: {e}") from None
+        return self
+
+
+class RoutingRule(Strict):
+    """One rule: when a call matches, where it goes (an alias, a list of deployments) or that it is refused."""
+
+    name: str = Field(min_length=1)
+    """Shown by `tapgate route --explain`, on the call's root span and in the row's `rule` column."""
+    match: RuleMatch = RuleMatch()
+    """The conditions; none: every call."""
+    to: str | None = None
+    """The alias or model name the call goes to instead of the one asked for."""
+    deployments: list[Deployment] = []
+    """Or: these deployments, in order of weight, as if they were an alias."""
+    refuse: str | None = None
+    """Or: refuse the call with this message (403, code `refused_by_rule`)."""
+
+    @model_validator(mode="after")
+    def _one_action(self) -> RoutingRule:
+        given = [n for n, v in (("to", self.to), ("deployments", self.deployments), ("refuse", self.refuse)) if v]
+        if len(given) != 1:
+            raise ValueError("a rule needs exactly one of to, deployments or refuse" +
+                             (f", not {' and '.join(given)}" if given else ""))
+        return self
+
+
+class Routing(Strict):
+    """Where calls go before an alias splits them: rules evaluated in order, the first match wins."""
+
+    rules: list[RoutingRule] = []
+    """The rules, in order."""
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Routing:
+        names = [r.name for r in self.rules]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"rule names must be unique: {', '.join(dupes)}")
+        return self
+
+
 class TapgateConfig(Strict):
     """The whole file (`--set tapgate_config=tapgate.yaml`); every block is optional."""
 
@@ -309,6 +422,8 @@ class TapgateConfig(Strict):
     """The response cache."""
     evals: EvalsConfig = EvalsConfig()
     """Evaluators, and the share of live calls they score."""
+    routing: Routing = Routing()
+    """Routing rules (router calls)."""
 
 
 class Configured(Protocol):

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 from core.clock import SYSTEM, Clock
 from core.config import RetryPolicy
+from core.deployment_stats import DeploymentStats
 from core.errors import Failure
 from core.fallback import attempt_in_order
 from core.routing import Cooling, Target
-from core.sending import Answer, Upstream
+from core.sending import Answer, Upstream, WholeAnswer
 from providers.chat import UpstreamRequest
 
 
@@ -47,8 +48,10 @@ class Dispatch:
     """Sends calls through one upstream on one clock; `cooling` is the deployments' shared health."""
 
     def __init__(self, upstream: Upstream, cooling: Cooling, clock: Clock = SYSTEM,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, stats: DeploymentStats | None = None) -> None:
+        """`stats`: the deployments' recent latency, errors and load (core/deployment_stats.py), kept here."""
         self.upstream, self.cooling, self.clock, self.rng = upstream, cooling, clock, rng
+        self.stats = stats if stats is not None else DeploymentStats()
 
     async def send(self, plan: list[Target], prepare: Prepare, *, stream: bool, policy: RetryPolicy, deadline: float,
                    timeouts: Timeouts, on_attempt: Callable[[Attempt], None]) -> Answer:
@@ -65,9 +68,14 @@ class Dispatch:
                                               "environment; nothing was sent")
             self.cooling.attempting(target.name)
             request, as_is = prepare(target)
-            return await self.upstream.attempt(target, request, stream=stream, remaining=remaining,
-                                               connect_timeout=timeouts.connect, first_byte_timeout=timeouts.first_byte,
-                                               as_is=as_is)
+            self.stats.started(target.name)
+            try:
+                return await self.upstream.attempt(target, request, stream=stream, remaining=remaining,
+                                                   connect_timeout=timeouts.connect,
+                                                   first_byte_timeout=timeouts.first_byte, as_is=as_is)
+            except BaseException:  # cancelled (the client left): no longer in flight, no verdict on it
+                self.stats.abandoned(target.name)
+                raise
 
         def ended(target: Target, result: Answer | Failure) -> None:
             nonlocal count
@@ -78,7 +86,25 @@ class Dispatch:
                 self.cooling.failed(target.name, clock.now())
             elif not failed:
                 self.cooling.succeeded(target.name)
+            if result_counts(result):
+                self._observe(target, result, started)
             on_attempt(Attempt(count, target, at, started, clock.now(), result))
 
         return await attempt_in_order(plan, one, policy, deadline, ended, sleep=clock.sleep, rng=self.rng,
                                       clock=clock.now)
+
+    def _observe(self, target: Target, result: Answer | Failure, started: float) -> None:
+        """Latency and errors for the strategies: a stream counts at its first chunk, ends when released."""
+        stats, name, took = self.stats, target.name, self.clock.now() - started
+        if isinstance(result, Failure):
+            stats.ended(name, ok=False)
+        elif isinstance(result, WholeAnswer):
+            stats.ended(name, ok=True, seconds=took)
+        else:
+            stats.first_chunk(name, took)
+            result.on_release = lambda ended: stats.ended(name, ok=ended, seconds=self.clock.now() - started)
+
+
+def result_counts(result: Answer | Failure) -> bool:
+    """A missing key never reached the deployment: it says nothing of its speed or health."""
+    return not (isinstance(result, Failure) and result.kind == "missing_key")

@@ -12,6 +12,7 @@ a front or a provider turns into its own). `refused` says whether the row's stat
     ├── NotFound                 404 unknown_url, MethodNotAllowed 405 method_not_allowed (addons/router/server.py)
     ├── MalformedRequest         400 invalid_http_request, HeadersTooLarge 431 request_headers_too_large
     ├── OverLimit                429 budget_exceeded / rate_limit_exceeded (core/admission.py decides)
+    ├── RefusedByRule            403 refused_by_rule (a routing rule's `refuse`, core/route_plan.py)
     ├── ProxyAuthRequired        407 a proxy credential is missing or bad (passthrough's CONNECT and proxy auth)
     ├── Unreachable              502/504 upstream_error: passthrough could not reach the provider; refused=False
     ├── GatewayFailed            500 gateway_error: a bug of ours, logged; refused=False
@@ -92,6 +93,14 @@ class HeadersTooLarge(Refusal):
 
 class OverLimit(Refusal):
     status, type = 429, "rate_limit_error"
+
+
+class RefusedByRule(Refusal):
+    status, type, code = 403, "invalid_request_error", "refused_by_rule"
+
+    def __init__(self, message: str, *, rule: str) -> None:
+        super().__init__(message)
+        self.rule = rule
 
 
 class ProviderRejected(Refusal):

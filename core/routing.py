@@ -9,7 +9,9 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from core.config import Cooldown, Deployment, RouterConfig
+from core.config import Cooldown, Deployment, ModelAlias, RouterConfig
+from core.deployment_stats import DeploymentStats
+from core.strategies import Choice, Need, order
 from providers import Endpoint, endpoint, provider_of
 from providers.pricing import PriceTable
 
@@ -87,12 +89,16 @@ class Cooling:
 class Routes:
     """Model names to deployments, from config; built again when the config changes."""
 
-    def __init__(self, config: RouterConfig, prices: PriceTable, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: RouterConfig, prices: PriceTable, env: dict[str, str] | None = None,
+                 extra: dict[str, ModelAlias] | None = None) -> None:
+        """`extra`: aliases beyond config's (a routing rule's deployment list, as `rule:<name>`)."""
         self.config = config
         self.prices = prices
         self.env = os.environ if env is None else env
         self.cooling = Cooling(config.cooldown)
-        self.aliases = {name: [self._target(d) for d in alias.deployments] for name, alias in config.models.items()}
+        self.stats = DeploymentStats()
+        self.models = {**config.models, **(extra or {})}
+        self.aliases = {name: [self._target(d) for d in alias.deployments] for name, alias in self.models.items()}
 
     def _target(self, d: Deployment) -> Target:
         access = self.config.providers.get(d.provider)
@@ -128,25 +134,30 @@ class Routes:
         """The request's fallback_models, else the alias's, else config's for the name."""
         if requested:
             return [m for m in requested if m != model]
-        alias = self.config.models.get(model)
+        alias = self.models.get(model)
         return list(alias.fallback_models if alias and alias.fallback_models else self.config.fallback_models.get(model, []))
 
-    def plan(self, models: list[str], rng: random.Random | None = None, now: float | None = None) -> list[Target]:
-        """The order to try deployments in: each model in turn, its deployments by weighted draw
-        without replacement, cooling ones left out (unless that would leave nothing to try).
+    def plan(self, models: list[str], rng: random.Random | None = None, now: float | None = None,
+             need: Need | None = None) -> list[Target]:
+        """The order to try deployments in (see `choose`)."""
+        return self.choose(models, rng, now, need)[0]
+
+    def choose(self, models: list[str], rng: random.Random | None = None, now: float | None = None,
+               need: Need | None = None) -> tuple[list[Target], list[Choice]]:
+        """The order to try deployments in: each model in turn, its deployments ordered by its alias's
+        strategy (core/strategies.py; weighted by default), cooling ones left out (unless that would leave
+        nothing to try), recently failing ones last; and each model's choice, for the trace.
         `now`: the monotonic clock the cooldowns were marked on."""
         rng = rng or random
         now = time.monotonic() if now is None else now
-        ordered: list[Target] = []
-        for model in models:
-            ordered += weighted_order(self.resolve(model), rng)
+        need = need or Need()
+        choices = [order(model, self.models.get(model), self.resolve(model), need, self.stats, self.prices, rng)
+                   for model in models]
+        ordered = [t for choice in choices for t in choice.order]
         ready = [t for t in ordered if self.cooling.available(t.name, now)]
-        return ready or ordered
-
-
-def weighted_order(targets: list[Target], rng: random.Random | random.Random) -> list[Target]:
-    """A weighted shuffle (Efraimidis–Spirakis): each key u^(1/w), highest first."""
-    if len(targets) < 2:
-        return list(targets)
-    return sorted(targets, key=lambda t: rng.random() ** (1.0 / t.weight), reverse=True)
+        for choice in choices:
+            choice.skipped |= {t.name: "cooling down" for t in choice.order if t not in ready}
+        plan = ready or ordered
+        healthy = [t for t in plan if not self.stats.of(t.name).unhealthy]
+        return healthy + [t for t in plan if t not in healthy], choices
 

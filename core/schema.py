@@ -279,6 +279,13 @@ def m011_stream_events(db: Database) -> None:
     db["stream_events"].create({"call_id": str, "content_type": str, "events": str}, pk="call_id")
 
 
+@migrations()
+def m012_routing_rule(db: Database) -> None:
+    # Router calls: the routing rule that matched (routing.rules[].name) and why; NULL when none did.
+    db["requests"].add_column("rule", str)
+    db["requests"].add_column("rule_reason", str)
+
+
 def open_db(path: str | Path) -> Database:
     """Open (creating if needed) and migrate the store; WAL so readers never block the writer.
     A new store and its directory are readable by their owner only: they hold every prompt."""

@@ -9,7 +9,7 @@ the same for both. Nothing here imports mitmproxy or an HTTP library."""
 from __future__ import annotations
 
 import email.utils
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -73,6 +73,7 @@ class StreamAnswer:
     translator: ChatStream
     chunks: list[dict[str, Any]] = field(default_factory=list)
     ended: bool = False
+    on_release: Callable[[bool], None] | None = None  # told once, when released, whether the stream ended
 
     async def more(self) -> list[dict[str, Any]]:
         """The next OpenAI chunks ([] at the end). Raises ProviderStreamError, UpstreamBroke."""
@@ -87,6 +88,13 @@ class StreamAnswer:
 
     def release(self) -> None:
         self.body.release()
+        _released(self)
+
+
+def _released(answer: StreamAnswer | RawStreamAnswer) -> None:
+    if (told := answer.on_release) is not None:
+        answer.on_release = None
+        told(answer.ended)
 
 
 @dataclass
@@ -99,6 +107,7 @@ class RawStreamAnswer:
     first: bytes
     content_type: str = "text/event-stream"
     ended: bool = False
+    on_release: Callable[[bool], None] | None = None  # told once, when released, whether the stream ended
 
     async def more(self) -> bytes:
         """The next bytes (b"" at the end). Raises UpstreamBroke."""
@@ -108,6 +117,7 @@ class RawStreamAnswer:
 
     def release(self) -> None:
         self.body.release()
+        _released(self)
 
 
 type Answer = WholeAnswer | StreamAnswer | RawStreamAnswer

@@ -24,6 +24,7 @@ from mitmproxy import ctx, exceptions
 from addons.router import feedback
 from addons.router import server as router_http
 from addons.router.cache import keep_answer, render_cached
+from addons.router.explain import EXPLAIN, explain
 from addons.router.request import credential, read_json
 from addons.settings import Settings
 from core.cache import HEADER, Caching
@@ -36,6 +37,7 @@ from core.pipeline import Ask, CacheAsk, Hit, Stages
 from core.prompts import PromptBook, PromptError
 from core.recorder import BODY_LIMIT
 from core.relay import ChatRelay, RawRelay
+from core.route_plan import routes_for
 from core.routing import Routes, UnknownModel
 from core.secrets import scrub
 from core.sending import Upstream, WholeAnswer
@@ -60,6 +62,7 @@ class Router:
         self.stages = stages
         self.caching = caching
         self.routes: Routes | None = None
+        self.rules = None  # routing.rules, compiled (core/rules.py)
         self.clock = clock
         self.upstream = upstream or HttpUpstream(clock)
         self.pipeline = None
@@ -78,13 +81,13 @@ class Router:
     def configure(self, updated: set[str]) -> None:
         if "tapgate_config" in updated or self.routes is None:
             try:
-                self.routes = Routes(self.settings.config.router, self.settings.prices)
+                self.routes, self.rules = routes_for(self.settings.config, self.settings.prices)
             except ValueError as e:
                 raise exceptions.OptionsError(f"{ctx.options.tapgate_config}: router: {e}") from None
             for name, variable in self.routes.missing_keys():
                 log.warning("tapgate: router deployment %s has no key: %s is not set; its calls fail with a 500 "
                             "until it is (or api_key_env names another variable)", name, variable)
-            self.send = RouteCall(self.settings, self.routes, self.upstream, self.clock)
+            self.send = RouteCall(self.settings, self.routes, self.upstream, self.clock, self.rules)
             self.pipeline = self.stages.pipeline(send=self.send)
         if "tapgate_store_bodies" in updated:
             self.store_bodies = ctx.options.tapgate_store_bodies
@@ -160,6 +163,8 @@ class Router:
     async def _handle(self, request: web.Request, front, as_is: str | None) -> web.StreamResponse:
         """One routed call through the pipeline. `as_is` names an OpenAI endpoint relayed without
         translation (embeddings, responses), which only OpenAI-compatible deployments serve."""
+        if request.headers.get(EXPLAIN):  # the plan, not the call: nothing is sent or recorded (docs/routing.md)
+            return await explain(self, request, front, as_is)
         call = self._new_call(request, front, as_is)
         try:
             ask = await self._ask(request, call, front, as_is)

@@ -16,8 +16,11 @@ from core.call import Call, iso, ms
 from core.clock import Clock
 from core.config import Configured, RetryPolicy
 from core.dispatch import Attempt, Dispatch, Timeouts
-from core.errors import BadRequest
+from core.errors import BadRequest, RefusedByRule
+from core.route_plan import Routed as Planned
+from core.route_plan import route
 from core.routing import Routes, Target
+from core.rules import RuleSet, features_of
 from core.sending import Answer, Upstream
 from core.tagging import new_span_id
 from providers.base import Route as ProviderRoute
@@ -52,8 +55,11 @@ class Sent:
 class RouteCall:
     name = "send"
 
-    def __init__(self, settings: Configured, routes: Routes, upstream: Upstream, clock: Clock) -> None:
+    def __init__(self, settings: Configured, routes: Routes, upstream: Upstream, clock: Clock,
+                 rules: RuleSet | None = None) -> None:
+        """`rules`: the routing rules (core/rules.py), applied before `routes` orders the deployments."""
         self.settings, self.routes, self.upstream, self.clock = settings, routes, upstream, clock
+        self.rules = rules if rules is not None else RuleSet([])
 
     def resolve(self, model: str) -> tuple[ProviderRoute, str]:
         """The first deployment a model routes to, for pricing its reservation; raises UnknownModel."""
@@ -64,8 +70,7 @@ class RouteCall:
         routed: Routed = ask.routed
         config = self.settings.config.router
         fields = ask.fields
-        plan = self.routes.plan([call.model, *self.routes.fallbacks(call.model, fields.get("fallback_models"))],
-                                now=self.clock.now())
+        plan = self.plan(call, ask).plan
         if routed.as_is:
             plan = [t for t in plan if routed.as_is in t.endpoint.relays]
             if not plan:
@@ -83,7 +88,7 @@ class RouteCall:
                 call.secrets.append(target.key)  # its error may echo the key: scrubbed before anyone sees it
             return sending[0], bool(routed.as_is) or sending[1]
 
-        dispatch = Dispatch(self.upstream, self.routes.cooling, self.clock)
+        dispatch = Dispatch(self.upstream, self.routes.cooling, self.clock, stats=self.routes.stats)
         answer = await dispatch.send(plan, prepare, stream=call.facts.stream, policy=policy, deadline=deadline,
                                      timeouts=Timeouts(config.connect_timeout, config.first_byte_timeout),
                                      on_attempt=lambda a: attempted(call, a))
@@ -92,6 +97,23 @@ class RouteCall:
         call.notes += request.notes
         call.answered_by = "provider"
         return Sent(answer, request, same_dialect, deadline)
+
+    def plan(self, call: Call, ask) -> Planned:
+        """The call's routing rule, experiment variant and plan, noted on its routing record.
+        Raises RefusedByRule."""
+        key, tags = call.caller.key, call.tags
+        features = features_of(ask.routed.chat_body, metadata=tags.metadata, customer=tags.customer_identifier,
+                               key_id=key.id if key else None, key_name=key.name if key else None,
+                               headers=ask.headers, thread=tags.thread_identifier)
+        try:
+            planned = route(self.routes, self.rules, features, call.model, ask.fields.get("fallback_models"),
+                            stream=call.facts.stream, max_tokens=call.facts.max_tokens, now=self.clock.now())
+        except RefusedByRule as e:
+            call.routing.rule, call.routing.rule_reason = e.rule, "refused"
+            raise
+        record = call.routing
+        record.rule, record.rule_reason, record.plan = planned.rule, planned.reason, planned.attributes()
+        return planned
 
     def _prepare(self, call: Call, routed: Routed, target: Target) -> tuple[UpstreamRequest, bool]:
         """The request in the deployment's dialect: the client's own when they share one (only the
