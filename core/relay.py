@@ -34,9 +34,30 @@ class Sink(Protocol):
     async def write_eof(self) -> None: ...
 
 
-async def next_within[T](clock: Clock, more: Callable[[], Awaitable[T]], deadline: float) -> T:
-    """The stream's next piece, within what is left of the call's one deadline (router `timeout`)."""
-    return await clock.within(more(), max(deadline - clock.now(), 0.001))
+class Stalled(TimeoutError):
+    """A started stream sent nothing for `stall` seconds (stream_timeouts.stall)."""
+
+
+async def next_within[T](clock: Clock, more: Callable[[], Awaitable[T]], deadline: float,
+                         stall: float | None = None) -> T:
+    """The stream's next piece, within what is left of the call's one deadline (router `timeout`) and
+    within `stall` seconds (raises Stalled when that limit is the one that passed)."""
+    left = max(deadline - clock.now(), 0.001)
+    if stall is None or stall >= left:
+        return await clock.within(more(), left)
+    try:
+        return await clock.within(more(), stall)
+    except TimeoutError:
+        raise Stalled(f"no event for {stall:g} s") from None
+
+
+def why_broken(e: BaseException) -> str:
+    """A stream's break, as the client's error event and the row tell it."""
+    if isinstance(e, Stalled):
+        return f"stalled: {e}"
+    if isinstance(e, TimeoutError):
+        return "passed the call's timeout"
+    return f"broke: {getattr(e, 'kind', None) or e or type(e).__name__}"
 
 
 class Relay:
@@ -56,8 +77,8 @@ class ChatRelay(Relay):
     """OpenAI chunks from the translator, written in the client's shape (OpenAI SSE or Anthropic events)."""
 
     def __init__(self, answer: StreamAnswer, out, deadline: float, headers: dict[str, str] | None = None,
-                 keep: list | None = None, clock: Clock = SYSTEM) -> None:
-        self.answer, self.out, self.deadline, self.clock = answer, out, deadline, clock
+                 keep: list | None = None, clock: Clock = SYSTEM, stall: float | None = None) -> None:
+        self.answer, self.out, self.deadline, self.clock, self.stall = answer, out, deadline, clock, stall
         self.keep = keep  # when given, every OpenAI chunk is kept here (the cache assembles the answer)
         self.headers = {**SSE_HEADERS, **(headers or {})}
 
@@ -75,13 +96,19 @@ class ChatRelay(Relay):
                     first_chunk()
                     await sink.write(data)
                 try:
-                    chunks = await next_within(self.clock, answer.more, self.deadline)
+                    chunks = await next_within(self.clock, answer.more, self.deadline, self.stall)
                 except (ProviderStreamError, UpstreamBroke, TimeoutError) as e:
                     code = e.status if isinstance(e, ProviderStreamError) else 502
-                    why = "passed the call's timeout" if isinstance(e, TimeoutError) else f"broke: {e or type(e).__name__}"
+                    why = f"broke: {e or type(e).__name__}" if isinstance(e, ProviderStreamError) else why_broken(e)
                     status, error = "upstream_error", scrub(f"{answer.target.name}: stream {why}", [answer.target.key])
                     await sink.write(out.error(code, "server_error", error))
                     break
+            if status == "ok" and state.output.finish_reason is None:
+                # The connection ended cleanly but no chunk said why the answer stopped: a truncated
+                # answer, told as one rather than passed off as complete.
+                status = "upstream_error"
+                error = f"{answer.target.name}: stream ended before its final event"
+                await sink.write(out.error(502, "server_error", error))
             if status == "ok":
                 state.finished = True
                 answered(Outcome.of(state, status, error))
@@ -98,8 +125,12 @@ class RawRelay(Relay):
     """Bytes as the provider sent them (the client speaks the provider's shape), parsed as they pass."""
 
     def __init__(self, answer: RawStreamAnswer, route: Route, deadline: float, keep: list | None = None,
-                 clock: Clock = SYSTEM) -> None:
-        self.answer, self.deadline, self.clock = answer, deadline, clock
+                 clock: Clock = SYSTEM, stall: float | None = None,
+                 error_event: Callable[[int, str, str], bytes] | None = None) -> None:
+        """`error_event(status, type, message)`: a stream error in the client's dialect, written when the
+        provider's stream breaks, stalls or passes the deadline (the client must not take it as whole)."""
+        self.answer, self.deadline, self.clock, self.stall = answer, deadline, clock, stall
+        self.error_event = error_event
         self.keep = keep  # when given, the raw bytes are kept here (the cache assembles the answer)
         self.parser = StreamParser(route, answer.content_type)
         self.headers = SSE_HEADERS
@@ -120,12 +151,16 @@ class RawRelay(Relay):
                 first_chunk()
                 await sink.write(data)
                 try:
-                    data = await next_within(self.clock, answer.more, self.deadline)
+                    data = await next_within(self.clock, answer.more, self.deadline, self.stall)
                 except (UpstreamBroke, TimeoutError) as e:
-                    why = e.kind if isinstance(e, UpstreamBroke) else type(e).__name__
-                    status, error = "upstream_error", f"{answer.target.name}: stream broke: {why}"
+                    status, error = "upstream_error", f"{answer.target.name}: stream {why_broken(e)}"
+                    if self.error_event is not None and not state.finished:
+                        await sink.write(self.error_event(502, "server_error", error))
                     break
             self.parser.close()
+            if status == "ok" and not state.finished and self.error_event is not None:
+                status, error = "upstream_error", f"{answer.target.name}: stream ended before its final event"
+                await sink.write(self.error_event(502, "server_error", error))
             await sink.write_eof()
         except (ConnectionError, asyncio.CancelledError) as e:
             status, error = self._client_left(e)

@@ -80,7 +80,7 @@ class Program:
     status: int | None = None
     fixture: str | None = None  # a catalog key, e.g. "openai/error_429_insufficient_quota.json"
     headers: dict[str, str] = field(default_factory=dict)
-    fault: str | None = None  # refused | reset | silent | cut
+    fault: str | None = None  # refused | reset | silent | cut | short (half a stream, then a clean end)
     first_byte_delay: float = 0.0  # seconds from the headers to the body's first byte
     chunk_delay: float = 0.0  # seconds between a stream's events
 
@@ -173,7 +173,7 @@ class FakeUpstream(OpeningUpstream):
         headers = {"content-type": fx.CONTENT_TYPES[fixture.provider, fixture.stream]}
         headers |= {name.lower(): value for name, value in fixture.headers} | program.headers
         pieces = fixture.events
-        if program.fault == "cut":  # half the events of a stream, half the bytes of a body (as the mock cuts)
+        if program.fault in ("cut", "short"):  # half the events of a stream, half the bytes of a body (as the mock cuts)
             pieces = pieces[: len(pieces) // 2] if fixture.stream else (pieces[0][: len(pieces[0]) // 2],)
         replay = ReplayBody(self.clock, pieces, program)
         self.bodies.append(replay)

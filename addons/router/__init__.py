@@ -270,8 +270,9 @@ class Router:
                     answer.body, answer.target.model) if sent.same_dialect else answer.body)
             return web.Response(body=payload, content_type="application/json", headers=cache_header)
         chunks: list | None = [] if call.cache.leader else None
-        relay = RawRelay(answer, read_as, sent.deadline, chunks, self.clock) if untranslated else ChatRelay(
-            answer, front.stream(call.facts.model, routed.wants_usage), sent.deadline, cache_header, chunks, self.clock)
+        out, stall = front.stream(call.facts.model, routed.wants_usage), sent.limits.stall
+        relay = RawRelay(answer, read_as, sent.deadline, chunks, self.clock, stall, out.error) if untranslated \
+            else ChatRelay(answer, out, sent.deadline, cache_header, chunks, self.clock, stall)
 
         def record(outcome: Outcome) -> None:  # at the final event, before its bytes go out; else at the end
             outcome.status_code = 200

@@ -6,7 +6,7 @@ back to the door, which relays it in the client's dialect."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,11 +14,11 @@ from pydantic import ValidationError
 
 from core.call import Call, iso, ms
 from core.clock import Clock
-from core.config import Configured, RetryPolicy
+from core.config import Configured, RetryPolicy, StreamTimeouts
 from core.dispatch import Attempt, Dispatch, Timeouts
 from core.errors import BadRequest, RefusedByRule
 from core.route_plan import Routed as Planned
-from core.route_plan import route
+from core.route_plan import route, stream_limits
 from core.routing import Routes, Target
 from core.rules import RuleSet, features_of
 from core.sending import Answer, Upstream
@@ -50,6 +50,7 @@ class Sent:
     request: UpstreamRequest
     same_dialect: bool  # the deployment speaks the client's dialect: its answer is relayed as is
     deadline: float
+    limits: StreamTimeouts = field(default_factory=StreamTimeouts)  # the stream timeouts in force (router's, or the alias's)
 
 
 class RouteCall:
@@ -70,7 +71,8 @@ class RouteCall:
         routed: Routed = ask.routed
         config = self.settings.config.router
         fields = ask.fields
-        plan = self.plan(call, ask).plan
+        planned = self.plan(call, ask)
+        plan = planned.plan
         if routed.as_is:
             plan = [t for t in plan if routed.as_is in t.endpoint.relays]
             if not plan:
@@ -88,15 +90,17 @@ class RouteCall:
                 call.secrets.append(target.key)  # its error may echo the key: scrubbed before anyone sees it
             return sending[0], bool(routed.as_is) or sending[1]
 
+        limits = stream_limits(config, self.routes.models.get(planned.model))
+        first_byte = limits.first_token if call.facts.stream and limits.first_token else config.first_byte_timeout
         dispatch = Dispatch(self.upstream, self.routes.cooling, self.clock, stats=self.routes.stats)
         answer = await dispatch.send(plan, prepare, stream=call.facts.stream, policy=policy, deadline=deadline,
-                                     timeouts=Timeouts(config.connect_timeout, config.first_byte_timeout),
+                                     timeouts=Timeouts(config.connect_timeout, first_byte),
                                      on_attempt=lambda a: attempted(call, a))
         aim(call, answer.target)
         request, same_dialect = translated[answer.target.name]
         call.notes += request.notes
         call.answered_by = "provider"
-        return Sent(answer, request, same_dialect, deadline)
+        return Sent(answer, request, same_dialect, deadline, limits)
 
     def plan(self, call: Call, ask) -> Planned:
         """The call's routing rule, experiment variant and plan, noted on its routing record.
