@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from core.clock import SYSTEM, Clock
+from core.continuation import Resume, Seam
 from core.outcome import Outcome
 from core.secrets import scrub
 from core.sending import RawStreamAnswer, StreamAnswer, UpstreamBroke
@@ -77,38 +78,57 @@ class ChatRelay(Relay):
     """OpenAI chunks from the translator, written in the client's shape (OpenAI SSE or Anthropic events)."""
 
     def __init__(self, answer: StreamAnswer, out, deadline: float, headers: dict[str, str] | None = None,
-                 keep: list | None = None, clock: Clock = SYSTEM, stall: float | None = None) -> None:
+                 keep: list | None = None, clock: Clock = SYSTEM, stall: float | None = None,
+                 resume: Resume | None = None) -> None:
+        """`resume`: continue a broken stream on a fallback (core/continuation.py); None: end it with an error."""
         self.answer, self.out, self.deadline, self.clock, self.stall = answer, out, deadline, clock, stall
         self.keep = keep  # when given, every OpenAI chunk is kept here (the cache assembles the answer)
         self.headers = {**SSE_HEADERS, **(headers or {})}
+        self.resume = resume
+        self.continued: list[str] = []  # why each continuation was needed
 
     async def run(self, sink: Sink, first_chunk: Callable[[], None], answered: Callable[[Outcome], None]) -> Outcome:
         answer, out, state = self.answer, self.out, StreamState()
-        status, error, chunks = "ok", None, answer.chunks
+        status, error, chunks, seam = "ok", None, answer.chunks, None
+        first_id = next((c.get("id") for c in chunks if c.get("id")), None)
         try:
             await sink.prepare()
-            while chunks:
-                for chunk in chunks:
-                    INNER_CHAT.wire.stream_event(INNER_CHAT.route, state, None, chunk)
-                if self.keep is not None:
-                    self.keep += chunks
-                if data := out.feed(chunks):
-                    first_chunk()
-                    await sink.write(data)
-                try:
-                    chunks = await next_within(self.clock, answer.more, self.deadline, self.stall)
-                except (ProviderStreamError, UpstreamBroke, TimeoutError) as e:
-                    code = e.status if isinstance(e, ProviderStreamError) else 502
-                    why = f"broke: {e or type(e).__name__}" if isinstance(e, ProviderStreamError) else why_broken(e)
-                    status, error = "upstream_error", scrub(f"{answer.target.name}: stream {why}", [answer.target.key])
-                    await sink.write(out.error(code, "server_error", error))
+            while True:
+                while chunks:
+                    if seam is not None:
+                        chunks = seam.join(chunks)
+                    for chunk in chunks:
+                        INNER_CHAT.wire.stream_event(INNER_CHAT.route, state, None, chunk)
+                    if self.keep is not None:
+                        self.keep += chunks
+                    if data := out.feed(chunks):
+                        first_chunk()
+                        await sink.write(data)
+                    try:
+                        chunks = await next_within(self.clock, answer.more, self.deadline, self.stall)
+                    except (ProviderStreamError, UpstreamBroke, TimeoutError) as e:
+                        code = e.status if isinstance(e, ProviderStreamError) else 502
+                        why = f"broke: {e or type(e).__name__}" if isinstance(e, ProviderStreamError) else why_broken(e)
+                        status, error = "upstream_error", scrub(f"{answer.target.name}: stream {why}",
+                                                                [answer.target.key])
+                        break
+                if status == "ok" and state.output.finish_reason is None:
+                    # The connection ended cleanly but no chunk said why the answer stopped: a truncated
+                    # answer, told as one rather than passed off as complete.
+                    code, status = 502, "upstream_error"
+                    error = f"{answer.target.name}: stream ended before its final event"
+                if status == "ok" or self.resume is None or state.output.tool_calls:
+                    break  # a partial tool call cannot be handed to another model to finish
+                resumed = await self.resume("".join(state.output.text), answer.target.name, error)
+                if resumed is None:
                     break
-            if status == "ok" and state.output.finish_reason is None:
-                # The connection ended cleanly but no chunk said why the answer stopped: a truncated
-                # answer, told as one rather than passed off as complete.
-                status = "upstream_error"
-                error = f"{answer.target.name}: stream ended before its final event"
-                await sink.write(out.error(502, "server_error", error))
+                self.continued.append(error)
+                answer.release()  # the broken attempt's connection goes now
+                self.answer = answer = resumed[0]
+                seam = Seam(first_id, resumed[1])
+                status, error, chunks = "ok", None, answer.chunks
+            if status != "ok":
+                await sink.write(out.error(code, "server_error", error))
             if status == "ok":
                 state.finished = True
                 answered(Outcome.of(state, status, error))
@@ -117,7 +137,7 @@ class ChatRelay(Relay):
         except (ConnectionError, asyncio.CancelledError) as e:
             status, error = self._client_left(e)
         finally:
-            answer.release()  # an unfinished answer's connection is closed, not pooled
+            self.answer.release()  # an unfinished answer's connection is closed, not pooled
         return Outcome.of(state, status, error)
 
 

@@ -83,6 +83,7 @@ class Program:
     fault: str | None = None  # refused | reset | silent | cut | short (half a stream, then a clean end)
     first_byte_delay: float = 0.0  # seconds from the headers to the body's first byte
     chunk_delay: float = 0.0  # seconds between a stream's events
+    stall_midway: float = 0.0  # seconds a stream pauses halfway through its events (where a cut cuts)
 
 
 class ReplayBody:
@@ -100,6 +101,8 @@ class ReplayBody:
                 raise UpstreamBroke("Response payload is not completed", "ClientPayloadError")
             return b""
         delay = self.program.first_byte_delay if i == 0 else self.program.chunk_delay
+        if self.program.stall_midway and i == len(self.pieces) // 2:
+            delay += self.program.stall_midway
         if delay:
             await self.clock.sleep(delay)
         self.read_count += 1

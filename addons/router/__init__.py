@@ -272,7 +272,7 @@ class Router:
         chunks: list | None = [] if call.cache.leader else None
         out, stall = front.stream(call.facts.model, routed.wants_usage), sent.limits.stall
         relay = RawRelay(answer, read_as, sent.deadline, chunks, self.clock, stall, out.error) if untranslated \
-            else ChatRelay(answer, out, sent.deadline, cache_header, chunks, self.clock, stall)
+            else ChatRelay(answer, out, sent.deadline, cache_header, chunks, self.clock, stall, sent.resume)
 
         def record(outcome: Outcome) -> None:  # at the final event, before its bytes go out; else at the end
             outcome.status_code = 200

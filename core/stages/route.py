@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from core.call import Call, iso, ms
 from core.clock import Clock
 from core.config import Configured, RetryPolicy, StreamTimeouts
+from core.continuation import Resume, resumer
 from core.dispatch import Attempt, Dispatch, Timeouts
 from core.errors import BadRequest, RefusedByRule
 from core.route_plan import Routed as Planned
@@ -50,7 +51,8 @@ class Sent:
     request: UpstreamRequest
     same_dialect: bool  # the deployment speaks the client's dialect: its answer is relayed as is
     deadline: float
-    limits: StreamTimeouts = field(default_factory=StreamTimeouts)  # the stream timeouts in force (router's, or the alias's)
+    limits: StreamTimeouts = field(default_factory=StreamTimeouts)  # the router's, or the alias's
+    resume: Resume | None = None  # continues a broken stream on the next deployment (continue_on_failure)
 
 
 class RouteCall:
@@ -82,25 +84,30 @@ class RouteCall:
         policy = retry_policy(config.retry, fields.get("retry_params"))
         deadline = self.clock.now() + config.timeout
         translated: dict[str, tuple[UpstreamRequest, bool]] = {}
+        limits = stream_limits(config, self.routes.models.get(planned.model))
+        # A stream that may be continued on another deployment is translated even for one of the
+        # client's dialect: the follower may speak another (core/continuation.py).
+        continuing = call.facts.stream and limits.continue_on_failure and not routed.as_is
 
-        def prepare(target: Target) -> tuple[UpstreamRequest, bool]:
-            translated[target.name] = sending = self._prepare(call, routed, target)
+        def prepare(target: Target, chat_body: dict | None = None) -> tuple[UpstreamRequest, bool]:
+            translated[target.name] = sending = self._prepare(call, routed, target, chat_body, continuing)
             call.prompt_sent = True
             if target.key:
                 call.secrets.append(target.key)  # its error may echo the key: scrubbed before anyone sees it
             return sending[0], bool(routed.as_is) or sending[1]
 
-        limits = stream_limits(config, self.routes.models.get(planned.model))
         first_byte = limits.first_token if call.facts.stream and limits.first_token else config.first_byte_timeout
         dispatch = Dispatch(self.upstream, self.routes.cooling, self.clock, stats=self.routes.stats)
-        answer = await dispatch.send(plan, prepare, stream=call.facts.stream, policy=policy, deadline=deadline,
-                                     timeouts=Timeouts(config.connect_timeout, first_byte),
-                                     on_attempt=lambda a: attempted(call, a))
+        send = dict(policy=policy, deadline=deadline, timeouts=Timeouts(config.connect_timeout, first_byte),
+                    on_attempt=lambda a: attempted(call, a))
+        answer = await dispatch.send(plan, prepare, stream=call.facts.stream, **send)
         aim(call, answer.target)
         request, same_dialect = translated[answer.target.name]
         call.notes += request.notes
         call.answered_by = "provider"
-        return Sent(answer, request, same_dialect, deadline, limits)
+        resume = resumer(dispatch, plan, prepare, routed.chat_body, prompt_chars=call.facts.prompt_chars,
+                         note=call.notes.append, **send) if continuing else None
+        return Sent(answer, request, same_dialect, deadline, limits, resume)
 
     def plan(self, call: Call, ask) -> Planned:
         """The call's routing rule, experiment variant and plan, noted on its routing record.
@@ -119,18 +126,21 @@ class RouteCall:
         record.rule, record.rule_reason, record.plan = planned.rule, planned.reason, planned.attributes()
         return planned
 
-    def _prepare(self, call: Call, routed: Routed, target: Target) -> tuple[UpstreamRequest, bool]:
+    def _prepare(self, call: Call, routed: Routed, target: Target, chat_body: dict | None = None,
+                 translate: bool = False) -> tuple[UpstreamRequest, bool]:
         """The request in the deployment's dialect: the client's own when they share one (only the
-        model changed), the OpenAI body for endpoints relayed as is, else a translation."""
+        model changed) unless `translate`, the OpenAI body for endpoints relayed as is, else a
+        translation (of `chat_body` when given: a continuation)."""
         config = self.settings.config.router
-        same_dialect = target.endpoint.provider is routed.front.native
+        same_dialect = target.endpoint.provider is routed.front.native and not translate
+        chat_body = routed.chat_body if chat_body is None else chat_body
         try:
             if same_dialect:
                 return UpstreamRequest(f"/v1/{routed.front.endpoint}", {**routed.native_body, "model": target.model},
                                        routed.native_headers), True
             if routed.as_is:
                 return UpstreamRequest(f"/{routed.as_is}", {**routed.chat_body, "model": target.model}), False
-            request = target.endpoint.adapter.chat_request(routed.chat_body, target.model, stream=call.facts.stream,
+            request = target.endpoint.adapter.chat_request(chat_body, target.model, stream=call.facts.stream,
                                                            unsupported=config.unsupported_params)
         except (InvalidRequest, UnsupportedParam) as e:
             raise BadRequest(f"{target.name}: {e}", param=e.param) from None
