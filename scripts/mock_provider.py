@@ -60,10 +60,12 @@ class Controls:
     nest: int = 0  # wrap a body in this many arrays; give a stream an extra event nested this deep
     end_delay: float = 0.0  # seconds between the last event and the end of the body (a slow network)
     echo_key: bool = False  # answer an error (401 unless a status is given) whose message quotes the key sent
+    stall_midway: float = 0.0  # seconds a stream pauses halfway through its events (where a cut cuts)
 
     @property
     def immediate(self) -> bool:
-        return not (self.delay or self.chunk_delay or self.first_byte_delay or self.end_delay or self.fault)
+        return not (self.delay or self.chunk_delay or self.first_byte_delay or self.end_delay or self.fault
+                    or self.stall_midway)
 
 
 def parse_controls(get, fixtures: dict) -> Controls:
@@ -81,14 +83,16 @@ def parse_controls(get, fixtures: dict) -> Controls:
         raise MockError(f"x-mock-status must be an HTTP status, got {status!r}")
     if encoding is not None and encoding not in ("gzip", "br", "deflate"):
         raise MockError(f"x-mock-encoding must be gzip, br or deflate, got {encoding!r}")
-    first_byte = end = 0.0
+    first_byte = end = midway = 0.0
     if fault and fault.startswith("slow-first-byte:"):
         first_byte, fault = seconds("slow-first-byte", fault.partition(":")[2]), None
     elif fault and fault.startswith("late-end:"):
         end, fault = seconds("late-end", fault.partition(":")[2]), None
+    elif fault and fault.startswith("stall-midway:"):
+        midway, fault = seconds("stall-midway", fault.partition(":")[2]), None
     elif fault not in (None, "reset", "silent", "cut"):
-        raise MockError(f"x-mock-fault must be reset, silent, cut, slow-first-byte:<ms> or late-end:<ms>, "
-                        f"got {fault!r}")
+        raise MockError(f"x-mock-fault must be reset, silent, cut, slow-first-byte:<ms>, late-end:<ms> or "
+                        f"stall-midway:<ms>, got {fault!r}")
     headers = ()
     if (raw := get("x-mock-headers")) is not None:
         try:
@@ -97,7 +101,7 @@ def parse_controls(get, fixtures: dict) -> Controls:
             raise MockError(f"x-mock-headers must be a JSON object, got {raw!r}") from None
     return Controls(fixture, int(status) if status else None, encoding, ms("x-mock-delay-ms"),
                     ms("x-mock-chunk-delay-ms"), first_byte, fault, get("x-mock-echo") in ("1", "true"), headers,
-                    int(nest), end, get("x-mock-echo-key") in ("1", "true"))
+                    int(nest), end, get("x-mock-echo-key") in ("1", "true"), midway)
 
 
 def seconds(name: str, ms: str) -> float:
@@ -290,6 +294,8 @@ async def serve_slowly(conn: Connection, response: fx.Rendered, controls: Contro
     for i, piece in enumerate(pieces):
         if i and controls.chunk_delay:
             await asyncio.sleep(controls.chunk_delay)
+        if controls.stall_midway and i == len(pieces) // 2:
+            await asyncio.sleep(controls.stall_midway)
         if transport.is_closing():
             return
         transport.write(piece)

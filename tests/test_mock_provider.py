@@ -482,5 +482,6 @@ def raw_post(port: int, path: str, body: bytes, headers: dict[str, str] | None =
 def test_late_end_holds_the_end_of_a_stream_after_its_last_event():
     mock = load_script("mock_provider")
     assert mock.parse_controls({"x-mock-fault": "late-end:250"}.get, {}) == mock.Controls(end_delay=0.25)
+    assert mock.parse_controls({"x-mock-fault": "stall-midway:300"}.get, {}) == mock.Controls(stall_midway=0.3)
     with pytest.raises(mock.MockError, match="late-end:<ms>"):
         mock.parse_controls({"x-mock-fault": "late"}.get, {})
