@@ -14,7 +14,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from cli import queries, route_explain, shell_init
+from cli import compare, queries, route_explain, shell_init
 from core.database import DEFAULT_DB
 from core.ledger import plural
 from providers.safe_json import loads
@@ -470,7 +470,8 @@ def parser() -> argparse.ArgumentParser:
     s = store_command(sub, "spend", cmd_spend, "cost totals by key, customer, model, provider or a metadata key",
                       "Requests, tokens and cost per group over a period, most expensive first.")
     s.add_argument("--by", default="customer", metavar="GROUP",
-                   help="key, customer, model, provider, thread, or meta:<key> (default customer)")
+                   help="key, customer, model, provider, thread, variant (experiment/variant), or meta:<key> "
+                   "(default customer)")
     time_flags(s)
     formats(s)
 
@@ -594,6 +595,7 @@ def parser() -> argparse.ArgumentParser:
                    help="do not keep the scores in the store (by default they go on the experiment's recorded calls "
                    "once the gateway has written them, as source experiment)")
     s.add_argument("--json", dest="format", action="store_const", const="json", help="the summary and every result as JSON")
+    compare.add_command(sub, store_command, time_flags, formats)
 
     keys = sub.add_parser("keys", help="create, list, update, revoke and rotate gateway keys",
                           description="Gateway keys name who is calling, with budgets, rate limits, allowed "

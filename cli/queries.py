@@ -29,7 +29,9 @@ BODY_COLUMNS = ("request_body", "response_body")
 UNPRICED = "sum(cost_usd IS NULL AND input_tokens IS NOT NULL)"
 # `spend --by`: a name, or meta:<key> for a metadata key.
 GROUPS = {"key": "key_id", "customer": "customer_identifier", "model": "model", "provider": "provider",
-          "thread": "thread_identifier"}
+          "thread": "thread_identifier", "variant": "experiment || '/' || variant"}
+# Groups over columns a later migration added (m009 experiments): a store without them cannot group so.
+GROUP_COLUMNS = {"variant": "variant"}
 RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -270,6 +272,8 @@ def spend(conn: sqlite3.Connection, by: str, since: str | None, until: str | Non
     if by.startswith("meta:") and len(by) > 5:
         group, params = "json_extract(metadata, ?)", [json_path(by[5:])]
     elif by in GROUPS:
+        if (column := GROUP_COLUMNS.get(by)) and not has_column(conn, "requests", column):
+            raise StoreError(f"this store has no {column} column yet: the gateway adds it when it next starts")
         group, params = GROUPS[by], []
     else:
         raise StoreError(f"cannot group by {by!r}: use {', '.join(GROUPS)} or meta:<key>")
@@ -351,3 +355,20 @@ def score_rows(conn: sqlite3.Connection, by: str, since: str | None, until: str 
     sql = (f"SELECT s.evaluator, {group} AS grp, s.value, s.label, s.judge_cost_usd FROM scores s"
            f" JOIN requests r ON r.id = s.call_id{where}")
     return [dict(r) for r in conn.execute(sql, [*params, *wparams])]
+# -- `tapgate compare` -------------------------------------------------------------------------------
+
+
+def variant_calls(conn: sqlite3.Connection, experiment: str | None, since: str | None,
+                  until: str | None) -> list[dict[str, Any]]:
+    """The calls of A/B experiments (one, or all), with what `compare variants` sums."""
+    if not has_column(conn, "requests", "variant"):
+        raise StoreError("this store has no variant column yet: the gateway adds it when it next starts")
+    where, params = Filters(since=since, until=until).where()
+    clauses = [where.removeprefix(" WHERE ")] if where else []
+    clauses.append("variant IS NOT NULL")
+    if experiment is not None:
+        clauses.append("experiment = ?")
+        params.append(experiment)
+    sql = ("SELECT experiment, variant, duration_ms, ttft_ms, cost_usd, status, input_tokens, output_tokens"
+           f" FROM requests WHERE {' AND '.join(clauses)} ORDER BY experiment, variant")
+    return [dict(r) for r in conn.execute(sql, params)]

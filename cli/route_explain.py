@@ -19,6 +19,7 @@ def add_command(sub) -> None:
     s.add_argument("--config", metavar="FILE", help="the gateway's config file (tapgate_config)")
     s.add_argument("--anthropic", action="store_true", help="the body is an Anthropic /v1/messages request")
     s.add_argument("--customer", help="the call's customer identifier")
+    s.add_argument("--thread", help="the call's thread identifier (experiments sticky by thread)")
     s.add_argument("--key", metavar="ID_OR_NAME", help="the gateway key the call would carry")
     s.add_argument("--header", action="append", default=[], metavar="NAME:VALUE",
                    help="a request header the rules may match (repeatable)")
@@ -30,7 +31,7 @@ def add_command(sub) -> None:
 def cmd_route(args: argparse.Namespace) -> int:
     from core.config import ConfigError, load_config
     from core.errors import RefusedByRule
-    from core.route_plan import route, routes_for
+    from core.route_plan import routing_for
     from core.routing import UnknownModel
     from core.rules import features_of
     from providers import FRONTS
@@ -53,7 +54,7 @@ def cmd_route(args: argparse.Namespace) -> int:
         return fail(f"{args.explain}: a request body with a model is needed")
     try:
         config = load_config(args.config)
-        routes, rules = routes_for(config, PriceTable.load(config.prices))
+        routing = routing_for(config, PriceTable.load(config.prices))
     except (ConfigError, ValueError) as e:
         return fail(str(e))
     if args.anthropic:
@@ -64,10 +65,10 @@ def cmd_route(args: argparse.Namespace) -> int:
     headers = dict(h.partition(":")[::2] for h in args.header)
     meta = dict(m.partition("=")[::2] for m in args.meta)
     features = features_of(body, metadata=meta, customer=args.customer, key_id=args.key, key_name=args.key,
-                           headers={k.strip(): v.strip() for k, v in headers.items()})
+                           headers={k.strip(): v.strip() for k, v in headers.items()}, thread=args.thread)
     try:
-        routed = route(routes, rules, features, body["model"], body.get("fallback_models"),
-                       stream=body.get("stream") is True, max_tokens=body.get("max_tokens"))
+        routed = routing.route(features, body["model"], body.get("fallback_models"),
+                               stream=body.get("stream") is True, max_tokens=body.get("max_tokens"))
     except UnknownModel as e:
         return fail(f"the model {e.args[0]!r} is not an alias, a provider/model name or a known model")
     except RefusedByRule as e:  # the explanation is the refusal
@@ -83,6 +84,8 @@ def cmd_route(args: argparse.Namespace) -> int:
     if "refused" in explained:
         print(f"refused:      {explained['refused']}")
         return 0
+    if "variant" in explained:
+        print(f"experiment:   {explained['experiment']}, variant {explained['variant']}")
     print(f"routed as:    {explained['routed_as']}")
     print("plan:")
     for choice in explained["choices"]:

@@ -70,6 +70,9 @@ class RoutingRecord:
     rule: str | None = None
     rule_reason: str | None = None
     plan: dict[str, Any] = field(default_factory=dict)
+    # An A/B experiment (routing.experiments): its name and the variant this call got.
+    experiment: str | None = None
+    variant: str | None = None
 
 
 @dataclass(repr=False)
@@ -222,6 +225,8 @@ class Call:
             "attempts": self.routing.attempts,
             "rule": self.routing.rule,
             "rule_reason": self.routing.rule_reason,
+            "experiment": self.routing.experiment,
+            "variant": self.routing.variant,
             "request_body": self.request_body,
             "response_body": response_body,
             "prompt_id": self.prompt_id,

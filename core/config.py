@@ -376,17 +376,55 @@ class RoutingRule(Strict):
         return self
 
 
+class Variant(Strict):
+    """One arm of an experiment: where its share of the calls goes."""
+
+    name: str = Field(min_length=1)
+    """Recorded in the row's `variant` column."""
+    to: str
+    """The alias or model name its calls go to."""
+    percent: float = Field(ge=0, le=100)
+    """Its share of the experiment's calls; the variants' shares add up to 100."""
+
+
+class Experiment(Strict):
+    """An A/B split of the calls for one model name between variants, each customer (or thread, or call)
+    always getting the same one."""
+
+    model: str
+    """The model or alias name whose calls are split (as asked, or as a routing rule sent them)."""
+    sticky: Literal["customer", "thread", "call"] = "customer"
+    """What keeps its variant: a customer, a thread (X-Tapgate-Thread-Identifier), or nothing (per call).
+    Calls without a customer or thread are assigned per call."""
+    variants: list[Variant] = Field(min_length=2)
+    """The arms, each with its share."""
+
+    @model_validator(mode="after")
+    def _shares_add_up(self) -> Experiment:
+        if abs(sum(v.percent for v in self.variants) - 100) > 1e-6:
+            raise ValueError(f"the variants' percent add up to {sum(v.percent for v in self.variants):g}, not 100")
+        names = [v.name for v in self.variants]
+        if len(set(names)) != len(names):
+            raise ValueError("variant names must be unique")
+        return self
+
+
 class Routing(Strict):
     """Where calls go before an alias splits them: rules evaluated in order, the first match wins."""
 
     rules: list[RoutingRule] = []
     """The rules, in order."""
+    experiments: dict[str, Experiment] = {}
+    """A/B experiments by name (docs/routing.md); at most one per model name."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> Routing:
         names = [r.name for r in self.rules]
         if dupes := sorted({n for n in names if names.count(n) > 1}):
             raise ValueError(f"rule names must be unique: {', '.join(dupes)}")
+        models = [e.model for e in self.experiments.values()]
+        if dupes := sorted({m for m in models if models.count(m) > 1}):
+            raise ValueError(f"one experiment per model name: {', '.join(dupes)} has several")
         return self
 
 

@@ -29,6 +29,7 @@ class Features:
     json_schema: bool = False
     metadata: Mapping[str, Any] = field(default_factory=dict)
     customer: str | None = None
+    thread: str | None = None
     key_id: str | None = None
     key_name: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
@@ -52,7 +53,7 @@ def _text(content: Any) -> tuple[str, bool]:
 
 def features_of(body: Mapping[str, Any], *, metadata: Mapping[str, Any] | None = None, customer: str | None = None,
                 key_id: str | None = None, key_name: str | None = None,
-                headers: Mapping[str, str] | None = None) -> Features:
+                headers: Mapping[str, str] | None = None, thread: str | None = None) -> Features:
     """Features of an OpenAI chat request (the router's inner shape) and of the call around it."""
     messages = body.get("messages") if isinstance(body.get("messages"), list) else []
     user, systems, images, chars = "", [], False, 0
@@ -74,7 +75,7 @@ def features_of(body: Mapping[str, Any], *, metadata: Mapping[str, Any] | None =
         model=str(body.get("model") or ""), user_text=user, system_text="\n".join(systems),
         input_tokens=-(-chars // CHARS_PER_TOKEN), tools=tools, images=images,
         json_schema=isinstance(response_format, dict) and response_format.get("type") == "json_schema",
-        metadata=meta, customer=customer, key_id=key_id, key_name=key_name,
+        metadata=meta, customer=customer, thread=thread, key_id=key_id, key_name=key_name,
         headers={k.lower(): v for k, v in (headers or {}).items()})
 
 

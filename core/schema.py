@@ -286,6 +286,13 @@ def m012_routing_rule(db: Database) -> None:
     db["requests"].add_column("rule_reason", str)
 
 
+@migrations()
+def m013_experiment_variant(db: Database) -> None:
+    # Router calls in an A/B experiment (routing.experiments): its name and the variant the call got.
+    db["requests"].add_column("experiment", str)
+    db["requests"].add_column("variant", str)
+
+
 def open_db(path: str | Path) -> Database:
     """Open (creating if needed) and migrate the store; WAL so readers never block the writer.
     A new store and its directory are readable by their owner only: they hold every prompt."""

@@ -37,7 +37,7 @@ from core.pipeline import Ask, CacheAsk, Hit, Stages
 from core.prompts import PromptBook, PromptError
 from core.recorder import BODY_LIMIT
 from core.relay import ChatRelay, RawRelay
-from core.route_plan import routes_for
+from core.route_plan import routing_for
 from core.routing import Routes, UnknownModel
 from core.secrets import scrub
 from core.sending import Upstream, WholeAnswer
@@ -62,7 +62,7 @@ class Router:
         self.stages = stages
         self.caching = caching
         self.routes: Routes | None = None
-        self.rules = None  # routing.rules, compiled (core/rules.py)
+        self.routing = None  # core/route_plan.py: routes, rules and experiments, from the config
         self.clock = clock
         self.upstream = upstream or HttpUpstream(clock)
         self.pipeline = None
@@ -81,13 +81,14 @@ class Router:
     def configure(self, updated: set[str]) -> None:
         if "tapgate_config" in updated or self.routes is None:
             try:
-                self.routes, self.rules = routes_for(self.settings.config, self.settings.prices)
+                self.routing = routing_for(self.settings.config, self.settings.prices)
+                self.routes = self.routing.routes
             except ValueError as e:
                 raise exceptions.OptionsError(f"{ctx.options.tapgate_config}: router: {e}") from None
             for name, variable in self.routes.missing_keys():
                 log.warning("tapgate: router deployment %s has no key: %s is not set; its calls fail with a 500 "
                             "until it is (or api_key_env names another variable)", name, variable)
-            self.send = RouteCall(self.settings, self.routes, self.upstream, self.clock, self.rules)
+            self.send = RouteCall(self.settings, self.routes, self.upstream, self.clock, self.routing)
             self.pipeline = self.stages.pipeline(send=self.send)
         if "tapgate_store_bodies" in updated:
             self.store_bodies = ctx.options.tapgate_store_bodies

@@ -8,7 +8,6 @@ from aiohttp import web
 
 from addons.router.request import credential, read_json
 from core.errors import BadRequest, Refusal, RefusedByRule
-from core.route_plan import route
 from core.routing import UnknownModel
 from core.rules import features_of
 from core.tagging import BadTag, pop_router_fields, tags_for
@@ -38,8 +37,8 @@ async def explain(router, request: web.Request, front, as_is: str | None) -> web
                                 key_id=key.id if key else None, key_name=key.name if key else None, headers=headers,
                                 thread=tags.thread_identifier)
         try:
-            planned = route(router.routes, router.rules, features, facts.model, fields.get("fallback_models"),
-                            stream=facts.stream, max_tokens=facts.max_tokens, now=router.clock.now())
+            planned = router.routing.route(features, facts.model, fields.get("fallback_models"), stream=facts.stream,
+                                           max_tokens=facts.max_tokens, now=router.clock.now())
         except RefusedByRule as e:
             return web.json_response({"model": facts.model, "rule": e.rule, "reason": "refused", "refused": e.message,
                                       "plan": []})

@@ -18,9 +18,10 @@ from core.config import Configured, RetryPolicy, StreamTimeouts
 from core.continuation import Resume, resumer
 from core.dispatch import Attempt, Dispatch, Timeouts
 from core.errors import BadRequest, RefusedByRule
+from core.experiments import Experiments
 from core.route_plan import Routed as Planned
-from core.route_plan import route, stream_limits
-from core.routing import Routes, Target
+from core.route_plan import Routing, stream_limits
+from core.routing import Routes, Target, UnknownModel
 from core.rules import RuleSet, features_of
 from core.sending import Answer, Upstream
 from core.tagging import new_span_id
@@ -59,14 +60,21 @@ class RouteCall:
     name = "send"
 
     def __init__(self, settings: Configured, routes: Routes, upstream: Upstream, clock: Clock,
-                 rules: RuleSet | None = None) -> None:
-        """`rules`: the routing rules (core/rules.py), applied before `routes` orders the deployments."""
+                 routing: Routing | None = None) -> None:
+        """`routing`: the rules and experiments (core/route_plan.py) applied before `routes` orders the
+        deployments; none when not given."""
         self.settings, self.routes, self.upstream, self.clock = settings, routes, upstream, clock
-        self.rules = rules if rules is not None else RuleSet([])
+        self.routing = routing or Routing(routes, RuleSet([]), Experiments({}))
 
     def resolve(self, model: str) -> tuple[ProviderRoute, str]:
-        """The first deployment a model routes to, for pricing its reservation; raises UnknownModel."""
-        target = self.routes.resolve(model)[0]
+        """The first deployment a model routes to, for pricing its reservation; raises UnknownModel. A
+        name only an A/B experiment knows is priced as its first variant."""
+        try:
+            target = self.routes.resolve(model)[0]
+        except UnknownModel:
+            if (split := self.routing.experiments.by_model.get(model)) is None:
+                raise
+            target = self.routes.resolve(split.experiment.variants[0].to)[0]
         return ProviderRoute(target.endpoint.provider, "chat.completions"), target.model
 
     async def __call__(self, call: Call, ask) -> Sent:
@@ -117,13 +125,16 @@ class RouteCall:
                                key_id=key.id if key else None, key_name=key.name if key else None,
                                headers=ask.headers, thread=tags.thread_identifier)
         try:
-            planned = route(self.routes, self.rules, features, call.model, ask.fields.get("fallback_models"),
-                            stream=call.facts.stream, max_tokens=call.facts.max_tokens, now=self.clock.now())
+            planned = self.routing.route(features, call.model, ask.fields.get("fallback_models"),
+                                         stream=call.facts.stream, max_tokens=call.facts.max_tokens,
+                                         now=self.clock.now())
         except RefusedByRule as e:
             call.routing.rule, call.routing.rule_reason = e.rule, "refused"
             raise
         record = call.routing
         record.rule, record.rule_reason, record.plan = planned.rule, planned.reason, planned.attributes()
+        if planned.assigned:
+            record.experiment, record.variant = planned.assigned.experiment, planned.assigned.variant.name
         return planned
 
     def _prepare(self, call: Call, routed: Routed, target: Target, chat_body: dict | None = None,

@@ -53,6 +53,13 @@ routing:
     - name: beta
       match: {{headers: {{X-Channel: "^beta$"}}}}
       deployments: [{{provider: gemini, model: gemini-2.5-flash}}]
+  experiments:
+    ab:
+      model: ab-test
+      sticky: customer
+      variants:
+        - {{name: claude, to: anthropic/claude-sonnet-4-5, percent: 50}}
+        - {{name: mini, to: openai/gpt-4o-mini, percent: 50}}
 """
 
 
@@ -163,3 +170,19 @@ def test_a_cut_same_dialect_stream_is_not_a_silent_success(router, mock, custome
         list(oai(router).chat.completions.create(model="openai/gpt-4o-mini", messages=MSG, stream=True,
                                                  extra_body={"customer_identifier": customer}))
     assert row(router, customer)["status"] == "upstream_error"
+
+
+def test_an_experiment_splits_customers_and_each_keeps_its_variant(router, customer):
+    targets = {"claude": "anthropic/claude-sonnet-4-5", "mini": "openai/gpt-4o-mini"}
+    for i in range(8):
+        for _ in range(2):
+            oai(router).chat.completions.create(model="ab-test", messages=MSG,
+                                                extra_body={"customer_identifier": f"{customer}-{i}"})
+    rows = wait_rows(router[1], "SELECT * FROM requests WHERE customer_identifier LIKE ? ORDER BY customer_identifier",
+                     (f"{customer}-%",), count=16)
+    by_customer: dict[str, set] = {}
+    for r in rows:
+        assert r["experiment"] == "ab" and r["routed_to"] == targets[r["variant"]] and r["status"] == "ok"
+        by_customer.setdefault(r["customer_identifier"], set()).add(r["variant"])
+    assert all(len(v) == 1 for v in by_customer.values())  # sticky
+    assert {v for vs in by_customer.values() for v in vs} == {"claude", "mini"}  # both arms used
