@@ -10,6 +10,7 @@ from addons.dashboard import Dashboard
 from addons.evals import Evals
 from addons.router import Router
 from addons.settings import Settings
+from addons.shadow import Shadow
 from addons.spend import Spend
 from addons.store import Store
 from addons.trim import Trim
@@ -24,8 +25,10 @@ dashboard = Dashboard()  # tapgate_dashboard: Console hands it each row and stay
 console = Console(dashboard=dashboard)
 ring = KeyRing()  # every gateway key, following the store
 spend = Spend(settings, store, ring)  # the ring: every key's budgets for the budgets table
+shadow = Shadow(settings)  # routing.shadow: hears every recorded call, records its own through the recorder
 cache = Cache(settings, store)
-recorder = Recorder(settings, store, listeners=[spend.settle, console.show])
+recorder = Recorder(settings, store, listeners=[spend.settle, console.show, shadow.offer])
+shadow.recorder = recorder
 # The stages both doors run, in order (core/stages/__init__.py); each door adds its own send.
 stages = standard(settings, ring, spend, cache, recorder)
 alerts = Alerts(settings, spend, ring)
@@ -52,6 +55,7 @@ addons = [
     alerts,  # budget alerts: Slack, webhook, email; its own thread and store connection
     # Evals before the store: its done() scores what is queued while the store still journals.
     evals,
+    shadow,  # before the store: its done() waits for the shadows in flight, whose rows the store then flushes
     console,
     dashboard,
     store,

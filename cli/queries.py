@@ -372,3 +372,20 @@ def variant_calls(conn: sqlite3.Connection, experiment: str | None, since: str |
     sql = ("SELECT experiment, variant, duration_ms, ttft_ms, cost_usd, status, input_tokens, output_tokens"
            f" FROM requests WHERE {' AND '.join(clauses)} ORDER BY experiment, variant")
     return [dict(r) for r in conn.execute(sql, params)]
+
+
+def shadow_pairs(conn: sqlite3.Connection, shadow: str | None, since: str | None,
+                 until: str | None) -> list[dict[str, Any]]:
+    """Each shadow call with the call it shadowed (metadata.shadow_of), for `compare shadow`."""
+    clauses, params = ["s.mode = 'shadow'"], []
+    for clause, value in (("json_extract(s.metadata, '$.shadow') = ?", shadow), ("s.started_at >= ?", since),
+                          ("s.started_at < ?", until)):
+        if value is not None:
+            clauses.append(clause)
+            params.append(value)
+    columns = ", ".join(f"{side}.{c} AS {side}_{c}" for side in ("o", "s") for c in (
+        "model", "routed_to", "status", "duration_ms", "cost_usd", "input_tokens", "output_tokens", "response_body"))
+    sql = (f"SELECT json_extract(s.metadata, '$.shadow') AS shadow, {columns} FROM requests s"
+           f" JOIN requests o ON o.id = json_extract(s.metadata, '$.shadow_of') WHERE {' AND '.join(clauses)}"
+           " ORDER BY s.started_at")
+    return [dict(r) for r in conn.execute(sql, params)]

@@ -409,6 +409,32 @@ class Experiment(Strict):
         return self
 
 
+class ShadowTraffic(Strict):
+    """A share of the calls for some models, sent again in the background to a candidate model; the
+    client never waits for it or sees its answer (docs/routing.md)."""
+
+    model: list[str] = Field(min_length=1)
+    """Shell globs over the model the client asked for; a single string is a list of one."""
+    to: str
+    """The candidate: an alias or model name the router can reach."""
+    percent: float = Field(gt=0, le=100)
+    """Share of the matching calls that are shadowed."""
+    modes: list[Literal["router", "passthrough"]] = ["router", "passthrough"]
+    """Which doors' calls are shadowed."""
+    budget_usd_per_day: float = Field(default=1.0, gt=0)
+    """The shadow's own budget (UTC days, kept by the running gateway): once spent, calls are no
+    longer shadowed that day. Shadow calls never count against a key's or customer's budget."""
+    max_in_flight: int = Field(default=4, ge=1)
+    """Shadow calls at once; a call that would pass it is not shadowed (counted and logged)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_model_is_a_list(cls, value: Any) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("model"), str):
+            return {**value, "model": [value["model"]]}
+        return value
+
+
 class Routing(Strict):
     """Where calls go before an alias splits them: rules evaluated in order, the first match wins."""
 
@@ -416,6 +442,8 @@ class Routing(Strict):
     """The rules, in order."""
     experiments: dict[str, Experiment] = {}
     """A/B experiments by name (docs/routing.md); at most one per model name."""
+    shadow: dict[str, ShadowTraffic] = {}
+    """Shadow traffic by name: calls also sent, in the background, to a candidate model."""
 
     @model_validator(mode="after")
     def _unique_names(self) -> Routing:
