@@ -6,6 +6,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+import string
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,9 @@ from core.config import RoutingRule
 
 CHARS_PER_TOKEN = 4  # the estimate core/call.py uses for a call whose usage never arrived
 IMAGE_PARTS = {"image_url", "input_image", "image"}
+# Punctuation to spaces in one C pass (bytes.translate), so the words of a prompt are a split away.
+PUNCTUATION = bytes.maketrans(string.punctuation.encode(), b" " * len(string.punctuation))
+MEMO = 512  # system prompts remembered per regex rule (most calls of an app share a few prompts)
 
 
 @dataclass(slots=True)
@@ -33,6 +37,16 @@ class Features:
     key_id: str | None = None
     key_name: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
+    _words: tuple[frozenset[bytes], bytes] | None = None
+
+    @property
+    def words(self) -> tuple[frozenset[bytes], bytes]:
+        """The lower-case words of the last user message and the system prompt (UTF-8): as a set, and
+        joined between spaces (for phrases); read once, when a keyword rule first asks."""
+        if self._words is None:
+            split = f"{self.user_text}\n{self.system_text}".encode().lower().translate(PUNCTUATION).split()
+            self._words = frozenset(split), b" " + b" ".join(split) + b" "
+        return self._words
 
 
 def _text(content: Any) -> tuple[str, bool]:
@@ -79,8 +93,14 @@ def features_of(body: Mapping[str, Any], *, metadata: Mapping[str, Any] | None =
         headers={k.lower(): v for k, v in (headers or {}).items()})
 
 
-# One condition: a test on the features, and what it says when it holds.
-type Check = tuple[Callable[[Features], bool], Callable[[Features], str]]
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One condition of a rule: a Python expression over `f` (the Features) whose names are the
+    objects in `objects` (compiled patterns, sets, bounds), and what it says when it holds."""
+
+    expr: str
+    objects: dict[str, Any]
+    say: Callable[[Features], str]
 
 
 def _found(pattern: re.Pattern, text: str) -> str:
@@ -88,47 +108,92 @@ def _found(pattern: re.Pattern, text: str) -> str:
     return found.group(0)[:40] if found else ""
 
 
-def _checks(rule: RoutingRule) -> list[Check]:
+def _conditions(rule: RoutingRule) -> list[Condition]:
     """The rule's conditions, cheapest first, so most non-matching rules fail on a comparison."""
-    m, checks = rule.match, []
+    m, out = rule.match, []
     if m.model:
         models = re.compile("|".join(fnmatch.translate(g) for g in m.model))
-        checks.append((lambda f: models.match(f.model) is not None,
-                       lambda f: f"model {f.model!r} matches {' or '.join(m.model)}"))
+        out.append(Condition("{match}(f.model) is not None", {"match": models.match},
+                             lambda f: f"model {f.model!r} matches {' or '.join(m.model)}"))
     for flag, name in ((m.tools, "tools"), (m.images, "images"), (m.json_schema, "json_schema")):
         if flag is not None:
-            checks.append((lambda f, flag=flag, name=name: getattr(f, name) is flag,
-                           lambda f, flag=flag, name=name: f"{name} {'present' if flag else 'absent'}"))
+            out.append(Condition(f"f.{name} is {flag}", {},
+                                 lambda f, flag=flag, name=name: f"{name} {'present' if flag else 'absent'}"))
     if m.min_input_tokens is not None or m.max_input_tokens is not None:
         low, high = m.min_input_tokens or 0, m.max_input_tokens if m.max_input_tokens is not None else float("inf")
-        checks.append((lambda f: low <= f.input_tokens <= high,
-                       lambda f: f"~{f.input_tokens} input tokens in [{low}, {high}]"))
+        out.append(Condition("{low} <= f.input_tokens <= {high}", {"low": low, "high": high},
+                             lambda f: f"~{f.input_tokens} input tokens in [{low}, {high}]"))
     if m.customer:
-        customers = frozenset(m.customer)
-        checks.append((lambda f: f.customer in customers, lambda f: f"customer {f.customer!r}"))
+        out.append(Condition("f.customer in {customers}", {"customers": frozenset(m.customer)},
+                             lambda f: f"customer {f.customer!r}"))
     if m.key:
-        keys = frozenset(m.key)
-        checks.append((lambda f: f.key_id in keys or f.key_name in keys, lambda f: f"key {f.key_name or f.key_id!r}"))
+        out.append(Condition("(f.key_id in {keys} or f.key_name in {keys})", {"keys": frozenset(m.key)},
+                             lambda f: f"key {f.key_name or f.key_id!r}"))
     for key, value in m.metadata.items():
-        checks.append((lambda f, key=key, value=value: str(f.metadata.get(key)) == value,
-                       lambda f, key=key, value=value: f"metadata {key}={value}"))
+        out.append(Condition("str(f.metadata.get({key})) == {value}", {"key": key, "value": value},
+                             lambda f, key=key, value=value: f"metadata {key}={value}"))
     for header, pattern in m.headers.items():
-        compiled, name = re.compile(pattern), header.lower()
-        checks.append((lambda f, c=compiled, n=name: c.search(f.headers.get(n, "")) is not None if n in f.headers
-                       else False, lambda f, n=name, p=pattern: f"header {n} matches /{p}/"))
+        out.append(Condition("({name} in f.headers and {search}(f.headers[{name}]) is not None)",
+                             {"name": header.lower(), "search": re.compile(pattern).search},
+                             lambda f, n=header, p=pattern: f"header {n.lower()} matches /{p}/"))
+    if m.keywords:
+        holds, say = _keywords(m.keywords)
+        out.append(Condition("{holds}(f)", {"holds": holds}, say))
+    if m.system_regex:
+        system, seen = re.compile(m.system_regex, re.I), {}
+
+        def system_matches(f: Features) -> bool:  # most calls of an app share a few system prompts
+            if (hit := seen.get(f.system_text)) is None:
+                if len(seen) >= MEMO:
+                    seen.clear()
+                hit = seen[f.system_text] = system.search(f.system_text) is not None
+            return hit
+
+        out.append(Condition("{holds}(f)", {"holds": system_matches},
+                             lambda f: f"system prompt matches /{m.system_regex}/ ({_found(system, f.system_text)!r})"))
     if m.user_regex:
         user = re.compile(m.user_regex, re.I)
-        checks.append((lambda f: user.search(f.user_text) is not None,
-                       lambda f: f"last user message matches /{m.user_regex}/ ({_found(user, f.user_text)!r})"))
-    if m.system_regex:
-        system = re.compile(m.system_regex, re.I)
-        checks.append((lambda f: system.search(f.system_text) is not None,
-                       lambda f: f"system prompt matches /{m.system_regex}/ ({_found(system, f.system_text)!r})"))
-    if m.keywords:
-        words = re.compile(r"\b(?:" + "|".join(re.escape(w) for w in m.keywords) + r")\b", re.I)
-        checks.append((lambda f: words.search(f.user_text) is not None or words.search(f.system_text) is not None,
-                       lambda f: f"keyword {(_found(words, f.user_text) or _found(words, f.system_text))!r}"))
-    return checks
+        out.append(Condition("{search}(f.user_text) is not None", {"search": user.search},
+                             lambda f: f"last user message matches /{m.user_regex}/ ({_found(user, f.user_text)!r})"))
+    return out
+
+
+def compile_rules(conditions: list[list[Condition]]) -> Callable[[Features], int]:
+    """One function testing every rule in order, returning the first match's index (-1: none): the
+    conditions inlined as `if ... and ...:` lines, so a call costs comparisons, not a Python call per
+    condition. The source is built from the templates above only; every configured value (pattern,
+    set, string) is an object in its namespace, never text in the source."""
+    namespace: dict[str, Any] = {}
+    lines = ["def decide(f):"]
+    for i, rule in enumerate(conditions):
+        tests = []
+        for j, condition in enumerate(rule):
+            names = {name: f"_{i}_{j}_{name}" for name in condition.objects}
+            namespace.update({names[name]: obj for name, obj in condition.objects.items()})
+            tests.append(condition.expr.format(**names))
+        lines.append(f"    if {' and '.join(tests) or 'True'}:\n        return {i}")
+    lines.append("    return -1")
+    exec(compile("\n".join(lines), "<routing.rules>", "exec"), namespace)  # noqa: S102 (trusted templates)
+    return namespace["decide"]
+
+
+def _keywords(keywords: list[str]) -> tuple[Callable[[Features], bool], Callable[[Features], str]]:
+    """Whole words or phrases, any case, in the last user message or the system prompt: a set lookup
+    against the call's words (punctuation counts as a space, as a regex's \\b would split there)."""
+    normal = [k.encode().lower().translate(PUNCTUATION).split() for k in keywords]
+    single = frozenset(w[0] for w in normal if len(w) == 1)
+    phrases = [b" " + b" ".join(w) + b" " for w in normal if len(w) > 1]
+
+    def holds(f: Features) -> bool:
+        words, joined = f.words
+        return not single.isdisjoint(words) or any(p in joined for p in phrases)
+
+    def say(f: Features) -> str:
+        words, joined = f.words
+        found = sorted(single & words) or [p.strip() for p in phrases if p in joined]
+        return f"keyword {found[0].decode()!r}"
+
+    return holds, say
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,18 +209,16 @@ class RuleSet:
     """`routing.rules`, compiled; `decide` gives the first match."""
 
     def __init__(self, rules: list[RoutingRule]) -> None:
-        self.rules = [(rule, _checks(rule)) for rule in rules]
+        self.rules = [(rule, _conditions(rule)) for rule in rules]
+        self._first = compile_rules([conditions for _, conditions in self.rules])
 
     def __len__(self) -> int:
         return len(self.rules)
 
     def decide(self, features: Features) -> Decision | None:
         """The first rule whose every condition holds, with its reason; None when no rule matches."""
-        for number, (rule, checks) in enumerate(self.rules, 1):
-            for holds, _ in checks:
-                if not holds(features):
-                    break
-            else:
-                reason = "; ".join(say(features) for _, say in checks) or "matches every call"
-                return Decision(rule, number, reason)
-        return None
+        if (i := self._first(features)) < 0:
+            return None
+        rule, conditions = self.rules[i]
+        reason = "; ".join(c.say(features) for c in conditions) or "matches every call"
+        return Decision(rule, i + 1, reason)
