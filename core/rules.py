@@ -38,6 +38,14 @@ class Features:
     key_name: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)  # lower-case names
     _words: tuple[frozenset[bytes], bytes] | None = None
+    _folded: str | None = None
+
+    @property
+    def folded_user(self) -> str:
+        """The last user message case-folded as a case-insensitive regex sees it (see required_literal)."""
+        if self._folded is None:
+            self._folded = fold(self.user_text)
+        return self._folded
 
     @property
     def words(self) -> tuple[frozenset[bytes], bytes]:
@@ -103,6 +111,33 @@ class Condition:
     say: Callable[[Features], str]
 
 
+def fold(text: str) -> str:
+    """Case-folded so that every character a case-insensitive regex takes for an ASCII letter becomes
+    that letter: casefold() does so for all but U+0130 (casefolds to i + U+0307) and U+0131 (to itself),
+    found by trying every code point against every printable ASCII character."""
+    return text.casefold().replace("\u0307", "").replace("\u0131", "i")
+
+
+def required_literal(pattern: str) -> str | None:
+    """The longest run of ASCII characters every match of `pattern` must contain (top-level literals
+    in sequence), case-folded; None when there is none or the pattern cannot be read so. A text whose
+    fold() lacks it cannot match, so the regex need not run."""
+    try:
+        from re import _parser  # the stdlib's own reading of the pattern (sre_parse)
+
+        items = list(_parser.parse(pattern, re.I))
+    except Exception:
+        return None
+    best, run = "", ""
+    for op, value in items:
+        if op is _parser.LITERAL and value < 128:
+            run += chr(value)
+        else:
+            best, run = max(best, run, key=len), ""
+    best = max(best, run, key=len)
+    return best.casefold() or None
+
+
 def _found(pattern: re.Pattern, text: str) -> str:
     found = pattern.search(text)
     return found.group(0)[:40] if found else ""
@@ -152,8 +187,10 @@ def _conditions(rule: RoutingRule) -> list[Condition]:
         out.append(Condition("{holds}(f)", {"holds": system_matches},
                              lambda f: f"system prompt matches /{m.system_regex}/ ({_found(system, f.system_text)!r})"))
     if m.user_regex:
-        user = re.compile(m.user_regex, re.I)
-        out.append(Condition("{search}(f.user_text) is not None", {"search": user.search},
+        user, literal = re.compile(m.user_regex, re.I), required_literal(m.user_regex)
+        test = "{search}(f.user_text) is not None"
+        out.append(Condition(f"({{literal}} in f.folded_user and {test})" if literal else test,
+                             {"search": user.search, **({"literal": literal} if literal else {})},
                              lambda f: f"last user message matches /{m.user_regex}/ ({_found(user, f.user_text)!r})"))
     return out
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 
@@ -12,7 +13,7 @@ from cli.main import main
 from core.config import ConfigError, TapgateConfig, load_config
 from core.errors import RefusedByRule
 from core.route_plan import route, routes_for
-from core.rules import features_of
+from core.rules import RuleSet, features_of, required_literal
 from providers.pricing import PriceTable
 
 PRICES = PriceTable.load()
@@ -178,3 +179,20 @@ def test_route_explain_errors(tmp_path, capsys):
     request.write_text(json.dumps(chat(model="no-such-model")))
     assert main(["route", "--explain", str(request)]) == 1
     assert "'no-such-model' is not an alias" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pattern, literal", [
+    (r"\b(order|invoice)-3\d+\b", "-3"), ("you are agent 3\\b", "you are agent 3"), (r"Password\s*[:=]", "password"),
+    ("a|b", None), (r"\d+", None), ("(?x) hello  world", "helloworld"), ("ab?c", "a"), ("((", None),
+])
+def test_required_literal(pattern, literal):
+    assert required_literal(pattern) == literal
+
+
+@pytest.mark.parametrize("text", ["the TITLE", "the TİTLE", "the tıtle", "the title", "no"])
+def test_the_literal_prefilter_never_hides_a_match(text):
+    """U+0130 and U+0131 match i under re.I but casefold elsewhere: fold() maps them."""
+    rules = RuleSet(TapgateConfig.model_validate({"routing": {"rules": [
+        {"name": "t", "match": {"user_regex": "title"}, "to": "x"}]}}).routing.rules)
+    matched = rules.decide(features_of(chat(text))) is not None
+    assert matched == (re.search("title", text, re.I) is not None) == (text != "no")
