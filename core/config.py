@@ -227,6 +227,9 @@ class Cooldown(Strict):
     """Failures in a row that put a deployment in cooldown."""
     seconds: float = Field(default=30.0, ge=0)
     """How long it is skipped."""
+    error_rate: float | None = Field(default=0.5, gt=0, le=1)
+    """A deployment whose recent error rate (a moving average over about its last 5 attempts, once it
+    has had 3) is above this is tried after the others, whatever the alias's strategy; empty: never."""
 
 
 class RouterConfig(Strict):

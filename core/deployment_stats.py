@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 ALPHA = 0.3  # weight of the newest call in each moving average: about the last 5 calls count
-UNHEALTHY = 0.5  # a recent error rate above this moves a deployment to the end of every plan
-MIN_CALLS = 3  # ...once it has had this many calls
+MIN_CALLS = 3  # calls before a deployment's error rate counts (router.cooldown.error_rate)
 
 
 def _ewma(old: float | None, new: float) -> float:
@@ -24,9 +23,9 @@ class Observed:
     calls: int = 0
     in_flight: int = 0
 
-    @property
-    def unhealthy(self) -> bool:
-        return self.calls >= MIN_CALLS and self.errors > UNHEALTHY
+    def unhealthy(self, error_rate: float | None) -> bool:
+        """Failing more often than `error_rate` lately (None: never said to be)."""
+        return error_rate is not None and self.calls >= MIN_CALLS and self.errors > error_rate
 
 
 @dataclass
@@ -49,6 +48,11 @@ class DeploymentStats:
         """An attempt stopped by its caller: out of flight, counted neither way."""
         o = self.seen.setdefault(name, Observed())
         o.in_flight = max(0, o.in_flight - 1)
+
+    def recovered(self, name: str) -> None:
+        """It answered the probe after a cooldown (core/routing.py): its recent errors no longer count."""
+        o = self.seen.setdefault(name, Observed())
+        o.errors, o.calls = 0.0, 0
 
     def ended(self, name: str, *, ok: bool, seconds: float | None = None) -> None:
         """An attempt is over: failed, or answered (`seconds` from sending to its end)."""

@@ -82,12 +82,15 @@ class Dispatch:
             count += 1
             at, started = begun[-1]
             failed = isinstance(result, Failure)
+            probe = (h := self.cooling.health.get(target.name)) is not None and h.probing
             if failed and result.kind != "missing_key":  # a missing key says nothing of the deployment's health
                 self.cooling.failed(target.name, clock.now())
             elif not failed:
                 self.cooling.succeeded(target.name)
             if result_counts(result):
                 self._observe(target, result, started)
+            if probe and not failed:  # a cooled deployment answered its probe: it is back, its past forgiven
+                self.stats.recovered(target.name)
             on_attempt(Attempt(count, target, at, started, clock.now(), result))
 
         return await attempt_in_order(plan, one, policy, deadline, ended, sleep=clock.sleep, rng=self.rng,

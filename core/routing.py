@@ -158,6 +158,6 @@ class Routes:
         for choice in choices:
             choice.skipped |= {t.name: "cooling down" for t in choice.order if t not in ready}
         plan = ready or ordered
-        healthy = [t for t in plan if not self.stats.of(t.name).unhealthy]
+        healthy = [t for t in plan if not self.stats.of(t.name).unhealthy(self.config.cooldown.error_rate)]
         return healthy + [t for t in plan if t not in healthy], choices
 

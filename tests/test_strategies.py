@@ -9,10 +9,12 @@ import math
 import random
 from collections import Counter
 
+import pytest
 from fake_upstream import FakeUpstream, VirtualClock
 
-from core.config import RouterConfig
+from core.config import Cooldown, RouterConfig
 from core.dispatch import Dispatch, Timeouts
+from core.errors import AllAttemptsFailed
 from core.routing import Routes
 from core.strategies import Need
 from providers.pricing import PriceTable
@@ -163,3 +165,28 @@ def test_recent_errors_move_a_deployment_last_for_every_strategy():
     plan, (choice,) = routes.choose(["a"], random.Random(0), 0, Need())
     assert [t.name for t in choice.order] == [OAI, CLAUDE]  # still the cheapest
     assert [t.name for t in plan] == [CLAUDE, OAI]  # but failing: tried last
+
+
+def test_the_error_rate_rule_can_be_turned_off():
+    routes = Routes(config("lowest-cost", ("openai", "gpt-4o-mini"), ("anthropic", "claude-sonnet-4-5"),
+                           ).model_copy(update={"cooldown": Cooldown(error_rate=None)}), PriceTable.load(), env=KEYS)
+    for _ in range(3):
+        routes.stats.started(OAI)
+        routes.stats.ended(OAI, ok=False)
+    plan, _ = routes.choose(["a"], random.Random(0), 0, Need())
+    assert [t.name for t in plan] == [OAI, CLAUDE]
+
+
+def test_a_probe_that_answers_after_a_cooldown_forgives_recent_errors():
+    fake = FakeUpstream(VirtualClock())
+    routes = Routes(config("weighted", ("openai", "gpt-4o-mini")).model_copy(
+        update={"cooldown": Cooldown(failures=2, seconds=1)}), PriceTable.load(), env=KEYS)
+    fake.program("/chat/completions", times=3, status=500)
+    rng = random.Random(0)
+    for _ in range(3):
+        with pytest.raises(AllAttemptsFailed):
+            one_call(fake, routes, rng)
+    assert routes.stats.of(OAI).unhealthy(0.5)
+    fake.clock.t += 2  # past the cooldown: the next call is its probe
+    answer, _ = one_call(fake, routes, rng)
+    assert answer.target.name == OAI and not routes.stats.of(OAI).unhealthy(0.5)

@@ -46,7 +46,7 @@ router:
   first_byte_timeout: 0.5
   timeout: 20
   retry: {{num_retries: 2, retry_after: 0.01, max_backoff: 2}}
-  cooldown: {{failures: 1000, seconds: 1}}
+  cooldown: {{failures: 1000, seconds: 1, error_rate: null}}  # each case sees its own retries and fallbacks
   providers:
     openai: {{base_url: "{base}/v1", api_key_env: TG_TEST_OPENAI_KEY}}
     anthropic: {{base_url: "{base}"}}
