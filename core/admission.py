@@ -229,8 +229,11 @@ class Admission:
             self.ledger.settle(call.reservation, Amount())
 
     def settle(self, row: dict[str, Any], call: Call) -> None:
-        """A Capture listener: every recorded call, once."""
+        """A Recorder listener: every recorded call, once. A call refused after it was admitted (a
+        malformed cache field, a routing rule, a request a deployment cannot take) gives its
+        reservation back: nothing went upstream, so it cost nothing."""
         if call.refused:
+            self.release(call)
             return
         tokens = (row["input_tokens"] or 0) + (row["output_tokens"] or 0)
         reservation: Reservation | None = call.reservation

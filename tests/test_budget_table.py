@@ -95,3 +95,24 @@ def test_a_restart_restores_spend_and_retires_the_budgets_an_earlier_run_wrote(t
     written = rows.take()
     assert written["global::usd/day"]["spent"] == 0.25  # the earlier run's spend counts
     assert written["key:key_gone:usd/day"]["cap"] is None  # no longer in force: retired
+
+
+def test_a_call_refused_after_admission_gives_its_reservation_back():
+    """A stage after admit may still refuse the call (a malformed cache field, a routing rule): what
+    admit reserved must not stay held."""
+
+    from core.call import Call
+    from core.errors import BadRequest
+    from providers import ENDPOINTS
+    from providers.base import Route
+
+    settings = Settings()
+    settings.config = TapgateConfig(budgets=[DAY])
+    spend = Spend(settings, Rows(), Ring())
+    call = Call(id="c", trace_id="t", span_id="s", parent_span_id=None, started=0.0, mode="passthrough",
+                route=Route(ENDPOINTS["openai"].provider, "chat.completions"), host="h", path="/")
+    assert spend.admit(call, None) is None
+    assert spend.ledger.standing(("global", ""), DAY)[1] == 1  # one request reserved
+    call.refuse(BadRequest("cache_ttl must be above 0"))
+    spend.settle(request(id="c", cost_usd=None, input_tokens=None, output_tokens=None), call)
+    assert spend.ledger.standing(("global", ""), DAY)[:2] == (0, 0)
