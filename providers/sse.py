@@ -43,10 +43,31 @@ class SSEDecoder:
         self._cr_seen = False  # LF-only streams (OpenAI, Anthropic) take the fast path
 
     def feed(self, chunk: bytes) -> list[Frame]:
+        if self._start == len(self._buf) and not self._cr_seen and chunk[-2:] == b"\n\n" and b"\r" not in chunk:
+            # Nothing pending and the chunk is whole LF-framed events (a provider writes each event in
+            # one send, and mitmproxy hands each on as one chunk): framed straight from the chunk.
+            blocks = chunk.split(b"\n\n")
+            if not blocks[-1]:
+                return self._whole_events(blocks)
         self._buf += chunk
         if not self._cr_seen and b"\r" in chunk:
             self._cr_seen = True  # lines from here on: the pending event is read once more, from its start
         return self._lines(final=False) if self._cr_seen else self._events_lf()
+
+    def _whole_events(self, blocks: list[bytes]) -> list[Frame]:
+        """The frames of a chunk split at its blank lines (the last block empty): the same frames, raw
+        bytes included, that _events_lf makes of it, without copying it through the buffer."""
+        frames = []
+        for block in blocks[:-1]:
+            if block[:6] == b"data: " and b"\n" not in block:  # the usual event: one data line
+                frames.append(Frame(None, block[6:].decode("utf-8", "replace"), block + b"\n\n"))
+                continue
+            for line in block.split(b"\n"):
+                if line:
+                    self._field(line)
+            frames.append(Frame(self._event, "\n".join(self._data) if self._data else None, block + b"\n\n"))
+            self._event, self._data, self._seen_field = None, [], False
+        return frames
 
     def _events_lf(self) -> list[Frame]:
         """Whole events split at blank lines by bytes.find; only complete events are looked at."""

@@ -119,3 +119,27 @@ def test_json_array_escapes_survive_one_byte_chunks():
 @pytest.mark.parametrize("pieces", [[b"data: a\n\nevent: x\ndata: b\n"], [b"data: a\n", b"\nevent: x\nda", b"ta: b\n"]])
 def test_an_lf_stream_ending_without_a_blank_line_keeps_its_last_event(pieces):
     assert [(f.event, f.data) for f in frames_of(SSEDecoder(), pieces)] == [(None, "a"), ("x", "b")]
+
+
+LF_EVENTS = [b'data: {"n": 1}\n\n', b"event: message_start\ndata: {}\n\n", b": keep-alive\n\n", b"\n\n",
+             b"data: \n\n", b"data: a\ndata: b\n\n", b"\ndata: x\n\n", b"data: [DONE]\n\n"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_whole_event_chunks_frame_as_a_byte_at_a_time_does(seed):
+    # Chunks that are whole events take the fast path; chunks cut anywhere take the buffered one.
+    rng = random.Random(seed)
+    events = [rng.choice(LF_EVENTS) for _ in range(12)]
+    chunks, i = [], 0
+    while i < len(events):  # one to three whole events per chunk, now and then one cut in two
+        n = rng.randint(1, 3)
+        chunk = b"".join(events[i:i + n])
+        i += n
+        if rng.random() < 0.3:
+            cut = rng.randint(1, len(chunk) - 1)
+            chunks += [chunk[:cut], chunk[cut:]]
+        else:
+            chunks.append(chunk)
+    wire = b"".join(events)
+    assert frames_of(SSEDecoder(), chunks) == frames_of(SSEDecoder(), [wire[j:j + 1] for j in range(len(wire))])
+    assert b"".join(f.raw for f in frames_of(SSEDecoder(), chunks)) == wire
