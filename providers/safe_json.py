@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
+
 MAX_DEPTH = 256
 
 
@@ -32,6 +34,20 @@ def loads(raw: str | bytes | bytearray) -> Any:
         value = json.loads(raw)
     except RecursionError:
         raise TooDeep() from None
+    if isinstance(value, (dict, list)) and _brackets(raw) > MAX_DEPTH and _too_deep(value):
+        raise TooDeep()
+    return value
+
+
+def loads_event(raw: str | bytes | bytearray) -> Any:
+    """loads for a stream event whose value is only read (the stream tap takes its facts), never
+    written back: orjson parses it about four times faster, and json.loads has the last word on
+    anything orjson refuses, so the same texts are accepted. orjson reads integers past 64 bits as
+    floats, which no fact the tap keeps (tokens, model, text) can notice."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:  # NaN, lone surrogates, deeper than orjson's own limit: json decides
+        return loads(raw)
     if isinstance(value, (dict, list)) and _brackets(raw) > MAX_DEPTH and _too_deep(value):
         raise TooDeep()
     return value

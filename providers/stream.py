@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from providers.base import Route, StreamState
 from providers.decoding import incremental_decoder
-from providers.safe_json import TooDeep, loads
+from providers.safe_json import TooDeep, loads_event
 from providers.sse import Frame, decoder_for
 
 
@@ -64,7 +64,7 @@ class StreamParser:
                 data: object = "[DONE]"
             else:
                 try:
-                    data = loads(frame_data)
+                    data = loads_event(frame_data)
                 except TooDeep as e:
                     self.state.error = f"malformed stream event: {e}"
                     continue

@@ -9,7 +9,7 @@ from support import fixture_bytes, fixture_names, parse_stream, random_splits
 from providers import Registry
 from providers.base import Route
 from providers.openai.compatible import COMPATIBLE
-from providers.openai.wire import openai
+from providers.openai.wire import _USAGE_NULL, openai
 
 COMPAT = {p.name: p for p in COMPATIBLE}
 
@@ -219,6 +219,18 @@ def test_hiding_the_usage_the_gateway_asked_for():
     assert openai.hide_usage(route, None, json.loads(last[6:]), last) == b""
     done = b"data: [DONE]\n\n"
     assert openai.hide_usage(route, None, "[DONE]", done) == done
+
+
+@pytest.mark.parametrize("chunk", [
+    b'data: {"id":"x","choices":[],"usage":null}\n\n',  # compact: the fast path
+    b'data: {"usage":null,"id":"x","choices":[]}\n\n',  # first field: the regex
+    b'data: {"id": "x", "usage": null, "choices": []}\n\n',  # spaced: the regex
+    b'data: {"id":"x","meta":{"usage":null},"usage":null}\n\n',  # twice: the regex, first one out
+])
+def test_hiding_a_null_usage_takes_out_the_same_bytes_either_way(chunk):
+    expected = _USAGE_NULL.sub(b"", chunk, count=1)
+    assert openai.hide_usage(route_of("chat"), None, json.loads(chunk[6:]), chunk) == expected
+    assert b"usage" not in expected or chunk.count(b'"usage"') == 2
 
 
 def test_error_reply_is_openais_shape():

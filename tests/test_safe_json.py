@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from providers.safe_json import MAX_DEPTH, TooDeep, loads, parse_json
+from providers.safe_json import MAX_DEPTH, TooDeep, loads, loads_event, parse_json
 
 
 def nested(depth: int, open_: str = "[", close: str = "]") -> str:
@@ -45,3 +45,21 @@ def test_malformed_is_still_a_plain_value_error():
         loads(b"{not json")
     assert not isinstance(e.value, TooDeep)
     assert parse_json(b"") is None and parse_json(None) is None
+
+
+@pytest.mark.parametrize("text", ['{"a":1,"a":2}', '{"t":"\\ud83d\\ude00 \\u00e9"}', "[NaN, Infinity]", '"\\ud800"',
+                                  '{"n": -0.0, "f": 1e-7}', nested(MAX_DEPTH), "[1, 2,]", "", "{"])
+def test_an_event_parses_to_what_loads_gives_and_fails_where_it_fails(text):
+    try:
+        expected = loads(text)
+    except ValueError as e:
+        with pytest.raises(type(e)):
+            loads_event(text)
+    else:
+        assert repr(loads_event(text)) == repr(expected)  # repr: NaN is not equal to itself
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 2_000])
+def test_a_too_deep_event_is_too_deep(depth):
+    with pytest.raises(TooDeep):
+        loads_event(nested(depth))

@@ -178,10 +178,10 @@ class OpenAIDialect:
         if model := data.get("model"):
             if isinstance(model, str):
                 state.response_model = model
-        usage = data.get("usage") or dig(data, "x_groq", "usage")
+        usage = data.get("usage") or ("x_groq" in data and dig(data, "x_groq", "usage"))
         if isinstance(usage, dict):
             state.usage = self.usage(usage)
-        if msg := error_message(data):
+        if "error" in data and (msg := error_message(data)):
             state.error = msg
         for choice in data.get("choices") or ():
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
@@ -240,6 +240,8 @@ class OpenAIDialect:
         if data.get("choices") == [] and data.get("usage"):
             return b""  # the extra chunk include_usage adds
         if "usage" in data and data["usage"] is None:
+            if raw.count(b'"usage"') == 1 and b',"usage":null' in raw:  # the usual compact event: no regex
+                return raw.replace(b',"usage":null', b"", 1)
             return _USAGE_NULL.sub(b"", raw, count=1)
         return raw
 
