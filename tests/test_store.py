@@ -9,6 +9,7 @@ from sqlite_utils.migrations import Migrations
 from addons.store import Store
 from core import schema as store_module
 from core.schema import install_salt, migrations, open_db
+from core.store import Storage
 
 REQUIRED = {
     "id", "trace_id", "started_at", "duration_ms", "ttft_ms", "mode", "provider", "endpoint", "model",
@@ -73,3 +74,21 @@ def test_a_bad_path_is_a_clear_option_error(tmp_path):
     with taddons.context(store) as tctx:
         with pytest.raises(exceptions.OptionsError, match="tapgate_db: cannot open"):
             tctx.configure(store, tapgate_db=str(tmp_path / "file" / "t.db"))
+
+
+def test_rows_orjson_cannot_write_and_what_it_writes_differently_all_reach_the_store(tmp_path):
+    path = tmp_path / "t.db"
+    storage = Storage()
+    storage.open(path)
+    storage.add_all([
+        ("requests", {"id": "big", "input_tokens": 2**70}),  # past 64 bits: json.dumps writes it
+        ("requests", {"id": "nan", "cost_usd": float("nan")}),  # orjson: null
+        ("requests", {"id": "text", "error": 'é € \u2028 "["requests",{" \n', "metadata": "\ud800"}),
+    ])
+    storage.add("spans", {"span_id": "s1", "trace_id": "t1", "name": "x"})
+    storage.close()
+    conn = sqlite3.connect(path)
+    got = {r[0]: r[1:] for r in conn.execute("SELECT id, input_tokens, cost_usd, error FROM requests")}
+    assert got["big"][0] == 2**70 and got["nan"][1] is None
+    assert got["text"][2] == 'é € \u2028 "["requests",{" \n'
+    assert conn.execute("SELECT count(*) FROM spans").fetchone() == (1,)
