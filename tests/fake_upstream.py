@@ -92,6 +92,7 @@ class ReplayBody:
     def __init__(self, clock: VirtualClock, pieces: tuple[bytes, ...], program: Program) -> None:
         self.clock, self.pieces, self.program = clock, pieces, program
         self.read_count = 0
+        self.read_at: list[float] = []  # the virtual instant each piece was handed over
         self.released = self.closed = False
 
     async def readany(self) -> bytes:
@@ -106,6 +107,7 @@ class ReplayBody:
         if delay:
             await self.clock.sleep(delay)
         self.read_count += 1
+        self.read_at.append(self.clock.now())
         return self.pieces[i]
 
     async def read(self) -> bytes:

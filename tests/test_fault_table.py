@@ -49,17 +49,20 @@ MSG = [{"role": "user", "content": "hi"}]
 
 
 class ListSink:
-    """What a relayed stream wrote to its client."""
+    """What a relayed stream wrote to its client, and when (on the virtual clock, when given one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: VirtualClock | None = None) -> None:
         self.data = b""
         self.eof = False
+        self.clock = clock
+        self.writes: list[tuple[float, bytes]] = []
 
     async def prepare(self) -> None:
         pass
 
     async def write(self, data: bytes) -> None:
         self.data += data
+        self.writes.append((self.clock.now() if self.clock else 0.0, data))
 
     async def write_eof(self) -> None:
         self.eof = True
@@ -109,7 +112,7 @@ async def _route(fake: FakeUpstream, model: str, stream: bool, config: RouterCon
     routes = Routes(config, PRICES, env=KEYS)
     plan = routes.plan([model, *routes.fallbacks(model, None)], random.Random(0), now=clock.now())
     body = {"model": model, "messages": MSG, "stream": stream}
-    ran = Ran([], clock.now())
+    ran = Ran([], clock.now(), sink=ListSink(clock))
 
     def prepare(target):
         return target.endpoint.adapter.chat_request(body, target.model, stream=stream), False
@@ -279,6 +282,22 @@ def test_a_stream_stalling_past_the_deadline_is_ended_with_an_error(fake):
     assert ran.outcome.status == "upstream_error" and "timeout" in ran.outcome.error
     assert ran.ended == ran.started + 1  # ended on the deadline, not at the next event 3 s later
     assert b"passed the call's timeout" in ran.sink.data
+
+
+def test_first_token_after_a_fallback_is_not_held_back(fake):
+    """The fallback's stream reaches the client event by event: each content delta is written when its
+    event arrives (events 150 ms apart), so the first long before the last one is sent. (Moved from
+    tests/e2e/test_router.py, which compared wall-clock spreads; the wire keeps its own e2e test.)"""
+    fake.program("/chat/completions", times=3, status=503)
+    fake.program("/v1/messages", chunk_delay=0.15)
+    ran = route(fake, "oai-first", True)
+    assert ran.outcomes == [f"{OAI}: http 503"] * 3 + [f"{CLAUDE}: ok"] and ran.outcome.status == "ok"
+    stamps = [at for at, data in ran.sink.writes if b'"content":"' in data and b'"content":""' not in data]
+    assert len(stamps) >= 2 and stamps[-1] - stamps[0] > 0.3  # spread out as sent, not buffered
+    assert stamps == sorted(set(stamps))  # one content write per event, each at its own instant
+    body = fake.bodies[-1]  # the fallback's: each content delta goes on at the instant its event came in
+    assert stamps == [at for at, piece in zip(body.read_at, body.pieces, strict=False) if b'"text_delta"' in piece]
+    assert stamps[0] < ran.ended - 0.3  # ttft well before the end (the e2e test's ttft_ms < duration - 300)
 
 
 def test_a_missing_key_is_skipped_without_sending(fake):
