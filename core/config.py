@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.evals.config import EvalsConfig
+from core.policies.config import GuardPolicy
 
 if TYPE_CHECKING:
     from providers.pricing import PriceTable
@@ -493,6 +494,16 @@ class TapgateConfig(Strict):
     """Evaluators, and the share of live calls they score."""
     routing: Routing = Routing()
     """Routing rules (router calls)."""
+    policies: list[GuardPolicy] = []
+    """Guardrails on what goes out and what comes back (docs/policies.md); none unless listed here."""
+
+    @field_validator("policies")
+    @classmethod
+    def _policy_names_unique(cls, policies: list[GuardPolicy]) -> list[GuardPolicy]:
+        names = [p.name for p in policies]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"policy names must be unique: {', '.join(dupes)}")
+        return policies
 
 
 class Configured(Protocol):
