@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 from providers.base import Route, StreamState
 from providers.decoding import incremental_decoder
@@ -99,11 +101,15 @@ class StreamTap:
         hide_usage: bool = False,
         on_first_chunk: Callable[[], None] | None = None,
         on_final: Callable[[], None] | None = None,
+        rewrite: Rewrite | None = None,
     ) -> None:
         self.parser = parser
         self.hide_usage = hide_usage
         self._on_first_chunk = on_first_chunk
         self._on_final = on_final
+        # Given: whole events are re-emitted as it returns them (the guardrails' restore and block);
+        # like hide_usage, the response must then be sent decoded.
+        self.rewrite = rewrite
 
     def __call__(self, chunk: bytes) -> bytes | list[bytes]:
         if chunk and self._on_first_chunk is not None:
@@ -111,7 +117,12 @@ class StreamTap:
             self._on_first_chunk = None
         frames = self.parser.feed(chunk) if chunk else self.parser.close()
         out = None
-        if self.hide_usage:  # before on_final: a kept copy of the events (for replay) is what the client got
+        if self.rewrite is not None:  # the guardrails' restore and block: whole events re-emitted
+            frames = self.rewrite(frames, not chunk)
+            route = self.parser.route
+            out = b"".join(route.provider.hide_usage(route, f.event, data, f.raw) if self.hide_usage else f.raw
+                           for f, data in frames)
+        elif self.hide_usage:  # before on_final: a kept copy of the events (for replay) is what the client got
             route = self.parser.route
             pieces = [route.provider.hide_usage(route, f.event, data, f.raw) for f, data in frames]
             if (kept := self.parser.frames) is not None and frames:
@@ -125,3 +136,38 @@ class StreamTap:
             return chunk
         # Never hand mitmproxy an empty chunk: on HTTP/1.1 a zero-length chunk ends the response.
         return [out] if out else []
+
+
+# Frames in, frames out: (the frames a chunk completed, whether the stream ended) -> what to send.
+Rewrite = Callable[[list[tuple[Frame, Any]], bool], list[tuple[Frame, Any]]]
+
+
+def reencode(frame: Frame, data: Any) -> Frame:
+    """The frame with new JSON data, framed as it came: an SSE event keeps its name and line ending,
+    an NDJSON line or a JSON array element keeps what surrounds the object."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    raw = frame.raw
+    stripped = raw.lstrip()
+    if stripped.startswith((b"data:", b"event:", b"id:", b":")):
+        eol = b"\r\n" if b"\r\n" in raw else b"\n"
+        head = f"event: {frame.event}".encode() + eol if frame.event else b""
+        return Frame(frame.event, text, head + b"data: " + text.encode() + eol + eol)
+    start, end = raw.find(b"{"), raw.rfind(b"}")
+    if start < 0 or end < start:
+        return Frame(frame.event, text, text.encode() + b"\n")
+    return Frame(frame.event, text, raw[:start] + text.encode() + raw[end + 1:])
+
+
+def stream_error(route: Route, content_type: str, status: int, message: str, code: str) -> Frame:
+    """An error event the gateway ends a stream with, in its provider's dialect: the provider's own
+    `stream_error` when it has one (Anthropic's `event: error`), else its error body as one event."""
+    if (own := getattr(route.provider, "stream_error", None)) is not None:
+        return Frame("error", None, own(status, message, code))
+    body = json.loads(route.provider.error_reply(status, message, code).body)
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    ct = content_type.split(";", 1)[0].strip().lower()
+    if ct == "text/event-stream":
+        return Frame(None, text, b"data: " + text.encode() + b"\n\n")
+    if ct in ("application/x-ndjson", "application/jsonl", "application/json-seq"):
+        return Frame(None, text, text.encode() + b"\n")
+    return Frame(None, text, b"," + text.encode() + b"]")

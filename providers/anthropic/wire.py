@@ -193,5 +193,11 @@ class AnthropicMessages(ReportsUsageUnasked):
         body = {"type": "error", "error": {"type": kind, "message": message}}
         return ErrorReply(status, json.dumps(body, separators=(",", ":")).encode())
 
+    def stream_error(self, status: int, message: str, code: str) -> bytes:
+        """The gateway ending a 200 stream, as Anthropic does: an `error` event (its SDKs raise on it)."""
+        kind = ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+        body = {"type": "error", "error": {"type": kind, "message": message}}
+        return f"event: error\ndata: {json.dumps(body, separators=(',', ':'))}\n\n".encode()
+
 
 anthropic = AnthropicMessages()
