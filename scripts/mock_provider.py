@@ -34,7 +34,7 @@ LOG_SIZE = 1000
 PROGRAM_KEYS = {"fixture": "x-mock-fixture", "status": "x-mock-status", "encoding": "x-mock-encoding",
                 "delay_ms": "x-mock-delay-ms", "chunk_delay_ms": "x-mock-chunk-delay-ms", "fault": "x-mock-fault",
                 "echo": "x-mock-echo", "headers": "x-mock-headers", "nest": "x-mock-nest",
-                "echo_key": "x-mock-echo-key"}
+                "echo_key": "x-mock-echo-key", "say": "x-mock-say"}
 
 
 class MockError(ValueError):
@@ -61,6 +61,7 @@ class Controls:
     end_delay: float = 0.0  # seconds between the last event and the end of the body (a slow network)
     echo_key: bool = False  # answer an error (401 unless a status is given) whose message quotes the key sent
     stall_midway: float = 0.0  # seconds a stream pauses halfway through its events (where a cut cuts)
+    say: str | None = None  # answer this text (JSON string), or "@parrot": the request's last user text
 
     @property
     def immediate(self) -> bool:
@@ -93,6 +94,12 @@ def parse_controls(get, fixtures: dict) -> Controls:
     elif fault not in (None, "reset", "silent", "cut"):
         raise MockError(f"x-mock-fault must be reset, silent, cut, slow-first-byte:<ms>, late-end:<ms> or "
                         f"stall-midway:<ms>, got {fault!r}")
+    say = get("x-mock-say")
+    if say is not None and say != "@parrot":
+        try:
+            say = json.loads(say)
+        except ValueError:
+            raise MockError(f"x-mock-say must be a JSON string or @parrot, got {say!r}") from None
     headers = ()
     if (raw := get("x-mock-headers")) is not None:
         try:
@@ -101,7 +108,7 @@ def parse_controls(get, fixtures: dict) -> Controls:
             raise MockError(f"x-mock-headers must be a JSON object, got {raw!r}") from None
     return Controls(fixture, int(status) if status else None, encoding, ms("x-mock-delay-ms"),
                     ms("x-mock-chunk-delay-ms"), first_byte, fault, get("x-mock-echo") in ("1", "true"), headers,
-                    int(nest), end, get("x-mock-echo-key") in ("1", "true"), midway)
+                    int(nest), end, get("x-mock-echo-key") in ("1", "true"), midway, say)
 
 
 def seconds(name: str, ms: str) -> float:
@@ -172,6 +179,14 @@ class Mock:
                 provider = self.catalog.provider((fx.classify(req.path) or (None,))[0], req)
                 echo = fx.error_fixture(provider, status, f"Incorrect API key provided: {sent_key(req)}.")
                 response = fx.render(echo, status, controls.encoding, controls.headers)
+            elif controls.say is not None and (route := fx.classify(req.path)) is not None:
+                try:  # imported when first used: the unit tests load this file alone, without scripts/ on the path
+                    from .mock_say import say
+                except ImportError:
+                    from mock_say import say
+                stream = fx.request_flags(req.body)[0] or route[1]
+                response = fx.render(say(route[0], stream, req.body, controls.say), controls.status,
+                                     controls.encoding, controls.headers)
             elif controls.echo:
                 body = json.dumps(req.describe(), indent=2).encode()
                 echo = fx.Fixture("mock/echo", "openai", (body,), False, 200, ())
