@@ -44,9 +44,9 @@ def rounded(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def decoded(row: dict[str, Any]) -> dict[str, Any]:
-    """The row with its JSON-in-text columns (metadata, attributes) as JSON, floats rounded."""
+    """The row with its JSON-in-text columns (metadata, attributes, policies) as JSON, floats rounded."""
     out = rounded(row)
-    for key in ("metadata", "attributes"):
+    for key in ("metadata", "attributes", "policies"):
         if isinstance(out.get(key), str):
             try:
                 out[key] = loads(out[key])
@@ -98,7 +98,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         meta.append((key, value))
     filters = queries.Filters(provider=args.provider, model=args.model, status=args.status, mode=args.mode,
                               customer=args.customer, thread=args.thread, meta=meta, since=since, until=until,
-                              grep=args.grep)
+                              grep=args.grep, policy=args.policy)
     conn = queries.connect(args.db)
     rows = queries.logs(conn, filters, args.limit, bodies=args.bodies)
     scores = queries.scores_of(conn, [r["id"] for r in rows])
@@ -449,6 +449,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--mode", help="e.g. passthrough")
     s.add_argument("--customer", help="customer identifier")
     s.add_argument("--thread", help="thread identifier")
+    s.add_argument("--policy", metavar="NAME",
+                   help="calls the guardrail policy NAME acted on (flagged, redacted, blocked or over its scan limit)")
     s.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                    help="a metadata key's value (repeatable)")
     time_flags(s)

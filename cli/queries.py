@@ -20,10 +20,10 @@ CALL_COLUMNS = (
     "response_model", "stream", "status_code", "status", "error", "input_tokens", "output_tokens",
     "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "usage_estimated", "cost_usd",
     "customer_identifier", "thread_identifier", "metadata", "key_id", "host", "path", "routed_to", "attempts",
-    "cache_hit", "cost_saved_usd",
+    "cache_hit", "cost_saved_usd", "policies",
 )
-# Columns later migrations added (m005 router, m007 cache): NULL when a reader opens an older store.
-LATER_COLUMNS = ("routed_to", "attempts", "cache_hit", "cost_saved_usd")
+# Columns later migrations added (m005 router, m007 cache, m008 policies): NULL when a reader opens an older store.
+LATER_COLUMNS = ("routed_to", "attempts", "cache_hit", "cost_saved_usd", "policies")
 BODY_COLUMNS = ("request_body", "response_body")
 # Calls with usage but no price (a model missing from the table): their cost is unknown, not 0.
 UNPRICED = "sum(cost_usd IS NULL AND input_tokens IS NOT NULL)"
@@ -150,6 +150,7 @@ class Filters:
     since: str | None = None
     until: str | None = None
     grep: str | None = None
+    policy: str | None = None
 
     def where(self) -> tuple[str, list[Any]]:
         clauses: list[str] = []
@@ -174,6 +175,10 @@ class Filters:
         if self.until:
             clauses.append("started_at < ?")
             params.append(self.until)
+        if self.policy is not None:  # calls the policy acted on: flagged, redacted, blocked, over its limit
+            clauses.append("EXISTS (SELECT 1 FROM json_each(requests.policies) WHERE json_extract(value, '$.policy') = ?"
+                           " AND json_extract(value, '$.outcome') != 'clean')")
+            params.append(self.policy)
         if self.grep:
             like = "%" + re.sub(r"([\\%_])", r"\\\1", self.grep) + "%"
             clauses.append("(request_body LIKE ? ESCAPE '\\' OR response_body LIKE ? ESCAPE '\\')")

@@ -86,6 +86,8 @@ def alert_row(crossing: Crossing, now: float) -> dict[str, Any]:
 
 
 def subject(alert: dict[str, Any]) -> str:
+    if alert["scope"] == "policy":
+        return f"tapgate policy alert: {alert['budget']} blocked a call"
     if " is refusing calls: " in alert["message"]:
         return f"tapgate budget alert: {who(alert['scope'], alert['scope_id'])} is refusing calls ({alert['budget']})"
     return (f"tapgate budget alert: {who(alert['scope'], alert['scope_id'])} reached "
@@ -126,6 +128,22 @@ class Alerting:
     def fire(self, crossing: Crossing, call: Any) -> None:
         """A Spend.on_crossing listener, on the event loop: build a plain row and queue it. Never blocks."""
         self.inbox.put(alert_row(crossing, time.time()))
+
+    def policy_blocked(self, row: dict[str, Any], call: Any) -> None:
+        """A Recorder listener: a call a policy with `alert: true` blocked becomes an alert (policy name, side,
+        who, counts per type; never the matched text). Never blocks."""
+        block = call.guard.block if call.guard is not None else None
+        if block is None or not block.alert:
+            return
+        self.inbox.put({
+            "id": f"policy:{block.policy}:{call.id}", "created_at": iso(time.time()), "scope": "policy",
+            "scope_id": block.policy, "budget": block.policy, "unit": None, "threshold": None, "cap": None,
+            "spent": None, "period_start": row["started_at"], "resets_at": None,
+            "message": (f"tapgate: policy {block.policy} blocked a {row['mode']} call's {block.on} (key "
+                        f"{row['key_id'] or 'none'}, customer {row['customer_identifier'] or 'none'}, model "
+                        f"{row['model']}, request {row['id']}): {block.message}"),
+            "channels": "[]", "sent_at": None, "attempts": 0, "last_error": None,
+        })
 
     def stop(self) -> None:
         if self.sender is not None:

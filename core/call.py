@@ -131,6 +131,9 @@ class Call:
     # Router calls rendered from a stored prompt (Respan's `prompt` field): which, and which version.
     prompt_id: str | None = None
     prompt_version: int | None = None
+    # The input_policies stage's record: the call's guardrails (core/policies/engine.py CallGuard), or
+    # None when no policy applies; the doors run its answer side, the record reads its reports.
+    guard: Any = None
 
     def __repr__(self) -> str:
         # Short on purpose: mitmproxy formats flow.metadata for filters (~meta) and views on every flow.
@@ -231,6 +234,7 @@ class Call:
             "response_body": response_body,
             "prompt_id": self.prompt_id,
             "prompt_version": self.prompt_version,
+            "policies": json.dumps([r.as_dict() for r in self.guard.reports]) if self.guard is not None else None,
         }
         span_status = "ok" if status == "ok" else "error"
         spans = [
@@ -252,6 +256,8 @@ class Call:
             }
         ]
         spans += self.spans
+        if self.guard is not None:
+            spans += policy_spans(self, self.guard.reports)
         if self.upstream_started is not None:
             spans.append(
                 {
@@ -275,3 +281,15 @@ class Call:
                 }
             )
         return request, spans
+
+
+def policy_spans(call: Call, reports: list) -> list[dict[str, Any]]:
+    """A `policy <name>` span per policy that ran on either side: detectors, action, outcome, counts per
+    type and rule ids (never the matched text), the judge's verdict, and the time it took."""
+    return [{
+        "span_id": new_span_id(), "trace_id": call.trace_id, "parent_span_id": call.span_id, "request_id": call.id,
+        "name": f"policy {r.policy}", "started_at": iso(r.started or call.started), "duration_ms": round(r.ms, 3),
+        "status": "error" if r.outcome == "blocked" else "ok",
+        "attributes": json.dumps({"on": r.on, "detectors": r.detectors, "action": r.action, "outcome": r.outcome,
+                                  "counts": r.counts, "rules": r.rules, **({"judge": r.judge} if r.judge else {})}),
+    } for r in reports]

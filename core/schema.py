@@ -293,6 +293,13 @@ def m013_experiment_variant(db: Database) -> None:
     db["requests"].add_column("variant", str)
 
 
+@migrations()
+def m014_policies(db: Database) -> None:
+    # What the guardrails did to a call (JSON list: policy, on, action, outcome, counts per type); NULL
+    # when no policy applied. Counts only: the matched text is never stored.
+    db["requests"].add_column("policies", str)
+
+
 def open_db(path: str | Path) -> Database:
     """Open (creating if needed) and migrate the store; WAL so readers never block the writer.
     A new store and its directory are readable by their owner only: they hold every prompt."""
