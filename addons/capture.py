@@ -16,9 +16,10 @@ from addons.settings import Settings
 from addons.store import Store
 from core.cache import HEADER
 from core.call import Call
-from core.errors import BadRequest, BodyTooLarge, Refusal, Unreachable
+from core.errors import BadRequest, BodyTooLarge, PolicyBlocked, Refusal, Unreachable
 from core.outcome import Outcome
 from core.pipeline import Ask, CacheAsk, Hit, Stages
+from core.policies.streaming import FrameFilter
 from core.recorder import stored_text
 from core.secrets import fingerprint_key, key_from, redact_url
 from core.stages.cache import passthrough_cacheable
@@ -130,16 +131,19 @@ class Capture:
         if self.settings.config.evals.record_streams:  # for replay (issue 15): the events and when they came
             call.parser.frames = []
         hide = call.injected_usage and not call.facts.wants_usage
-        if hide:  # events are re-emitted decoded, so the headers must say so
+        stream_guard = call.guard.stream() if call.guard is not None else None
+        rewrite = FrameFilter(stream_guard, call.route, ctype) if stream_guard is not None else None
+        if hide or rewrite:  # events are re-emitted decoded, so the headers must say so
             resp.headers.pop("content-encoding", None)
             resp.headers.pop("content-length", None)
         # Recorded at the final event, before the chunk carrying it goes on: whatever happens to the
         # connection after that, the call is answered (issue 11) and in the journal (issue 10).
         resp.stream = StreamTap(call.parser, hide_usage=hide, on_first_chunk=call.mark_first_chunk,
-                                on_final=lambda: self._record(flow, call))
+                                on_final=lambda: self._record(flow, call), rewrite=rewrite)
 
     def response(self, flow: http.HTTPFlow) -> None:
         if (call := flow.metadata.get("tapgate")) is not None:
+            _guard_answer(flow, call)  # the guardrails' restore and response policies, before it is recorded
             self._record(flow, call)
 
     def error(self, flow: http.HTTPFlow) -> None:
@@ -178,8 +182,11 @@ class Capture:
         req = flow.request
         if any(name.startswith(HEADER_PREFIX) for name in call.headers):
             strip_gateway_headers(req.headers)
-        if forwarded.updates is not None:
+        if call.guard is not None and call.guard.request_changed:  # redacted by a policy: the provider sees placeholders
+            req.content = json.dumps({**call.body, **(forwarded.updates or {})}, ensure_ascii=False).encode()
+        elif forwarded.updates is not None:
             req.content = _with_fields(raw, call.body, forwarded.updates)
+        if forwarded.updates is not None:
             req.headers["accept-encoding"] = "identity"  # so the hidden usage chunk can be cut out in place
         if call.cache.leader:
             req.headers["accept-encoding"] = "identity"  # the cache keeps decoded bytes
@@ -236,6 +243,22 @@ def replayed(flow: http.HTTPFlow) -> bool:
     """A flow read from a file (not live) or replayed by mitmproxy: client replay (live again, but
     marked) or server replay (a live call answered from a file, marked in its request hook)."""
     return not flow.live or flow.is_replay is not None
+
+
+def _guard_answer(flow: http.HTTPFlow, call: Call) -> None:
+    """A whole answer through the call's guardrails: placeholders restored, response policies applied;
+    a block replaces it with an error in the provider's shape."""
+    resp = flow.response
+    if call.guard is None or resp is None or call.parser is not None or call.answered_by != "provider":
+        return
+    if resp.status_code >= 400 or not (content := resp.get_content(strict=False)):
+        return
+    body, _ = _json_body(content)
+    changed = call.guard.check_answer(body, body is not None)
+    if (block := call.guard.block) is not None:
+        flow.response = error_response(call, PolicyBlocked(block))
+    elif changed:
+        resp.content = json.dumps(body, ensure_ascii=False).encode()
 
 
 def fail(flow: http.HTTPFlow, call: Call, refusal: Refusal) -> None:

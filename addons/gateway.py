@@ -36,6 +36,7 @@ spend.on_crossing.append(alerts.fire)  # thresholds crossed become alerts, sent 
 router = Router(settings, stages, cache)  # the router's door: its own port
 evals = Evals(settings, store, router)
 recorder.listeners.append(evals.scorer.offer)  # the record stage offers both doors' calls to online scoring
+recorder.listeners.append(alerts.policy_blocked)  # a block by a guardrail policy with `alert: true`
 
 # Hooks run in this order. Settings first: every other addon reads what it parsed.
 # Capture before Auth: its requestheaders makes the Call, so Auth's requestheaders knows an LLM call

@@ -13,6 +13,7 @@ a front or a provider turns into its own). `refused` says whether the row's stat
     ├── MalformedRequest         400 invalid_http_request, HeadersTooLarge 431 request_headers_too_large
     ├── OverLimit                429 budget_exceeded / rate_limit_exceeded (core/admission.py decides)
     ├── RefusedByRule            403 refused_by_rule (a routing rule's `refuse`, core/route_plan.py)
+    ├── PolicyBlocked            400 or 403 policy_<name>: a guardrail stopped the request (or the answer)
     ├── ProxyAuthRequired        407 a proxy credential is missing or bad (passthrough's CONNECT and proxy auth)
     ├── Unreachable              502/504 upstream_error: passthrough could not reach the provider; refused=False
     ├── GatewayFailed            500 gateway_error: a bug of ours, logged; refused=False
@@ -49,6 +50,16 @@ class Refusal(Exception):
 
     def payload(self) -> bytes:
         return json.dumps(self.body()).encode()
+
+
+class PolicyBlocked(Refusal):
+    """A guardrail stopped the call (core/policies/): its status (400 or 403) and code `policy_<name>`;
+    `refused` unless it stopped the answer (then the provider had the request)."""
+
+    def __init__(self, block) -> None:
+        super().__init__(block.message, code=block.code, status=block.status)
+        self.type = "permission_error" if block.status == 403 else "invalid_request_error"
+        self.refused = block.on == "request"
 
 
 class BadRequest(Refusal):

@@ -14,6 +14,8 @@ from typing import Protocol
 from core.clock import SYSTEM, Clock
 from core.continuation import Resume, Seam
 from core.outcome import Outcome
+from core.policies.engine import StreamGuard
+from core.policies.streaming import FrameFilter
 from core.secrets import scrub
 from core.sending import RawStreamAnswer, StreamAnswer, UpstreamBroke
 from providers import INNER_CHAT
@@ -79,13 +81,14 @@ class ChatRelay(Relay):
 
     def __init__(self, answer: StreamAnswer, out, deadline: float, headers: dict[str, str] | None = None,
                  keep: list | None = None, clock: Clock = SYSTEM, stall: float | None = None,
-                 resume: Resume | None = None) -> None:
+                 resume: Resume | None = None, guard: StreamGuard | None = None) -> None:
         """`resume`: continue a broken stream on a fallback (core/continuation.py); None: end it with an error."""
         self.answer, self.out, self.deadline, self.clock, self.stall = answer, out, deadline, clock, stall
         self.keep = keep  # when given, every OpenAI chunk is kept here (the cache assembles the answer)
         self.headers = {**SSE_HEADERS, **(headers or {})}
         self.resume = resume
         self.continued: list[str] = []  # why each continuation was needed
+        self.guard = guard  # the call's guardrails on the answer: restore, response policies
 
     async def run(self, sink: Sink, first_chunk: Callable[[], None], answered: Callable[[Outcome], None]) -> Outcome:
         answer, out, state = self.answer, self.out, StreamState()
@@ -101,9 +104,15 @@ class ChatRelay(Relay):
                         INNER_CHAT.wire.stream_event(INNER_CHAT.route, state, None, chunk)
                     if self.keep is not None:
                         self.keep += chunks
+                    if self.guard is not None:
+                        chunks = [c for chunk in chunks for c, _ in self.guard.feed(chunk)]
                     if data := out.feed(chunks):
                         first_chunk()
                         await sink.write(data)
+                    if self.guard is not None and (block := self.guard.guard.block) is not None:
+                        status, error = "error", block.message  # a policy stopped the answer: no continuation
+                        await sink.write(out.error(block.status, "invalid_request_error", block.message, block.code))
+                        break
                     try:
                         chunks = await next_within(self.clock, answer.more, self.deadline, self.stall)
                     except (ProviderStreamError, UpstreamBroke, TimeoutError) as e:
@@ -117,7 +126,7 @@ class ChatRelay(Relay):
                     # answer, told as one rather than passed off as complete.
                     code, status = 502, "upstream_error"
                     error = f"{answer.target.name}: stream ended before its final event"
-                if status == "ok" or self.resume is None or state.output.tool_calls:
+                if status in ("ok", "error") or self.resume is None or state.output.tool_calls:
                     break  # a partial tool call cannot be handed to another model to finish
                 resumed = await self.resume("".join(state.output.text), answer.target.name, error)
                 if resumed is None:
@@ -127,9 +136,11 @@ class ChatRelay(Relay):
                 self.answer = answer = resumed[0]
                 seam = Seam(first_id, resumed[1])
                 status, error, chunks = "ok", None, answer.chunks
-            if status != "ok":
+            if status == "upstream_error":
                 await sink.write(out.error(code, "server_error", error))
             if status == "ok":
+                if self.guard is not None and (held := [c for c, _ in self.guard.close()]):
+                    await sink.write(out.feed(held))
                 state.finished = True
                 answered(Outcome.of(state, status, error))
                 await sink.write(out.close())
@@ -146,7 +157,7 @@ class RawRelay(Relay):
 
     def __init__(self, answer: RawStreamAnswer, route: Route, deadline: float, keep: list | None = None,
                  clock: Clock = SYSTEM, stall: float | None = None,
-                 error_event: Callable[[int, str, str], bytes] | None = None) -> None:
+                 error_event: Callable[[int, str, str], bytes] | None = None, guard: StreamGuard | None = None) -> None:
         """`error_event(status, type, message)`: a stream error in the client's dialect, written when the
         provider's stream breaks, stalls or passes the deadline (the client must not take it as whole)."""
         self.answer, self.deadline, self.clock, self.stall = answer, deadline, clock, stall
@@ -154,6 +165,8 @@ class RawRelay(Relay):
         self.keep = keep  # when given, the raw bytes are kept here (the cache assembles the answer)
         self.parser = StreamParser(route, answer.content_type)
         self.headers = SSE_HEADERS
+        # The call's guardrails on the answer: events re-emitted restored, or the stream ended on a block.
+        self.filter = FrameFilter(guard, route, answer.content_type) if guard is not None else None
 
     async def run(self, sink: Sink, first_chunk: Callable[[], None], answered: Callable[[Outcome], None]) -> Outcome:
         answer, status, error = self.answer, "ok", None
@@ -162,14 +175,20 @@ class RawRelay(Relay):
         try:
             await sink.prepare()
             while data:
-                self.parser.feed(data)
+                frames = self.parser.feed(data)
+                out = data if self.filter is None else b"".join(f.raw for f, _ in self.filter(frames))
+                if self.filter is not None and self.filter.stopped:
+                    status, error = "error", self.filter.guard.guard.block.message
+                    await sink.write(out)
+                    break
                 if state.finished and answered is not None:  # the final event is in this chunk
                     answered(Outcome.of(state, *verdict(state, "ok", None)))
                     answered = None
                 if self.keep is not None:
                     self.keep.append(data)
                 first_chunk()
-                await sink.write(data)
+                if out:
+                    await sink.write(out)
                 try:
                     data = await next_within(self.clock, answer.more, self.deadline, self.stall)
                 except (UpstreamBroke, TimeoutError) as e:
@@ -177,7 +196,9 @@ class RawRelay(Relay):
                     if self.error_event is not None and not state.finished:
                         await sink.write(self.error_event(502, "server_error", error))
                     break
-            self.parser.close()
+            rest = self.parser.close()
+            if self.filter is not None and not self.filter.stopped and (tail := self.filter(rest, True)):
+                await sink.write(b"".join(f.raw for f, _ in tail))
             if status == "ok" and not state.finished and self.error_event is not None:
                 status, error = "upstream_error", f"{answer.target.name}: stream ended before its final event"
                 await sink.write(self.error_event(502, "server_error", error))

@@ -31,14 +31,16 @@ from core.cache import HEADER, Caching
 from core.cachestore import Entry
 from core.call import Call
 from core.clock import SYSTEM, Clock
-from core.errors import BadRequest, GatewayFailed, Refusal
+from core.config import RetryPolicy
+from core.dispatch import Dispatch, Timeouts
+from core.errors import BadRequest, GatewayFailed, PolicyBlocked, Refusal
 from core.outcome import Outcome
 from core.pipeline import Ask, CacheAsk, Hit, Stages
 from core.prompts import PromptBook, PromptError
 from core.recorder import BODY_LIMIT
 from core.relay import ChatRelay, RawRelay
 from core.route_plan import routing_for
-from core.routing import Routes, UnknownModel
+from core.routing import Routes, Target, UnknownModel
 from core.secrets import scrub
 from core.sending import Upstream, WholeAnswer
 from core.stages.identify import master_key
@@ -47,7 +49,7 @@ from core.tagging import BadTag, new_span_id, new_trace_id, pop_router_fields, t
 from core.upstream import HttpUpstream
 from providers import FRONTS, INNER_CHAT, replay_for
 from providers.base import Route
-from providers.chat import InvalidRequest, UnsupportedParam
+from providers.chat import InvalidRequest, UnsupportedParam, UpstreamRequest
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,9 @@ class Router:
         self.runner: web.AppRunner | None = None
         self.address = ""
         self.prompts = PromptBook()  # stored prompt templates, for requests with Respan's `prompt` field
+        # A guardrail's judge asks its LLM through this router's routing (core/policies/gate.py).
+        if (gate := getattr(stages.input_policies, "gate", None)) is not None:
+            gate.ask = self.ask
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -262,6 +267,11 @@ class Router:
         if isinstance(answer, WholeAnswer):
             call.mark_first_chunk()
             facts = (provider if sent.same_dialect else INNER_CHAT.wire).response_facts(read_as, answer.body)
+            if call.guard is not None and call.guard.check_answer(answer.body):  # restored, or redacted
+                answer.raw = json.dumps(answer.body, ensure_ascii=False).encode()
+            if call.guard is not None and (block := call.guard.block) is not None:
+                self.pipeline.leave(call, Outcome(facts, True, len(answer.raw), None, status_code=block.status))
+                return _error(PolicyBlocked(block), front)
             payload = answer.raw if untranslated else front.whole(answer.body, call.facts.model)
             kept = (answer.raw.decode("utf-8", "replace") if untranslated else json.dumps(answer.body))
             self.pipeline.leave(call, Outcome(facts, True, len(answer.raw), kept if call.keep_bodies else None,
@@ -272,8 +282,9 @@ class Router:
             return web.Response(body=payload, content_type="application/json", headers=cache_header)
         chunks: list | None = [] if call.cache.leader else None
         out, stall = front.stream(call.facts.model, routed.wants_usage), sent.limits.stall
-        relay = RawRelay(answer, read_as, sent.deadline, chunks, self.clock, stall, out.error) if untranslated \
-            else ChatRelay(answer, out, sent.deadline, cache_header, chunks, self.clock, stall, sent.resume)
+        guard = call.guard.stream() if call.guard is not None else None  # restore, response policies
+        relay = RawRelay(answer, read_as, sent.deadline, chunks, self.clock, stall, out.error, guard) if untranslated \
+            else ChatRelay(answer, out, sent.deadline, cache_header, chunks, self.clock, stall, sent.resume, guard)
 
         def record(outcome: Outcome) -> None:  # at the final event, before its bytes go out; else at the end
             outcome.status_code = 200
@@ -294,6 +305,24 @@ class Router:
             if completion is not None:
                 keep_answer(self.caching, self.settings, call, completion)
         return sink.response
+
+    async def ask(self, model: str, messages: list[dict[str, str]]) -> str:
+        """One short chat completion through the routing, for a guardrail's judge: one attempt, no recording."""
+        if self.runner is None or self.routes is None:
+            raise RuntimeError("the router is not running")
+        plan = self.routes.plan([model], now=self.clock.now())
+        config = self.settings.config.router
+        body = {"model": model, "messages": messages, "max_tokens": 5, "temperature": 0}
+
+        def prepare(target: Target) -> tuple[UpstreamRequest, bool]:
+            return target.endpoint.adapter.chat_request(body, target.model, stream=False), False
+
+        answer = await Dispatch(self.upstream, self.routes.cooling, self.clock).send(
+            plan, prepare, stream=False, policy=RetryPolicy(retry_enabled=False, num_retries=0),
+            deadline=self.clock.now() + config.timeout, timeouts=Timeouts(config.connect_timeout, config.first_byte_timeout),
+            on_attempt=lambda attempt: None)
+        content = answer.body["choices"][0]["message"]["content"] if isinstance(answer, WholeAnswer) else None
+        return content if isinstance(content, str) else ""
 
     def _render_hit(self, call: Call, front, entry: Entry, wants_usage: bool, as_is: str | None):
         return (entry, *render_cached(front, entry, call.facts.stream, wants_usage, as_is, call.facts.model))

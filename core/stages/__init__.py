@@ -18,7 +18,7 @@ def standard(settings, ring, admission, caching, recorder) -> Stages:
         identify=Identify(settings, ring),
         tag=Tag(),
         admit=Admit(admission),
-        input_policies=InputPolicies(),
+        input_policies=InputPolicies(settings),
         cache=CacheLookup(caching),
         output_policies=OutputPolicies(),
         record=Record(recorder),

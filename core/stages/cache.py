@@ -22,6 +22,8 @@ class CacheLookup:
     async def __call__(self, call: Call, ask) -> Hit | None:
         if (asked := ask.cache) is None:
             return None
+        if call.guard is not None and call.guard.keeps_out_of_cache:
+            return None  # an answer restored for this caller must never reach another (docs/policies.md)
         config = self.caching.settings.config.cache
         key = call.caller.key
         try:

@@ -299,8 +299,8 @@ class AnthropicEvents:
     def close(self) -> bytes:
         return self.inner.close()
 
-    def error(self, status: int, type: str, message: str) -> bytes:
-        return self.inner.error_event(ERROR_TYPES.get(status, "api_error"), message)
+    def error(self, status: int, type: str, message: str, code: str | None = None) -> bytes:
+        return self.inner.error_event(ERROR_TYPES.get(status, "api_error"), message)  # Anthropic errors carry no code
 
 
 front = MessagesFront()

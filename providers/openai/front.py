@@ -61,10 +61,10 @@ class OpenAIChunks:
     def close(self) -> bytes:
         return b"data: [DONE]\n\n"
 
-    def error(self, status: int, type: str, message: str) -> bytes:
+    def error(self, status: int, type: str, message: str, code: str = "upstream_stream_failed") -> bytes:
         # The openai SDK raises APIError for a data event carrying "error".
         return b"data: " + _dumps({"error": {"message": message, "type": type, "param": None,
-                                             "code": "upstream_stream_failed"}}) + b"\n\n"
+                                             "code": code}}) + b"\n\n"
 
 
 front = OpenAIChatFront()
