@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.policies.custom import load_callable
-from core.policies.detectors import DetectorName
+
+DetectorName = Literal["secrets", "pii", "email", "phone", "card", "iban", "ssn", "ip", "injection"]
 
 
 class _Strict(BaseModel):
