@@ -22,7 +22,7 @@ CALL_COLUMNS = (
     "customer_identifier", "thread_identifier", "metadata", "key_id", "host", "path", "routed_to", "attempts",
     "cache_hit", "cost_saved_usd", "policies",
 )
-# Columns later migrations added (m005 router, m007 cache, m008 policies): NULL when a reader opens an older store.
+# Columns later migrations added (m005 router, m007 cache, m014 policies): NULL when a reader opens an older store.
 LATER_COLUMNS = ("routed_to", "attempts", "cache_hit", "cost_saved_usd", "policies")
 BODY_COLUMNS = ("request_body", "response_body")
 # Calls with usage but no price (a model missing from the table): their cost is unknown, not 0.
