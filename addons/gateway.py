@@ -8,7 +8,9 @@ from addons.capture import Capture
 from addons.console import Console
 from addons.dashboard import Dashboard
 from addons.evals import Evals
+from addons.metrics import Metrics
 from addons.router import Router
+from addons.router.observability import add_routes
 from addons.settings import Settings
 from addons.shadow import Shadow
 from addons.spend import Spend
@@ -27,13 +29,15 @@ ring = KeyRing()  # every gateway key, following the store
 spend = Spend(settings, store, ring)  # the ring: every key's budgets for the budgets table
 shadow = Shadow(settings)  # routing.shadow: hears every recorded call, records its own through the recorder
 cache = Cache(settings, store)
-recorder = Recorder(settings, store, listeners=[spend.settle, console.show, shadow.offer])
+metrics = Metrics(store, spend)
+recorder = Recorder(settings, store, listeners=[spend.settle, console.show, shadow.offer, metrics.observe])
 shadow.recorder = recorder
 # The stages both doors run, in order (core/stages/__init__.py); each door adds its own send.
 stages = standard(settings, ring, spend, cache, recorder)
 alerts = Alerts(settings, spend, ring)
 spend.on_crossing.append(alerts.fire)  # thresholds crossed become alerts, sent off the event loop
 router = Router(settings, stages, cache)  # the router's door: its own port
+router.mounts.append(lambda app, r: add_routes(app, r, metrics))  # /health/live, /health/ready, /metrics
 evals = Evals(settings, store, router)
 recorder.listeners.append(evals.scorer.offer)  # the record stage offers both doors' calls to online scoring
 recorder.listeners.append(alerts.policy_blocked)  # a block by a guardrail policy with `alert: true`
@@ -53,6 +57,7 @@ addons = [
     cache,
     spend,
     router,
+    metrics,  # tapgate_metrics*: the collectors observe() counts into
     alerts,  # budget alerts: Slack, webhook, email; its own thread and store connection
     # Evals before the store: its done() scores what is queued while the store still journals.
     evals,

@@ -75,6 +75,7 @@ class Router:
         # A guardrail's judge asks its LLM through this router's routing (core/policies/gate.py).
         if (gate := getattr(stages.input_policies, "gate", None)) is not None:
             gate.ask = self.ask
+        self.mounts: list = []  # more endpoints on this port: each called with (app, router) at start
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -116,6 +117,8 @@ class Router:
         app.router.add_post("/v1/responses", self.responses)
         app.router.add_get("/v1/models", self.models)
         app.router.add_post("/v1/feedback", feedback.handler(self.stages.identify, self.stages.record.recorder.store))
+        for mount in self.mounts:
+            mount(app, self)
         self.runner = router_http.Runner(app, self._unrouted, access_log=None, handle_signals=False,
                                          handler_cancellation=True)
         await self.runner.setup()
