@@ -15,6 +15,7 @@ from addons.settings import Settings
 from addons.shadow import Shadow
 from addons.spend import Spend
 from addons.store import Store
+from addons.telemetry import Telemetry
 from addons.trim import Trim
 from addons.tunnel import Tunnel
 from core.keys import KeyRing
@@ -30,7 +31,10 @@ spend = Spend(settings, store, ring)  # the ring: every key's budgets for the bu
 shadow = Shadow(settings)  # routing.shadow: hears every recorded call, records its own through the recorder
 cache = Cache(settings, store)
 metrics = Metrics(store, spend)
-recorder = Recorder(settings, store, listeners=[spend.settle, console.show, shadow.offer, metrics.observe])
+telemetry = Telemetry()
+metrics.sources.append(telemetry.gauges)  # its backlog and drops on /metrics
+recorder = Recorder(settings, store,
+                    listeners=[spend.settle, console.show, shadow.offer, metrics.observe, telemetry.submit])
 shadow.recorder = recorder
 # The stages both doors run, in order (core/stages/__init__.py); each door adds its own send.
 stages = standard(settings, ring, spend, cache, recorder)
@@ -58,6 +62,7 @@ addons = [
     spend,
     router,
     metrics,  # tapgate_metrics*: the collectors observe() counts into
+    telemetry,  # tapgate_otlp_*: spans to an OpenTelemetry collector, from its own thread
     alerts,  # budget alerts: Slack, webhook, email; its own thread and store connection
     # Evals before the store: its done() scores what is queued while the store still journals.
     evals,

@@ -111,3 +111,86 @@ class SmtpReceiver:
 
     def next(self, timeout: float = 10) -> EmailMessage:
         return self.messages.get(timeout=timeout)
+
+
+class OtlpReceiver:
+    """A loopback OTLP/HTTP collector: each POST /v1/traces is decoded with the official protobuf types
+    (opentelemetry-proto) and its spans put on `spans` with the export's headers; while `hold` is set,
+    answers wait for `release` (a collector that does not answer)."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+            ExportTraceServiceResponse,
+        )
+
+        self.spans: queue.Queue = queue.Queue()
+        self.headers: list[dict[str, str]] = []
+        self.hold, self.release, self.arrived = threading.Event(), threading.Event(), threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                data = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.arrived.set()
+                if receiver.hold.is_set():
+                    receiver.release.wait(60)
+                export = ExportTraceServiceRequest.FromString(data)
+                receiver.headers.append({k.lower(): v for k, v in self.headers.items()})
+                for resource_spans in export.resource_spans:
+                    for scope_spans in resource_spans.scope_spans:
+                        for span in scope_spans.spans:
+                            receiver.spans.put((resource_spans.resource, span))
+                body = ExportTraceServiceResponse().SerializeToString()
+                self.send_response(200 if self.path == "/v1/traces" else 404)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> OtlpReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def span(self, predicate, timeout: float = 30):
+        """The first span received (in order) for which predicate(span) holds; others are kept aside."""
+        import time
+
+        deadline, aside, found = time.monotonic() + timeout, [], None
+        try:
+            while found is None:
+                resource, span = self.spans.get(timeout=max(deadline - time.monotonic(), 0.01))
+                if predicate(span):
+                    found = (resource, span)
+                else:
+                    aside.append((resource, span))
+        finally:
+            for item in aside:
+                self.spans.put(item)
+        return found
+
+
+def attrs(span) -> dict:
+    """An OTLP span's attributes as plain values."""
+    out = {}
+    for kv in span.attributes:
+        kind = kv.value.WhichOneof("value")
+        value = getattr(kv.value, kind)
+        out[kv.key] = [getattr(v, v.WhichOneof("value")) for v in value.values] if kind == "array_value" else value
+    return out
