@@ -2,6 +2,7 @@
 (core/pipeline.py) and builds the addon list."""
 
 from addons.alerts import Alerts
+from addons.attribution import Attribution
 from addons.auth import Auth
 from addons.cache import Cache
 from addons.capture import Capture
@@ -57,6 +58,9 @@ addons = [
     Trim(),  # tapgate_trim: fewer mitmproxy addons on every hook of every flow
     Tunnel(settings),
     Capture(settings, store, stages),  # passthrough's door
+    # Attribution after Capture (its requestheaders made the call) and before Auth, which would otherwise
+    # read `tapgate run`'s tags in the proxy URL as a gateway key.
+    Attribution(),
     Auth(settings, ring, stages.identify),  # gateway keys: proxy authentication, X-Tapgate-Key
     cache,
     spend,

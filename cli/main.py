@@ -14,7 +14,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-from cli import compare, queries, route_explain, shell_init
+from cli import compare, queries, route_explain, run, shell_init
 from core.database import DEFAULT_DB
 from core.ledger import plural
 from providers.safe_json import loads
@@ -434,6 +434,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     shell_init.add_command(sub)
     route_explain.add_command(sub)
+    run.add_command(sub)
 
     s = store_command(sub, "top", cmd_top, "a live dashboard of the store, refreshed while the gateway writes it",
                       "The gateway's dashboard, read from its store in another terminal (read-only).")
@@ -469,11 +470,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("id", help="thread identifier")
     s.add_argument("--full", action="store_true", help="do not shorten long messages")
 
-    s = store_command(sub, "spend", cmd_spend, "cost totals by key, customer, model, provider or a metadata key",
+    s = store_command(sub, "spend", cmd_spend, "cost totals by key, customer, model, provider, client, repo or a metadata key",
                       "Requests, tokens and cost per group over a period, most expensive first.")
     s.add_argument("--by", default="customer", metavar="GROUP",
-                   help="key, customer, model, provider, thread, variant (experiment/variant), or meta:<key> "
-                   "(default customer)")
+                   help="key, customer, model, provider, thread, variant (experiment/variant), client (Claude Code, "
+                   "an SDK...), program, repo, branch (tapgate run's tags), or meta:<key> (default customer)")
     time_flags(s)
     formats(s)
 

@@ -29,9 +29,11 @@ BODY_COLUMNS = ("request_body", "response_body")
 UNPRICED = "sum(cost_usd IS NULL AND input_tokens IS NOT NULL)"
 # `spend --by`: a name, or meta:<key> for a metadata key.
 GROUPS = {"key": "key_id", "customer": "customer_identifier", "model": "model", "provider": "provider",
-          "thread": "thread_identifier", "variant": "experiment || '/' || variant"}
-# Groups over columns a later migration added (m009 experiments): a store without them cannot group so.
-GROUP_COLUMNS = {"variant": "variant"}
+          "thread": "thread_identifier", "variant": "experiment || '/' || variant", "client": "client",
+          "program": "program", "repo": "repo", "branch": "branch"}
+# Groups over columns a later migration added (m013 experiments, m014 client and run tags): a store without
+# them cannot group so.
+GROUP_COLUMNS = {"variant": "variant", "client": "client", "program": "program", "repo": "repo", "branch": "branch"}
 RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 

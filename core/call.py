@@ -134,6 +134,9 @@ class Call:
     # The input_policies stage's record: the call's guardrails (core/policies/engine.py CallGuard), or
     # None when no policy applies; the doors run its answer side, the record reads its reports.
     guard: Any = None
+    # Who made it: the client its User-Agent names, and `tapgate run`'s tags (program, cwd, repo, branch).
+    client: str | None = None
+    run: dict[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         # Short on purpose: mitmproxy formats flow.metadata for filters (~meta) and views on every flow.
@@ -230,6 +233,8 @@ class Call:
             "rule_reason": self.routing.rule_reason,
             "experiment": self.routing.experiment,
             "variant": self.routing.variant,
+            "client": self.client,
+            **{tag: self.run.get(tag) for tag in ("program", "cwd", "repo", "branch")},
             "request_body": self.request_body,
             "response_body": response_body,
             "prompt_id": self.prompt_id,

@@ -300,6 +300,14 @@ def m014_policies(db: Database) -> None:
     db["requests"].add_column("policies", str)
 
 
+@migrations()
+def m015_client_and_run_tags(db: Database) -> None:
+    # Who made the call: the known client its User-Agent names (core/clients.py), and for programs started
+    # with `tapgate run` their name, working directory, git repository and branch (core/runtags.py).
+    for column in ("client", "program", "cwd", "repo", "branch"):
+        db["requests"].add_column(column, str)
+
+
 def open_db(path: str | Path) -> Database:
     """Open (creating if needed) and migrate the store; WAL so readers never block the writer.
     A new store and its directory are readable by their owner only: they hold every prompt."""

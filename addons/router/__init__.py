@@ -30,6 +30,7 @@ from addons.settings import Settings
 from core.cache import HEADER, Caching
 from core.cachestore import Entry
 from core.call import Call
+from core.clients import client_of
 from core.clock import SYSTEM, Clock
 from core.config import RetryPolicy
 from core.dispatch import Dispatch, Timeouts
@@ -253,7 +254,7 @@ class Router:
         trace_id, parent = trace_context(request.headers.get("traceparent"))
         return Call(id=new_trace_id(), trace_id=trace_id, span_id=new_span_id(), parent_span_id=parent,
                     started=time.time(), mode="router", route=Route(front.provider, as_is or front.endpoint),
-                    host=request.host, path=request.path)
+                    host=request.host, path=request.path, client=client_of(request.headers.get("user-agent")))
 
     # -- what comes back, in the client's dialect ------------------------------------------------
 

@@ -1,0 +1,43 @@
+"""Attribution: who made each call through the proxy: the client its User-Agent names, and the tags
+`tapgate run` put in the proxy URL's user name (held per client connection, as a proxy credential is)."""
+
+from __future__ import annotations
+
+from mitmproxy import connection, http
+
+from core.clients import client_of
+from core.runtags import split
+
+
+class Attribution:
+    """Before Auth: a run credential is taken apart here, and Auth sees only the gateway key in it."""
+
+    def __init__(self) -> None:
+        self.connections: dict[str, dict[str, str]] = {}  # client connection id -> its run tags
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        self._take(flow)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self._take(flow)  # plain-HTTP requests sent to a proxy carry the credential on each request
+        call = flow.metadata.get("tapgate")
+        if call is None:
+            return
+        call.client = client_of(flow.request.headers.get("user-agent"))
+        call.run = self.connections.get(flow.client_conn.id, {})
+
+    def client_disconnected(self, client: connection.Client) -> None:
+        self.connections.pop(client.id, None)
+
+    def _take(self, flow: http.HTTPFlow) -> None:
+        value = flow.request.headers.get("proxy-authorization")
+        if value is None:
+            return
+        tags, rest = split(value)
+        if tags is None:
+            return
+        self.connections[flow.client_conn.id] = tags
+        if rest is None:
+            del flow.request.headers["proxy-authorization"]
+        else:
+            flow.request.headers["proxy-authorization"] = rest
