@@ -1,12 +1,14 @@
-"""Attribution: who made each call through the proxy: the client its User-Agent names, and the tags
-`tapgate run` put in the proxy URL's user name (held per client connection, as a proxy credential is)."""
+"""Attribution: who made each call through the proxy: the client its User-Agent names, the tags
+`tapgate run` put in the proxy URL's user name (held per client connection, as a proxy credential is),
+and whether a subscription login paid for it."""
 
 from __future__ import annotations
 
 from mitmproxy import connection, http
 
-from core.clients import client_of
+from core.clients import client_of, subscription_login
 from core.runtags import split
+from core.secrets import key_from
 
 
 class Attribution:
@@ -25,6 +27,8 @@ class Attribution:
             return
         call.client = client_of(flow.request.headers.get("user-agent"))
         call.run = self.connections.get(flow.client_conn.id, {})
+        credential = key_from(flow.request.headers, flow.request.path.partition("?")[2])
+        call.subscription = subscription_login(call.route.provider, credential)
 
     def client_disconnected(self, client: connection.Client) -> None:
         self.connections.pop(client.id, None)

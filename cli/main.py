@@ -144,7 +144,7 @@ def cmd_spend(args: argparse.Namespace) -> int:
     if args.format:
         rows = [{args.by: r.pop("name"), **r} for r in rows]
         print_rows(rows, [args.by, "requests", "input_tokens", "output_tokens", "cost_usd", "unpriced", "cache_hits",
-                          "saved_usd"], args.format)
+                          "saved_usd", "shadow_cost_usd"], args.format)
     else:
         out = console()
         out.print(spend_table(args.by, rows, out.width))

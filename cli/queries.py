@@ -289,8 +289,12 @@ def spend(conn: sqlite3.Connection, by: str, since: str | None, until: str | Non
     grouping = f"+{group}" if where else "1"
     cache = ("coalesce(sum(cache_hit), 0) AS cache_hits, sum(cost_saved_usd) AS saved_usd"
              if has_column(conn, "requests", "cache_hit") else "0 AS cache_hits, NULL AS saved_usd")
+    unpriced, shadow = UNPRICED, "NULL AS shadow_cost_usd"
+    if has_column(conn, "requests", "shadow_cost_usd"):  # subscription calls: priced, as a shadow cost
+        unpriced = "sum(cost_usd IS NULL AND shadow_cost_usd IS NULL AND input_tokens IS NOT NULL)"
+        shadow = "sum(shadow_cost_usd) AS shadow_cost_usd"
     sql = (f"SELECT {group} AS name, count(*) AS requests, sum(input_tokens) AS input_tokens,"
-           f" sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, {UNPRICED} AS unpriced, {cache}"
+           f" sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, {unpriced} AS unpriced, {shadow}, {cache}"
            f" FROM requests{where} GROUP BY {grouping} ORDER BY cost_usd DESC NULLS LAST, requests DESC")
     return [dict(r) for r in conn.execute(sql, [*params, *wparams, *(params if where else [])])]
 

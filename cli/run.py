@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from cli.runtimes import JAVA_STORE, environment, java_truststore
 from cli.shell_init import BUNDLE, DEFAULT_CONFDIR, DEFAULT_PROXY, mitmproxy_ca, write_bundle
-from core.runtags import encode
+from core.runtags import NO_KEY, encode
 
 
 def git(cwd: Path, *args: str) -> str | None:
@@ -47,7 +47,7 @@ def proxy_url(proxy: str, tags: dict[str, str], key: str | None) -> str:
     """The proxy URL with the tags as its user name and the gateway key, if any, as its password."""
     parts = urlsplit(proxy)
     netloc = parts.netloc.rpartition("@")[2]
-    user = encode(tags) + (f":{quote(key, safe='')}" if key else "")
+    user = f"{encode(tags)}:{quote(key, safe='') if key else NO_KEY}"
     return urlunsplit(parts._replace(netloc=f"{user}@{netloc}"))
 
 

@@ -137,6 +137,8 @@ class Call:
     # Who made it: the client its User-Agent names, and `tapgate run`'s tags (program, cwd, repo, branch).
     client: str | None = None
     run: dict[str, str] = field(default_factory=dict)
+    # Authenticated by a subscription login (not billed per token): priced as shadow_cost_usd, not cost_usd.
+    subscription: bool = False
 
     def __repr__(self) -> str:
         # Short on purpose: mitmproxy formats flow.metadata for filters (~meta) and views on every flow.
@@ -193,6 +195,7 @@ class Call:
         response_model: str | None,
         response_body: str | None,
         cost_saved: float | None = None,
+        shadow_cost: float | None = None,
     ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The `requests` row and its `spans` rows."""
         ttft = ms(self.started, self.first_chunk) if self.facts.stream or self.route.path_stream else None
@@ -221,6 +224,7 @@ class Call:
             "reasoning_tokens": usage.reasoning_tokens,
             "usage_estimated": int(usage_estimated),
             "cost_usd": cost_usd,
+            "shadow_cost_usd": shadow_cost,
             "customer_identifier": self.tags.customer_identifier,
             "thread_identifier": self.tags.thread_identifier,
             "metadata": json.dumps(self.tags.metadata, ensure_ascii=False, default=str),

@@ -1,5 +1,6 @@
 """Which client made a call, from its User-Agent (Claude Code, Codex CLI, Gemini CLI, the SDKs by
-language), so spend can be grouped by the tool that spent it (`tapgate spend --by client`)."""
+language), so spend can be grouped by the tool that spent it (`tapgate spend --by client`); and whether
+it was paid by a subscription login rather than per token."""
 
 from __future__ import annotations
 
@@ -43,3 +44,9 @@ def client_of(user_agent: str | None) -> str | None:
         if pattern.search(user_agent):
             return name
     return None
+
+
+def subscription_login(provider, credential: str | None) -> bool:
+    """Whether the call's credential is a subscription login (its provider names their prefixes)."""
+    prefixes = getattr(provider, "subscription_prefixes", ())
+    return bool(credential and prefixes and credential.startswith(prefixes))

@@ -60,6 +60,8 @@ class Metrics:
                               "the HTTP status class, client_disconnected).", (*LABELS, "kind"), registry=r)
         self.cache_hits = Counter("tapgate_cache_hits", "Calls answered from the response cache.", LABELS,
                                   registry=r)
+        self.shadow_cost = Counter("tapgate_shadow_cost_usd", "What calls paid by a subscription login would "
+                                   "cost at API prices.", LABELS, registry=r)
         self.cost_saved = Counter("tapgate_cost_saved_usd", "What cache hits would have cost.", LABELS, registry=r)
         self.retries = Counter("tapgate_retries", "Router attempts beyond the first.", LABELS, registry=r)
         self.fallbacks = Counter("tapgate_fallbacks", "Router calls answered by another deployment than the "
@@ -81,6 +83,8 @@ class Metrics:
                 self.tokens.labels(*labels, kind).inc(n)
         if cost := row.get("cost_usd"):
             self.cost.labels(*labels).inc(cost)
+        if shadow := row.get("shadow_cost_usd"):
+            self.shadow_cost.labels(*labels).inc(shadow)
         if (duration := row.get("duration_ms")) is not None:
             self.latency.labels(*labels).observe(duration / 1000)
         if (ttft := row.get("ttft_ms")) is not None:

@@ -239,6 +239,7 @@ def attributes(row: dict[str, Any], reason: str | None, bodies: bool) -> dict[st
         "tapgate.status": row.get("status"),
         "tapgate.cost_usd": row.get("cost_usd"),
         "tapgate.cost_saved_usd": row.get("cost_saved_usd"),
+        "tapgate.shadow_cost_usd": row.get("shadow_cost_usd"),
         "tapgate.customer": row.get("customer_identifier"),
         "tapgate.thread": row.get("thread_identifier"),
         "tapgate.key_id": row.get("key_id"),

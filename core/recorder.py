@@ -61,9 +61,11 @@ class Recorder:
         if cost is None and usage.known and model and (key := f"{call.provider}/{model}") not in self._unpriced:
             self._unpriced.add(key)
             log.warning("tapgate: no price for %s; its calls are recorded with cost_usd NULL", key)
-        saved = None
+        saved = shadow = None
         if call.cache.hit:  # answered from the cache: it cost nothing, and saved what the call would cost
             cost, saved = 0.0, cost
+        elif call.subscription:  # paid by a subscription: what it would cost at API prices, not a cost
+            cost, shadow = None, cost
         call.status = status
         # A provider may echo the credential it was sent: no key reaches the store, the console or an alert.
         error = scrub(error, call.secrets)
@@ -80,6 +82,7 @@ class Recorder:
             response_model=facts.response_model,
             response_body=response_body,
             cost_saved=saved,
+            shadow_cost=shadow,
         )
         for span in spans:
             if span["status"] != "ok":  # an attempt's or the upstream span's error text

@@ -12,6 +12,9 @@ from urllib.parse import unquote
 PREFIX = "tapgate-run."
 FIELDS = ("program", "cwd", "repo", "branch")
 MAX_CHARS = 500  # each tag: a path or a URL, not a document
+# The password when there is no gateway key: some clients (Claude Code's runtime) fail to connect through
+# a proxy URL whose user name has no password.
+NO_KEY = "-"
 
 
 def encode(tags: dict[str, str | None]) -> str:
@@ -47,6 +50,6 @@ def split(proxy_authorization: str) -> tuple[dict[str, str] | None, str | None]:
     tags = decode(unquote(user))
     if tags is None:
         return None, proxy_authorization
-    if not password:
+    if not password or password == NO_KEY:
         return tags, None
     return tags, "Basic " + base64.b64encode(f":{password}".encode()).decode()

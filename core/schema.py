@@ -308,6 +308,13 @@ def m015_client_and_run_tags(db: Database) -> None:
         db["requests"].add_column(column, str)
 
 
+@migrations()
+def m013_shadow_cost(db: Database) -> None:
+    # Calls paid by a subscription login (Claude Code on a Pro/Max plan): cost_usd NULL, and here what the
+    # call would cost at API prices.
+    db["requests"].add_column("shadow_cost_usd", float)
+
+
 def open_db(path: str | Path) -> Database:
     """Open (creating if needed) and migrate the store; WAL so readers never block the writer.
     A new store and its directory are readable by their owner only: they hold every prompt."""

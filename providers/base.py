@@ -148,6 +148,9 @@ class Provider(Protocol):
     price_prefix: str
     # The request field that caps output tokens, as a refusal names it ("max_tokens").
     max_tokens_field: str
+    # Optional: prefixes of credentials that are a subscription login, not a pay-per-token API key
+    # (read with getattr; none by default).
+    # subscription_prefixes: tuple[str, ...]
 
     def route(self, host: str, path: str) -> Route | None:
         """The route when this (host, path) belongs to this provider; path excludes the query."""

@@ -132,7 +132,8 @@ def test_spend_by_each_group(store, capsys):
     path, _ = store
     rows = jsonl(run(capsys, "spend", "--db", str(path), "--by", "customer", "--json"))
     assert rows[0] == {"customer": "acme", "requests": 3, "input_tokens": 30, "output_tokens": 60,
-                       "cost_usd": 1.03, "unpriced": 0, "cache_hits": 0, "saved_usd": None}
+                       "cost_usd": 1.03, "unpriced": 0, "cache_hits": 0, "saved_usd": None,
+                       "shadow_cost_usd": None}
     assert rows[1]["customer"] == "globex" and rows[1]["cost_usd"] is None and rows[1]["unpriced"] == 1
     recent = jsonl(run(capsys, "spend", "--db", str(path), "--by", "customer", "--since", "1d", "--json"))
     assert recent[0]["cost_usd"] == pytest.approx(0.03)

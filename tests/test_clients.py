@@ -26,3 +26,13 @@ from core.clients import client_of
 ])
 def test_known_clients(agent, name):
     assert client_of(agent) == name
+
+
+def test_subscription_login_is_the_providers_to_name():
+    from core.clients import subscription_login
+    from providers.anthropic.wire import AnthropicMessages
+
+    anthropic = AnthropicMessages()
+    assert subscription_login(anthropic, "sk-ant-oat01-abc")
+    assert not subscription_login(anthropic, "sk-ant-api03-abc") and not subscription_login(anthropic, None)
+    assert not subscription_login(object(), "sk-ant-oat01-abc")  # a provider that names none

@@ -22,6 +22,7 @@ def test_split_keeps_the_key_for_auth():
     assert tags == TAGS
     assert rest == basic("", "tg-key-1")
     assert split(basic(encode(TAGS))) == (TAGS, None)  # no key: no credential left to check
+    assert split(basic(encode(TAGS), "-")) == (TAGS, None)  # what tapgate run sends when there is no key
 
 
 def test_other_credentials_untouched():

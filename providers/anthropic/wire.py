@@ -111,6 +111,9 @@ class AnthropicMessages(ReportsUsageUnasked):
     price_prefix: str = ""
     # The request field a gateway refusal names as the cap on output (spend's worst-case text).
     max_tokens_field: ClassVar[str] = "max_tokens"
+    # Credentials of a subscription login (Claude Pro/Max through Claude Code's OAuth), not an API key:
+    # such calls are not billed per token, so they are recorded with a shadow cost instead of a cost.
+    subscription_prefixes: ClassVar[tuple[str, ...]] = ("sk-ant-oat",)
 
     def route(self, host: str, path: str) -> Route | None:
         if host == API_HOST:
