@@ -1,0 +1,184 @@
+"""What the exporters cost: passthrough and router throughput with OTLP export and /metrics on, against
+both off, in one interleaved run on the loopback mock.
+
+    python scripts/bench_observability.py [--duration 5] [--warmup 1] [--repeat 1] [--quick] [--json out.json]
+
+Two gateways run side by side on the same mock: "off" (tapgate_metrics=false, no OTLP endpoint) and "on"
+(OTLP/HTTP export to a loopback collector that accepts every batch, and /metrics scraped every second by
+a thread, as a Prometheus would). Each cell measures both, one after the other, alternating which goes
+first. The goal (issue 16): "on" within 5% of "off".
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_common import (  # noqa: E402
+    Cell,
+    bench_parser,
+    cell_label,
+    fmt,
+    machine_line,
+    merge_rounds,
+    parse_bench_args,
+    proc_stats,
+    run_cell,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+from harness import router_url, start_gateway, start_mock  # noqa: E402
+
+CELLS = (Cell("non-stream", False, 16), Cell("stream", True, 16))
+MODES = ("passthrough", "router")
+CONFIGS = ("off", "on")
+MASTER_KEY = "sk-bench-master"
+GOAL = 0.95
+
+
+class Collector:
+    """A loopback OTLP/HTTP endpoint that takes every export (counted, not decoded)."""
+
+    def __init__(self) -> None:
+        self.exports = 0
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                collector.exports += 1
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+class Scraper(threading.Thread):
+    """GET /metrics every second until stopped, as a Prometheus server would."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port, self.stopped, self.scrapes, self.last = port, threading.Event(), 0, ""
+
+    def run(self) -> None:
+        while not self.stopped.wait(1.0):
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            conn.request("GET", "/metrics")
+            self.last = conn.getresponse().read().decode()
+            conn.close()
+            self.scrapes += 1
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(m.group(1)) for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_bench_args(bench_parser(__doc__.splitlines()[0]), argv)
+    print(machine_line())
+    print(f"{args.duration:g} s per cell after {args.warmup:g} s warm-up, {args.repeat} round(s); "
+          "configs interleaved per cell\n", flush=True)
+    collector = Collector()
+    with tempfile.TemporaryDirectory(prefix="tapgate-bench-obs-") as tmp_name:
+        tmp = Path(tmp_name)
+        os.environ["TAPGATE_MASTER_KEY"] = MASTER_KEY
+        mock, mock_port = start_mock()
+        (tmp / "tapgate.yaml").write_text(
+            "router:\n  master_key_env: TAPGATE_MASTER_KEY\n  providers:\n"
+            f'    openai: {{base_url: "http://127.0.0.1:{mock_port}/v1", api_key_env: OPENAI_API_KEY}}\n')
+        options = {"off": ["--set", "tapgate_metrics=false"],
+                   "on": ["--set", f"tapgate_otlp_endpoint={collector.url}"]}
+        gateways, runs, scraper = {}, {}, None
+        try:
+            for config in CONFIGS:
+                d = tmp / config
+                process, port = start_gateway(mock_port, d / "conf", d / "t.db", "--set",
+                                              f"tapgate_config={tmp / 'tapgate.yaml'}", "--set", "tapgate_console=false",
+                                              *options[config])
+                router = int(router_url(process).removesuffix("/v1").rpartition(":")[2])
+                gateways[config] = (process, port, router, str(d / "conf" / "mitmproxy-ca-cert.pem"))
+            scraper = Scraper(gateways["on"][2])
+            scraper.start()
+
+            def spec(config: str, mode: str, cell: Cell, warmup: float, duration: float) -> dict:
+                _, port, router, ca = gateways[config]
+                base = {"stream": cell.stream, "concurrency": cell.concurrency, "warmup": warmup,
+                        "duration": duration, "include_usage": True}
+                if mode == "passthrough":
+                    return {**base, "port": port, "ca": ca}
+                return {**base, "port": router, "host": f"127.0.0.1:{router}", "model": "openai/gpt-4o-mini",
+                        "authorization": f"Bearer {MASTER_KEY}"}
+
+            for config in CONFIGS:  # first calls pay for lazy imports and pools
+                for mode in MODES:
+                    run_cell(spec(config, mode, CELLS[0], 0.0, 0.5))
+            for round_ in range(args.repeat):
+                for i, (mode, cell) in enumerate((m, c) for m in MODES for c in CELLS):
+                    order = CONFIGS if (i + round_) % 2 == 0 else CONFIGS[::-1]
+                    for config in order:
+                        cpu0, _ = proc_stats(gateways[config][0].proc.pid)
+                        r = run_cell(spec(config, mode, cell, args.warmup, args.duration))
+                        cpu1, _ = proc_stats(gateways[config][0].proc.pid)
+                        r["cpu_ms_per_req"] = 1000 * (cpu1 - cpu0) / max(1, r["done"])
+                        runs.setdefault((mode, cell, config), []).append(r)
+                        print(f"  {mode:<12} {cell_label(cell):<16} {config:<4} {r['rps']:>7.0f} req/s  "
+                              f"p50 {fmt(r['p50_ms'], '.2f'):>7} ms  errors {r['errors']}", flush=True)
+            time.sleep(2.5)  # one more scrape after the exporter's last batch (it sends at least every second)
+            last = scraper.last
+        finally:
+            if scraper is not None:
+                scraper.stopped.set()
+            for process, *_ in gateways.values():
+                process.stop()
+            mock.stop()
+    results = {key: merge_rounds(rs) for key, rs in runs.items()}
+    lines = ["| mode | cell | off req/s | on req/s | on / off | off p50 ms | on p50 ms | off CPU ms/req | on CPU ms/req "
+             "| CPU on / off | errors |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for mode in MODES:
+        for cell in CELLS:
+            off, on = results[mode, cell, "off"], results[mode, cell, "on"]
+            ratio = on["rps"] / off["rps"] if off["rps"] else None
+            verdicts.append((f"{mode}, {cell_label(cell)}", ratio))
+            cpu = on["cpu_ms_per_req"] / off["cpu_ms_per_req"] if off["cpu_ms_per_req"] else None
+            lines.append(f"| {mode} | {cell_label(cell)} | {off['rps']:.0f} | {on['rps']:.0f} | {fmt(ratio and 100 * ratio, '.1f')}% "
+                         f"| {fmt(off['p50_ms'], '.2f')} | {fmt(on['p50_ms'], '.2f')} | {fmt(off['cpu_ms_per_req'], '.2f')} "
+                         f"| {fmt(on['cpu_ms_per_req'], '.2f')} | {fmt(cpu and 100 * cpu, '.1f')}% | {off['errors'] + on['errors']} |")
+    print("\n" + "\n".join(lines) + "\n")
+    exported, dropped = metric(last, "tapgate_otlp_exported_spans_total"), metric(last, "tapgate_otlp_dropped_spans_total")
+    calls = metric(last, "tapgate_calls_total")
+    print(f"'on' gateway: {calls:.0f} calls counted on /metrics, {exported:.0f} spans exported, {dropped:.0f} dropped, "
+          f"{scraper.scrapes} scrapes, {collector.exports} OTLP requests received")
+    ok = True
+    for name, ratio in verdicts:
+        passed = ratio is not None and ratio >= GOAL
+        ok &= passed
+        print(f"on / off rps ({name}): {fmt(ratio and 100 * ratio, '.1f')}%  [{'PASS' if passed else 'FAIL'}]")
+    if args.json:
+        Path(args.json).write_text(json.dumps({f"{m} {cell_label(c)} {k}": v for (m, c, k), v in results.items()},
+                                              indent=2))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
