@@ -109,6 +109,7 @@ class OtlpExport:
         self.provider.add_span_processor(self.collect)
         self.tracer = self.provider.get_tracer("tapgate")
         self.wake = threading.Event()
+        self.flushing = threading.Lock()  # one batch built at a time (the thread, or a test calling flush)
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="tapgate-otlp", daemon=True)
         self.thread.start()
@@ -135,6 +136,10 @@ class OtlpExport:
 
     def flush(self) -> None:
         """Export what is queued, a batch at a time (the exporting thread; tests call it directly)."""
+        with self.flushing:
+            self._flush()
+
+    def _flush(self) -> None:
         while self.queue:
             items = [self.queue.popleft() for _ in range(min(self.settings.batch_size, len(self.queue)))]
             spans = self._build(items)

@@ -117,3 +117,35 @@ def test_headers():
     assert parse_headers("Authorization=Bearer x, x-team = a=b") == {"authorization": "Bearer x", "x-team": "a=b"}
     with pytest.raises(ValueError, match="'nope'"):
         parse_headers("nope")
+
+
+def test_grpc_export_to_a_loopback_collector():
+    """tapgate_otlp_protocol=grpc: the official gRPC exporter, received by a loopback gRPC collector
+    that decodes with the official types."""
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    received = []
+
+    class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):
+            received.extend(s for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    e = OtlpExport(ExportSettings(endpoint=f"http://127.0.0.1:{port}", protocol="grpc", headers={"x-k": "v"}))
+    try:
+        e.submit(row(), call(PARENT))
+        e.flush()
+        assert e.exported == 1 and e.dropped == 0
+        (span,) = received
+        assert span.trace_id.hex() == TRACE and span.parent_span_id.hex() == PARENT
+        assert span.name == "chat claude-sonnet-4-5"
+    finally:
+        e.stop()
+        server.stop(0)
