@@ -67,6 +67,17 @@ class Metrics:
         self.fallbacks = Counter("tapgate_fallbacks", "Router calls answered by another deployment than the "
                                  "first one tried.", LABELS, registry=r)
         self.registry.register(_Gauges(self.gauges))
+        self._children: dict[tuple[str, ...], tuple] = {}  # per label set: the children every call touches
+
+    def children(self, labels: tuple[str, ...]) -> tuple:
+        """(calls, cost, latency, ttft, tokens by kind) for one label set, looked up once: the client's
+        labels() takes a lock and builds a key on every call."""
+        found = self._children.get(labels)
+        if found is None:
+            found = self._children[labels] = (
+                self.calls.labels(*labels), self.cost.labels(*labels), self.latency.labels(*labels),
+                self.ttft.labels(*labels), {kind: self.tokens.labels(*labels, kind) for kind in TOKEN_KINDS})
+        return found
 
     def labels(self, row: dict[str, Any]) -> tuple[str, ...]:
         who = self.callers(row.get("key_id") if self.caller == "key" else
@@ -77,18 +88,19 @@ class Metrics:
     def observe(self, row: dict[str, Any], call: Any = None) -> None:
         """Count one recorded call (a Recorder listener: runs where the call was recorded, in microseconds)."""
         labels = self.labels(row)
-        self.calls.labels(*labels).inc()
-        for kind in TOKEN_KINDS:
+        calls, costs, latency, ttft_seconds, tokens = self.children(labels)
+        calls.inc()
+        for kind, counter in tokens.items():
             if n := row.get(f"{kind}_tokens"):
-                self.tokens.labels(*labels, kind).inc(n)
+                counter.inc(n)
         if cost := row.get("cost_usd"):
-            self.cost.labels(*labels).inc(cost)
+            costs.inc(cost)
         if shadow := row.get("shadow_cost_usd"):
             self.shadow_cost.labels(*labels).inc(shadow)
         if (duration := row.get("duration_ms")) is not None:
-            self.latency.labels(*labels).observe(duration / 1000)
+            latency.observe(duration / 1000)
         if (ttft := row.get("ttft_ms")) is not None:
-            self.ttft.labels(*labels).observe(ttft / 1000)
+            ttft_seconds.observe(ttft / 1000)
         if row.get("status") != "ok":
             self.errors.labels(*labels, error_kind(row, call)).inc()
         if row.get("cache_hit"):

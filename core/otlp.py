@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 log = logging.getLogger(__name__)
@@ -29,6 +28,7 @@ PROVIDER_NAMES = {"gemini": "gcp.gemini", "vertex": "gcp.vertex_ai", "azure": "a
                   "mistral": "mistral_ai", "bedrock": "aws.bedrock"}
 OPERATIONS = {"embeddings": "embeddings", "embedContent": "embeddings", "completions": "text_completion"}
 BODY_LIMIT = 64 * 1024  # a span attribute, not a store: bodies past this are cut
+SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 
 
 @dataclass
@@ -65,33 +65,6 @@ def make_exporter(settings: ExportSettings) -> SpanExporter:
     return HttpExporter(endpoint=settings.endpoint, headers=settings.headers or None, timeout=settings.timeout)
 
 
-class GivenIds(IdGenerator):
-    """The store's own ids for the span being built, so a trace in the collector and in the store match."""
-
-    def __init__(self) -> None:
-        self.span_id: int | None = None
-        self.trace_id: int | None = None
-        self.random = RandomIdGenerator()
-
-    def generate_span_id(self) -> int:
-        value, self.span_id = self.span_id, None
-        return value or self.random.generate_span_id()
-
-    def generate_trace_id(self) -> int:
-        value, self.trace_id = self.trace_id, None
-        return value or self.random.generate_trace_id()
-
-
-class Collect(SpanProcessor):
-    """Keeps ended spans for the exporting thread to send in one batch."""
-
-    def __init__(self) -> None:
-        self.spans: list[ReadableSpan] = []
-
-    def on_end(self, span: ReadableSpan) -> None:
-        self.spans.append(span)
-
-
 class OtlpExport:
     """A Recorder listener (`submit`) and the thread that exports; `dropped` counts spans that never
     reached the collector (queue full, export failed), `exported` those it accepted."""
@@ -103,11 +76,8 @@ class OtlpExport:
         self.overflowed = 0  # counted by the calls' thread only
         self.failed = 0  # counted by the exporting thread only
         self.exported = 0
-        self.ids = GivenIds()
-        self.collect = Collect()
-        self.provider = TracerProvider(resource=Resource.create({"service.name": "tapgate"}), id_generator=self.ids)
-        self.provider.add_span_processor(self.collect)
-        self.tracer = self.provider.get_tracer("tapgate")
+        self.resource = Resource.create({"service.name": "tapgate"})
+        self.scope = InstrumentationScope("tapgate")
         self.wake = threading.Event()
         self.flushing = threading.Lock()  # one batch built at a time (the thread, or a test calling flush)
         self.stopping = False
@@ -154,48 +124,44 @@ class OtlpExport:
                 self.failed += len(spans)
 
     def _build(self, items: list) -> list[ReadableSpan]:
-        self.collect.spans = []
+        spans: list[ReadableSpan] = []
         for row, parent, attempts, reason in items:
             try:
-                self._spans_of(row, parent, attempts, reason)
+                spans += self._spans_of(row, parent, attempts, reason)
             except Exception:  # a malformed row is one call's trace lost, not the exporter
                 log.exception("tapgate: cannot build the OTLP span of call %s", row.get("id"))
                 self.failed += 1
-        return self.collect.spans
+        return spans
 
-    def _spans_of(self, row: dict[str, Any], parent_id: str | None, attempts: list[dict], reason: str | None) -> None:
-        """The call's span, parented on the caller's traceparent when it sent one, and one per attempt."""
-        parent = None
-        if parent_id:
-            parent = trace.set_span_in_context(trace.NonRecordingSpan(SpanContext(
-                int(row["trace_id"], 16), int(parent_id, 16), is_remote=True,
-                trace_flags=TraceFlags(TraceFlags.SAMPLED))))
-        else:
-            self.ids.trace_id = int(row["trace_id"], 16)
-        self.ids.span_id = int(row["span_id"], 16)
+    def _spans_of(self, row: dict[str, Any], parent_id: str | None, attempts: list[dict],
+                  reason: str | None) -> list[ReadableSpan]:
+        """The call's span, parented on the caller's traceparent when it sent one, and one per attempt.
+        Built as the SDK's finished spans directly, with the store's ids: a tracer would make new ids and
+        validate every attribute again, for spans that are already over."""
+        trace_id = int(row["trace_id"], 16)
+        context = SpanContext(trace_id, int(row["span_id"], 16), is_remote=False, trace_flags=SAMPLED)
+        parent = SpanContext(trace_id, int(parent_id, 16), is_remote=True, trace_flags=SAMPLED) if parent_id else None
         start = nanos(row["started_at"])
-        end = start + int((row.get("duration_ms") or 0) * 1e6)
-        span = self.tracer.start_span(span_name(row), context=parent, kind=SpanKind.CLIENT, start_time=start,
-                                      attributes=attributes(row, reason, self.settings.bodies))
-        if row.get("status") != "ok":
-            span.set_status(Status(StatusCode.ERROR, (row.get("error") or row.get("status") or "")[:1024]))
+        status = (Status(StatusCode.ERROR, (row.get("error") or row.get("status") or "")[:1024])
+                  if row.get("status") != "ok" else Status(StatusCode.UNSET))
+        spans = [self._span(span_name(row), context, parent, attributes(row, reason, self.settings.bodies), status,
+                            start, start + int((row.get("duration_ms") or 0) * 1e6))]
         for attempt in attempts:
-            self._attempt(span, attempt)
-        span.end(end_time=end)
+            info = json.loads(attempt.get("attributes") or "{}")
+            begun = nanos(attempt["started_at"])
+            failed = attempt.get("status") != "ok"
+            spans.append(self._span(
+                attempt["name"], SpanContext(trace_id, int(attempt["span_id"], 16), False, SAMPLED), context,
+                clean({"tapgate.attempt": info.get("attempt"), "tapgate.deployment": info.get("deployment"),
+                       "http.response.status_code": info.get("http.status_code"), "error.type": info.get("failure")}),
+                Status(StatusCode.ERROR, (info.get("error") or "")[:1024]) if failed else Status(StatusCode.UNSET),
+                begun, begun + int((attempt.get("duration_ms") or 0) * 1e6)))
+        return spans
 
-    def _attempt(self, parent: Any, attempt: dict) -> None:
-        info = json.loads(attempt.get("attributes") or "{}")
-        self.ids.span_id = int(attempt["span_id"], 16)
-        start = nanos(attempt["started_at"])
-        span = self.tracer.start_span(attempt["name"], context=trace.set_span_in_context(parent),
-                                      kind=SpanKind.CLIENT, start_time=start, attributes=clean({
-                                          "tapgate.attempt": info.get("attempt"),
-                                          "tapgate.deployment": info.get("deployment"),
-                                          "http.response.status_code": info.get("http.status_code"),
-                                          "error.type": info.get("failure")}))
-        if attempt.get("status") != "ok":
-            span.set_status(Status(StatusCode.ERROR, (info.get("error") or "")[:1024]))
-        span.end(end_time=start + int((attempt.get("duration_ms") or 0) * 1e6))
+    def _span(self, name: str, context: SpanContext, parent: SpanContext | None, attrs: dict[str, Any],
+              status: Status, start: int, end: int) -> ReadableSpan:
+        return ReadableSpan(name, context, parent, self.resource, attrs, kind=SpanKind.CLIENT, status=status,
+                            start_time=start, end_time=end, instrumentation_scope=self.scope)
 
     @property
     def dropped(self) -> int:
@@ -231,17 +197,15 @@ def attributes(row: dict[str, Any], reason: str | None, bodies: bool) -> dict[st
     attrs = {
         "gen_ai.operation.name": operation(row),
         "gen_ai.provider.name": PROVIDER_NAMES.get(provider, provider),
-        "gen_ai.system": PROVIDER_NAMES.get(provider, provider),  # the older name, still read by many backends
         "gen_ai.request.model": row.get("model"),
         "gen_ai.response.model": row.get("response_model"),
         "gen_ai.usage.input_tokens": row.get("input_tokens"),
         "gen_ai.usage.output_tokens": row.get("output_tokens"),
-        "gen_ai.response.finish_reasons": [reason] if reason else None,
+        "gen_ai.response.finish_reasons": (reason,) if reason else None,
         "server.address": row.get("host"),
         "http.response.status_code": row.get("status_code"),
         "error.type": row.get("status") if row.get("status") != "ok" else None,
         "tapgate.mode": row.get("mode"),
-        "tapgate.status": row.get("status"),
         "tapgate.cost_usd": row.get("cost_usd"),
         "tapgate.cost_saved_usd": row.get("cost_saved_usd"),
         "tapgate.shadow_cost_usd": row.get("shadow_cost_usd"),
@@ -252,8 +216,7 @@ def attributes(row: dict[str, Any], reason: str | None, bodies: bool) -> dict[st
         "tapgate.attempts": row.get("attempts"),
         "tapgate.routed_to": row.get("routed_to"),
         "tapgate.ttft_ms": row.get("ttft_ms"),
-        "tapgate.usage_estimated": bool(row.get("usage_estimated")),
-        "tapgate.request_id": row.get("id"),
+        "tapgate.usage_estimated": True if row.get("usage_estimated") else None,
     }
     for name in ("client", "program", "repo", "branch"):
         attrs[f"tapgate.{name}"] = row.get(name)
