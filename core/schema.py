@@ -309,7 +309,7 @@ def m015_client_and_run_tags(db: Database) -> None:
 
 
 @migrations()
-def m015_shadow_cost(db: Database) -> None:
+def m016_shadow_cost(db: Database) -> None:
     # Calls paid by a subscription login (Claude Code on a Pro/Max plan): cost_usd NULL, and here what the
     # call would cost at API prices.
     db["requests"].add_column("shadow_cost_usd", float)
