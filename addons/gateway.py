@@ -14,6 +14,7 @@ from addons.router import Router
 from addons.router.observability import add_routes
 from addons.settings import Settings
 from addons.shadow import Shadow
+from addons.shared import Shared
 from addons.spend import Spend
 from addons.store import Store
 from addons.telemetry import Telemetry
@@ -64,6 +65,7 @@ addons = [
     Auth(settings, ring, stages.identify),  # gateway keys: proxy authentication, X-Tapgate-Key
     cache,
     spend,
+    Shared(spend, ring),  # tapgate_redis: after Spend, whose ledger and policies it shares
     router,
     metrics,  # tapgate_metrics*: the collectors observe() counts into
     telemetry,  # tapgate_otlp_*: spans to an OpenTelemetry collector, from its own thread

@@ -69,6 +69,7 @@ class Admission:
         self._unpriced: set[str] = set()
         self._snapshot: asyncio.TimerHandle | None = None
         self._written: dict[str, tuple] = {}  # budgets table id -> what was last written for it
+        self.shared: Any = None  # core/shared/gate.py's SharedGate when tapgate_redis is set
 
     # -- start: spend comes back from the store --------------------------------------------------
 
@@ -128,6 +129,32 @@ class Admission:
             self.seen[scope, budget.label] = budget
         for scope, _ in limits:
             self.windows[scope].add_request(now)
+        return None
+
+    async def enter(self, call: Call, key, priced: tuple[str, str] | None = None) -> tuple[str, str, dict[str, str] | None] | None:
+        """`admit`, against the counters every process shares when tapgate_redis is set (one Redis
+        round trip; raises Unavailable when Redis is away and the gateway fails closed)."""
+        if self.shared is None:
+            return self.admit(call, key, priced)
+        from core.shared.ledger import Held, RateLimited
+
+        budgets, limits = self._policies(call, key)
+        if not budgets and not limits:
+            return None
+        result = await self.shared.admit(budgets, limits, self._worst_case(call, priced))
+        if isinstance(result, RateLimited):
+            limit = result.limit.rpm if result.which == "requests" else result.limit.tpm
+            return (f"Rate limit exceeded for {result.scope[0]} {result.scope[1]}: {result.which} per minute "
+                    f"({limit}); retry after {result.retry_after} s."), "rate_limit_exceeded", \
+                {"retry-after": str(result.retry_after)}
+        if isinstance(result, OverCap):
+            self._refusing(result, call)
+            return result.message(self._worst_case_text(call)), "budget_exceeded", None
+        call.reservation = result
+        if isinstance(result, Held):
+            self.shared.hold(result)
+        for scope, budget in budgets:
+            self.seen[scope, budget.label] = budget
         return None
 
     def downgrade(self, call: Call, key, model: str) -> tuple[str, str] | None:
@@ -226,7 +253,10 @@ class Admission:
     def release(self, call: Call) -> None:
         """Give a call's reservation back, counting nothing: it was not recorded and cost nothing."""
         if call.reservation is not None:
-            self.ledger.settle(call.reservation, Amount())
+            if self.shared is not None:
+                self.shared.settle(call.reservation, Amount(), call)
+            else:
+                self.ledger.settle(call.reservation, Amount())
 
     def settle(self, row: dict[str, Any], call: Call) -> None:
         """A Recorder listener: every recorded call, once. A call refused after it was admitted (a
@@ -237,7 +267,9 @@ class Admission:
             return
         tokens = (row["input_tokens"] or 0) + (row["output_tokens"] or 0)
         reservation: Reservation | None = call.reservation
-        if reservation is not None:
+        if reservation is not None and self.shared is not None:  # settled in Redis, off the hot path
+            self.shared.settle(reservation, Amount(row["cost_usd"] or 0.0, tokens, 1), call)
+        elif reservation is not None:
             for crossing in self.ledger.settle(reservation, Amount(row["cost_usd"] or 0.0, tokens, 1)):
                 for fire in self.on_crossing:
                     fire(crossing, call)

@@ -14,6 +14,7 @@ a front or a provider turns into its own). `refused` says whether the row's stat
     ├── OverLimit                429 budget_exceeded / rate_limit_exceeded (core/admission.py decides)
     ├── RefusedByRule            403 refused_by_rule (a routing rule's `refuse`, core/route_plan.py)
     ├── PolicyBlocked            400 or 403 policy_<name>: a guardrail stopped the request (or the answer)
+    ├── Unavailable              503 gateway_unavailable: shared budgets unreachable, failing closed (core/shared/)
     ├── ProxyAuthRequired        407 a proxy credential is missing or bad (passthrough's CONNECT and proxy auth)
     ├── Unreachable              502/504 upstream_error: passthrough could not reach the provider; refused=False
     ├── GatewayFailed            500 gateway_error: a bug of ours, logged; refused=False
@@ -179,3 +180,9 @@ class AllAttemptsFailed(Refusal):
         super().__init__(f"Every deployment failed ({len(attempts)} attempts). {lines}", code=code, headers=headers)
         self.status, self.type = status, kind
         self.attempts = attempts
+
+
+class Unavailable(Refusal):
+    """The gateway cannot decide whether the call may go on (its shared state is unreachable)."""
+
+    status, type, code = 503, "server_error", "gateway_unavailable"

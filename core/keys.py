@@ -97,6 +97,7 @@ class KeyRing:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._version: str | None = None
+        self.refresh = REFRESH_SECONDS  # shorter when processes share the store (addons/shared.py)
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -159,7 +160,7 @@ class KeyRing:
             log.info("tapgate: %s (%d usable) from %s", plural(len(by_hash), "gateway key"), usable, self._path)
 
     def _follow(self) -> None:
-        while not self._stop.wait(REFRESH_SECONDS):
+        while not self._stop.wait(self.refresh):
             try:
                 self.reload()
             except sqlite3.Error as e:

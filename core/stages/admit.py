@@ -36,6 +36,6 @@ class Admit:
                 raise ModelNotFound(f"The model {e.args[0]!r} does not exist on this gateway: not an alias in "
                                     "the config, a provider/model name, or a known model.", param="model") from None
             priced = (route.prices_under, deployment_model)
-        if (refusal := self.admission.admit(call, key, priced)) is not None:
+        if (refusal := await self.admission.enter(call, key, priced)) is not None:
             message, code, headers = refusal
             raise OverLimit(message, code=code, headers=headers)

@@ -1,0 +1,81 @@
+"""Shared: the `tapgate_redis` options. With a Redis URL set, budgets and rate limits are admitted and
+settled in Redis (core/shared/), so every gateway process naming the same Redis enforces one set of
+caps; with none set nothing changes (one process, its ledger in memory)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from mitmproxy import ctx, exceptions
+
+from addons.spend import Spend
+from core.keys import KeyRing
+from core.shared.gate import SharedGate, redacted
+
+log = logging.getLogger(__name__)
+
+SHARED_KEY_REFRESH = 0.25  # a key revoked through any process is refused by every other within a second
+
+
+class Shared:
+    def __init__(self, spend: Spend, ring: KeyRing) -> None:
+        self.spend = spend
+        self.ring = ring
+        self.gate: SharedGate | None = None
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "tapgate_redis", str, "",
+            "redis:// URL of the Redis every gateway process shares budgets and rate limits through "
+            "(docs/scaleout.md). Empty: each process keeps its own, in memory.",
+        )
+        loader.add_option(
+            "tapgate_redis_prefix", str, "tapgate:",
+            "Prefix of every key tapgate writes in Redis: gateways that should share state use the same one.",
+        )
+        loader.add_option(
+            "tapgate_redis_failure", str, "closed",
+            "While Redis is unreachable: closed refuses calls that need a budget or rate-limit check with a "
+            "503; open admits them against this process's share (1/N of N live processes) of each cap.",
+            choices=("closed", "open"),
+        )
+        loader.add_option(
+            "tapgate_reservation_seconds", int, 60,
+            "How long a call's budget reservation outlives its process in Redis: a gateway that dies "
+            "holds nothing longer (running calls renew theirs).",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if "tapgate_redis" in updated and ctx.options.tapgate_redis:
+            if not ctx.options.tapgate_redis.startswith(("redis://", "rediss://", "unix://")):
+                raise exceptions.OptionsError(
+                    f"tapgate_redis must be a redis:// URL, got {redacted(ctx.options.tapgate_redis)!r}")
+        if "tapgate_reservation_seconds" in updated and ctx.options.tapgate_reservation_seconds <= 0:
+            raise exceptions.OptionsError("tapgate_reservation_seconds must be positive")
+
+    async def running(self) -> None:
+        # After Spend's running: its ledger and policies are in place.
+        if not ctx.options.tapgate_redis:
+            return
+        import redis.asyncio as redis
+
+        from core.shared.ledger import SharedLedger
+
+        client = redis.from_url(ctx.options.tapgate_redis, socket_timeout=2, socket_connect_timeout=2)
+        ledger = SharedLedger(client, ctx.options.tapgate_redis_prefix, self.spend.settings.config.timezone,
+                              ctx.options.tapgate_reservation_seconds)
+        db = Path(ctx.options.tapgate_db).expanduser()
+        self.gate = SharedGate(ledger, lambda: self.spend._totals_from_store(db),
+                               ctx.options.tapgate_redis_failure, self.spend.on_crossing)
+        await self.gate.start()
+        self.spend.shared = self.gate
+        self.ring.refresh = SHARED_KEY_REFRESH
+        log.info("tapgate: budgets and rate limits shared through %s (prefix %r, fail-%s)",
+                 redacted(ctx.options.tapgate_redis), ctx.options.tapgate_redis_prefix, self.gate.failure)
+
+    async def done(self) -> None:
+        if self.gate is not None:
+            self.spend.shared = None
+            await self.gate.stop()
+            self.gate = None

@@ -1,0 +1,161 @@
+"""The shared ledger: budget counters and rate windows in Redis, so every gateway process that names the
+same Redis admits against the same totals. Admission there is one script (core/shared/scripts.py):
+rate limits checked and counted, the worst case reserved under every budget, atomically."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from core.config import Budget, RateLimit
+from core.ledger import LIFETIME, Amount, Crossing, OverCap, Scope, period_bounds
+from core.shared import scripts
+
+UNITS = {"usd": 1, "tokens": 2, "requests": 3}
+Counter = tuple[Scope, str, str]  # (scope, period, period start), as core/ledger.py names them
+
+
+@dataclass
+class Held:
+    """A reservation booked in Redis: released at settle, or by Redis when it expires unrenewed."""
+
+    id: str
+    member: str  # the held sets' member: `<id>|<usd>|<tokens>`
+    worst: Amount
+    counters: list[Counter]
+    budgets: list[tuple[Scope, Budget]]
+    limited: list[Scope] = field(default_factory=list)  # scopes whose token windows the call counts in
+    settled: bool = False
+
+
+@dataclass(frozen=True)
+class RateLimited:
+    scope: Scope
+    which: str  # "requests" or "tokens"
+    retry_after: int
+    limit: RateLimit
+
+
+class NotLoaded(Exception):
+    """Redis has no settled spend (a new server, or one that lost its data): rebuild it from the store."""
+
+
+class SharedLedger:
+    """The calls that touch Redis; each raises what redis-py raises when it cannot reach the server."""
+
+    def __init__(self, client, prefix: str = "tapgate:", tz: str = "UTC", reservation_seconds: float = 60.0) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.tz = ZoneInfo(tz)
+        self.ttl_ms = int(reservation_seconds * 1000)
+        self._admit = client.register_script(scripts.ADMIT)
+        self._settle = client.register_script(scripts.SETTLE)
+        self._renew = client.register_script(scripts.RENEW)
+        self._load = client.register_script(scripts.LOAD)
+
+    def now(self) -> datetime:
+        return datetime.now(self.tz)
+
+    def counter(self, scope: Scope, period: str, now: datetime) -> Counter:
+        start, _ = period_bounds(period, now)
+        return scope, period, start.isoformat() if start else LIFETIME
+
+    def key(self, counter: Counter) -> str:
+        (kind, ident), period, start = counter
+        return f"{self.prefix}b:{kind}:{ident}:{period}:{start}"
+
+    def window(self, scope: Scope, what: str) -> str:
+        return f"{self.prefix}rl:{scope[0]}:{scope[1]}:{what}"
+
+    @property
+    def loaded_key(self) -> str:
+        return f"{self.prefix}loaded"
+
+    async def admit(self, budgets: list[tuple[Scope, Budget]], limits: list[tuple[Scope, RateLimit]],
+                    worst: Amount) -> Held | OverCap | RateLimited:
+        """Check every rate limit and cap and book the call, in one script; raises NotLoaded."""
+        now = self.now()
+        counters: dict[Counter, int] = {}
+        checks = []
+        for scope, budget in budgets:
+            c = self.counter(scope, budget.period, now)
+            index = counters.setdefault(c, len(counters) + 1)
+            if budget.cap is not None:
+                checks.append((index, scope, budget))
+        keys = [self.loaded_key]
+        for scope, _ in limits:
+            keys += [self.window(scope, "req"), self.window(scope, "tok")]
+        for c in counters:
+            keys += [self.key(c), self.key(c) + ":held"]
+        ident = uuid.uuid4().hex
+        usd, tokens = repr(float(worst.usd)), str(int(worst.tokens))
+        args: list = [self.ttl_ms, ident, usd, tokens, len(limits), len(counters), len(checks)]
+        for _, limit in limits:
+            args += [limit.rpm or 0, limit.tpm or 0]
+        for index, _, budget in checks:
+            args += [index, UNITS[budget.unit], repr(float(budget.cap))]
+        result = await self._admit(keys=keys, args=args)
+        status = int(result[0])
+        if status == -1:
+            raise NotLoaded
+        if status == 2:
+            scope, limit = limits[int(result[1]) - 1]
+            which = result[2].decode() if isinstance(result[2], bytes) else result[2]
+            return RateLimited(scope, which, int(result[3]), limit)
+        if status == 3:
+            _, scope, budget = checks[int(result[1]) - 1]
+            _, end = period_bounds(budget.period, now)
+            c = self.counter(scope, budget.period, now)
+            return OverCap(scope, budget, float(result[2]), end, worst.of(budget.unit), c[2])
+        return Held(ident, f"{ident}|{usd}|{tokens}", worst, list(counters), list(budgets),
+                    [scope for scope, limit in limits if limit.tpm])
+
+    async def settle(self, held: Held, actual: Amount) -> list[Crossing]:
+        """Replace the reservation with what the call cost; the thresholds this settlement crossed
+        (the counters are incremented in Redis, so exactly one process sees each crossing)."""
+        keys = []
+        for c in held.counters:
+            keys += [self.key(c), self.key(c) + ":held"]
+        keys += [self.window(scope, "tok") for scope in held.limited]
+        usd, tokens = held.member.split("|")[1:]
+        after = await self._settle(keys=keys, args=[len(held.counters), held.member, repr(float(actual.usd)),
+                                                     int(actual.tokens), int(actual.requests), usd, tokens, held.id])
+        new = {c: Amount(float(u), int(t), int(r)) for c, (u, t, r) in zip(held.counters, after, strict=True)}
+        crossings = []
+        for scope, budget in held.budgets:
+            c = next((c for c in held.counters if c[0] == scope and c[1] == budget.period), None)
+            if c is None:
+                continue
+            now_spent = new[c].of(budget.unit)
+            old_spent = now_spent - actual.of(budget.unit)
+            _, end = period_bounds(budget.period, self.now())
+            for threshold in sorted({*budget.soft, *([budget.cap] if budget.cap else [])}):
+                if old_spent < threshold <= now_spent:
+                    crossings.append(Crossing(scope, budget, threshold, now_spent, c[2], end))
+        return crossings
+
+    async def renew(self, holds: list[Held]) -> None:
+        """Push back the expiry of reservations whose calls are still running in this process."""
+        keys, members = [], []
+        for held in holds:
+            for c in held.counters:
+                keys.append(self.key(c) + ":held")
+                members.append(held.member)
+        if keys:
+            await self._renew(keys=keys, args=[self.ttl_ms, *members])
+
+    async def load(self, totals: dict[Counter, Amount]) -> bool:
+        """Settled spend from the store, unless another process loaded it first. True if this one did."""
+        keys, args = [self.loaded_key], []
+        for c, amount in totals.items():
+            keys.append(self.key(c))
+            args += [repr(float(amount.usd)), int(amount.tokens), int(amount.requests)]
+        return bool(await self._load(keys=keys, args=args))
+
+    async def standing(self, counter: Counter) -> tuple[Amount, Amount]:
+        """(settled, reserved) of one counter, for tests and the budgets table."""
+        v = await self.client.hmget(self.key(counter), "su", "st", "sr", "ru", "rt", "rr")
+        n = [float(x) if x is not None else 0.0 for x in v]
+        return Amount(n[0], int(n[1]), int(n[2])), Amount(n[3], int(n[4]), int(n[5]))
