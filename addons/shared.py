@@ -15,7 +15,8 @@ from core.shared.gate import SharedGate, redacted
 
 log = logging.getLogger(__name__)
 
-SHARED_KEY_REFRESH = 0.25  # a key revoked through any process is refused by every other within a second
+SHARED_KEY_REFRESH = 0.25
+POOL = 16  # connections to Redis per process  # a key revoked through any process is refused by every other within a second
 
 
 class Shared:
@@ -62,7 +63,10 @@ class Shared:
 
         from core.shared.ledger import SharedLedger
 
-        client = redis.from_url(ctx.options.tapgate_redis, socket_timeout=2, socket_connect_timeout=2)
+        # A bounded pool: a burst of calls waits for one of a few connections instead of opening one each.
+        pool = redis.BlockingConnectionPool.from_url(ctx.options.tapgate_redis, max_connections=POOL, timeout=None,
+                                                     socket_timeout=5, socket_connect_timeout=2)
+        client = redis.Redis(connection_pool=pool)
         ledger = SharedLedger(client, ctx.options.tapgate_redis_prefix, self.spend.settings.config.timezone,
                               ctx.options.tapgate_reservation_seconds)
         db = Path(ctx.options.tapgate_db).expanduser()

@@ -136,3 +136,16 @@ async def test_load_restores_settled_spend_against_the_cap(shared):
     assert isinstance(await led.admit([(SCOPE, CAP10)], [], Amount(0, 0, 1)), Held)
     assert isinstance(await led.admit([(SCOPE, CAP10)], [], Amount(0, 0, 1)), OverCap)
     await led.client.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_sweep_releases_expired_holds_with_no_caller(shared):
+    led = await loaded(*shared, seconds=0.1)
+    held = await led.admit([(SCOPE, CAP10)], [], Amount(0.5, 7, 1))
+    assert await led.sweep() == 0
+    await asyncio.sleep(0.2)  # the hold's own expiry, in Redis's clock
+    assert await led.sweep() == 1
+    spent, reserved = await led.standing(held.counters[0])
+    assert (reserved.requests, reserved.tokens, spent.requests) == (0, 0, 0)
+    assert await led.client.exists(led.held_index) == 0
+    await led.client.aclose()

@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Literal
 
+from redis.exceptions import TimeoutError as RedisTimeout
+
 from core.config import Budget, RateLimit
 from core.errors import Unavailable
 from core.ledger import Amount, Crossing, Ledger, OverCap, Reservation, Scope
@@ -27,7 +29,7 @@ Failure = Literal["closed", "open"]
 HEARTBEAT_SECONDS = 0.5
 PEER_SECONDS = 3.0  # a process whose heartbeat is older than this no longer counts as a peer
 SETTLE_BACKLOG = 100_000  # settlements waiting for Redis; past this the oldest are dropped, loudly
-REDIS_TIMEOUT = 2.0
+REDIS_TIMEOUT = 5.0
 
 
 def redacted(url: str) -> str:
@@ -50,6 +52,7 @@ class SharedGate:
         self.live: dict[str, Held] = {}  # reservations of calls still running here, renewed by the heartbeat
         self.backlog: deque[tuple[Any, Amount, Any]] = deque()  # (Held | Counter list, actual, call)
         self.dropped = 0
+        self.slow = 0  # admissions Redis did not answer within REDIS_TIMEOUT
         self.outage = Ledger(ledger.tz.key)  # fail-open: this process's own spend while Redis is away
         self.outage_windows: dict[Scope, Window] = {}
         self._wake = asyncio.Event()
@@ -93,7 +96,10 @@ class SharedGate:
             except NotLoaded:
                 raise Unavailable("The gateway's shared budgets are being rebuilt; retry shortly.",
                                   headers={"retry-after": "1"}) from None
-            except Exception as e:
+            except (TimeoutError, RedisTimeout):  # one slow answer (a starved event loop): this call only
+                self.slow += 1
+                return self._local(budgets, limits, worst)
+            except Exception as e:  # a connection refused or reset: the heartbeat notices its return
                 self._down(e)
         return self._local(budgets, limits, worst)
 
@@ -172,10 +178,10 @@ class SharedGate:
             self.outage = Ledger(self.ledger.tz.key)
             self.outage_windows = {}
             if self.failure == "closed":
-                log.error("tapgate: REDIS UNREACHABLE (%s): calls that need a budget or rate-limit check are "
+                log.warning("tapgate: REDIS UNREACHABLE (%s): calls that need a budget or rate-limit check are "
                           "refused with a 503 until it answers (tapgate_redis_failure=closed)", error or type(error).__name__)
             else:
-                log.error("tapgate: REDIS UNREACHABLE (%s): FAILING OPEN: this process admits calls against its own "
+                log.warning("tapgate: REDIS UNREACHABLE (%s): FAILING OPEN: this process admits calls against its own "
                           "1/%d share of each budget and rate limit until Redis answers (tapgate_redis_failure=open)",
                           error or type(error).__name__, max(1, self.peers))
 
@@ -191,9 +197,12 @@ class SharedGate:
                     log.warning("tapgate: Redis answers again: shared budgets and rate limits are back in force "
                                 "(%d settlements to write)", len(self.backlog))
                     self._wake.set()
-                if time.monotonic() - renewed >= self.ledger.ttl_ms / 3000:
+                if time.monotonic() - renewed >= self.ledger.ttl_ms / 4000:
                     await asyncio.wait_for(self.ledger.renew(list(self.live.values())), REDIS_TIMEOUT)
                     renewed = time.monotonic()
+                    if released := await asyncio.wait_for(self.ledger.sweep(), REDIS_TIMEOUT):
+                        log.info("tapgate: released %d expired budget reservations (a gateway process died "
+                                 "with calls in flight)", released)
                 if self.backlog:
                     self._wake.set()
             except asyncio.CancelledError:

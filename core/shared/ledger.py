@@ -54,6 +54,7 @@ class SharedLedger:
         self._settle = client.register_script(scripts.SETTLE)
         self._renew = client.register_script(scripts.RENEW)
         self._load = client.register_script(scripts.LOAD)
+        self._sweep = client.register_script(scripts.SWEEP)
 
     def now(self) -> datetime:
         return datetime.now(self.tz)
@@ -68,6 +69,10 @@ class SharedLedger:
 
     def window(self, scope: Scope, what: str) -> str:
         return f"{self.prefix}rl:{scope[0]}:{scope[1]}:{what}"
+
+    @property
+    def held_index(self) -> str:
+        return f"{self.prefix}holding"
 
     @property
     def loaded_key(self) -> str:
@@ -89,6 +94,7 @@ class SharedLedger:
             keys += [self.window(scope, "req"), self.window(scope, "tok")]
         for c in counters:
             keys += [self.key(c), self.key(c) + ":held"]
+        keys.append(self.held_index)
         ident = uuid.uuid4().hex
         usd, tokens = repr(float(worst.usd)), str(int(worst.tokens))
         args: list = [self.ttl_ms, ident, usd, tokens, len(limits), len(counters), len(checks)]
@@ -145,6 +151,10 @@ class SharedLedger:
                 members.append(held.member)
         if keys:
             await self._renew(keys=keys, args=[self.ttl_ms, *members])
+
+    async def sweep(self) -> int:
+        """Release every expired hold now (a dead process's); how many were released."""
+        return int(await self._sweep(keys=[self.held_index]))
 
     async def load(self, totals: dict[Counter, Amount]) -> bool:
         """Settled spend from the store, unless another process loaded it first. True if this one did."""

@@ -9,11 +9,25 @@ dead process's holds fall away; `rl:<scope>:req` and `rl:<scope>:tok` the rate w
 scored by ms); `loaded` says the settled spend was rebuilt from the store (gone after a FLUSHALL).
 """
 
-# KEYS: loaded, then 2 per rate limit (req, tok), then 2 per counter (hash, held)
+# KEYS: loaded, then 2 per rate limit (req, tok), then 2 per counter (hash, held), then the index of held sets
 # ARGV: ttl_ms, member, worst_usd, worst_tokens, n_limits, n_counters, n_checks,
 #       rpm, tpm per limit (0: none), counter index, unit (1 usd, 2 tokens, 3 requests), cap per check
 # -> {1} admitted | {-1} not loaded | {2, limit, "requests"|"tokens", retry_s} | {3, check, spent}
-ADMIT = r"""
+PURGE_FUNCTION = r"""
+local function purge(c, held, now)
+  local gone = redis.call('ZRANGEBYSCORE', held, '-inf', now)
+  for _, m in ipairs(gone) do
+    local u, tk = string.match(m, '|([^|]*)|([^|]*)$')
+    redis.call('HINCRBYFLOAT', c, 'ru', 0 - tonumber(u))
+    redis.call('HINCRBY', c, 'rt', 0 - tonumber(tk))
+    redis.call('HINCRBY', c, 'rr', -1)
+  end
+  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', held, '-inf', now) end
+  return #gone
+end
+"""
+
+ADMIT = PURGE_FUNCTION + r"""
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -49,14 +63,7 @@ end
 local base = 1 + 2 * nl
 for i = 1, nc do
   local c, held = KEYS[base + 2*i - 1], KEYS[base + 2*i]
-  local gone = redis.call('ZRANGEBYSCORE', held, '-inf', now)
-  for _, m in ipairs(gone) do
-    local u, tk = string.match(m, '|([^|]*)|([^|]*)$')
-    redis.call('HINCRBYFLOAT', c, 'ru', 0 - tonumber(u))
-    redis.call('HINCRBY', c, 'rt', 0 - tonumber(tk))
-    redis.call('HINCRBY', c, 'rr', -1)
-  end
-  if #gone > 0 then redis.call('ZREMRANGEBYSCORE', held, '-inf', now) end
+  purge(c, held, now)
 end
 local fields = {{'su', 'ru'}, {'st', 'rt'}, {'sr', 'rr'}}
 for k = 1, nk do
@@ -73,6 +80,7 @@ for i = 1, nc do
   redis.call('HINCRBY', c, 'rt', worst[2])
   redis.call('HINCRBY', c, 'rr', 1)
   redis.call('ZADD', held, now + ttl, member .. '|' .. ARGV[3] .. '|' .. ARGV[4])
+  redis.call('SADD', KEYS[#KEYS], held)
 end
 return {1}
 """
@@ -111,6 +119,21 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 for i = 1, #KEYS do redis.call('ZADD', KEYS[i], 'XX', now + tonumber(ARGV[1]), ARGV[i+1]) end
 return #KEYS
+"""
+
+# Release the expired holds of every counter that has any (the heartbeat's sweep: a dead process's
+# holds leave the totals that the budgets table and the next caller see). Touches keys named in the
+# index rather than in KEYS: fine on one Redis server, not on a cluster.
+# KEYS: the index of held sets -> how many holds were released
+SWEEP = PURGE_FUNCTION + r"""
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local released = 0
+for _, held in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  released = released + purge(string.sub(held, 1, -6), held, now)
+  if redis.call('ZCARD', held) == 0 then redis.call('SREM', KEYS[1], held) end
+end
+return released
 """
 
 # The settled spend, rebuilt from the store, unless another process already did it.
