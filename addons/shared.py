@@ -42,6 +42,11 @@ class Shared:
             choices=("closed", "open"),
         )
         loader.add_option(
+            "tapgate_reuse_port", bool, False,
+            "Open the router's port with SO_REUSEPORT, so several gateway processes can listen on the same "
+            "address and the kernel spreads connections over them (docs/scaleout.md).",
+        )
+        loader.add_option(
             "tapgate_reservation_seconds", int, 60,
             "How long a call's budget reservation outlives its process in Redis: a gateway that dies "
             "holds nothing longer (running calls renew theirs).",

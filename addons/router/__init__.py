@@ -124,7 +124,9 @@ class Router:
                                          handler_cancellation=True)
         await self.runner.setup()
         host, _, port = ctx.options.tapgate_router.rpartition(":")
-        site = web.TCPSite(self.runner, host.strip("[]") or "127.0.0.1", int(port))
+        # tapgate_reuse_port (addons/shared.py): N processes listen on one router port, the kernel spreads calls.
+        site = web.TCPSite(self.runner, host.strip("[]") or "127.0.0.1", int(port),
+                           reuse_port=getattr(ctx.options, "tapgate_reuse_port", False) or None)
         try:
             await site.start()
         except OSError as e:  # the proxy still runs (an error logged at start-up would stop mitmdump)
