@@ -149,3 +149,16 @@ async def test_the_sweep_releases_expired_holds_with_no_caller(shared):
     assert (reserved.requests, reserved.tokens, spent.requests) == (0, 0, 0)
     assert await led.client.exists(led.held_index) == 0
     await led.client.aclose()
+
+
+@pytest.mark.anyio
+async def test_settlements_queued_together_go_in_one_round_trip_and_count_once_each(shared):
+    led = await loaded(*shared)
+    holds = [await led.admit([(SCOPE, USD)], [], Amount(0.02, 10, 1)) for _ in range(8)]
+    crossed = await led.settle_many([(h, Amount(0.1, 3, 1)) for h in holds])
+    assert [c.threshold for cs in crossed for c in cs] == [0.5]  # the fifth settlement crosses $0.50
+    assert [bool(cs) for cs in crossed].index(True) == 4
+    spent, reserved = await led.standing(holds[0].counters[0])
+    assert (spent.requests, spent.tokens, reserved.requests) == (8, 24, 0)
+    assert spent.usd == pytest.approx(0.8) and reserved.usd == pytest.approx(0.0)
+    await led.client.aclose()

@@ -7,6 +7,7 @@ that need a budget check (fail-closed, a 503) or admits them against this proces
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import time
@@ -30,6 +31,7 @@ HEARTBEAT_SECONDS = 0.5
 PEER_SECONDS = 3.0  # a process whose heartbeat is older than this no longer counts as a peer
 SETTLE_BACKLOG = 100_000  # settlements waiting for Redis; past this the oldest are dropped, loudly
 REDIS_TIMEOUT = 5.0
+SETTLE_BATCH = 256  # settlements per round trip to Redis
 
 
 def redacted(url: str) -> str:
@@ -154,14 +156,19 @@ class SharedGate:
 
     async def _drain_once(self) -> None:
         while self.backlog:
-            reservation, actual, call = self.backlog[0]
-            if isinstance(reservation, Reservation):  # an outage's: no hold in Redis, spend only
-                reservation = Held(uuid.uuid4().hex, "-|0.0|0", Amount(), list(dict.fromkeys(reservation.counters)),
-                                   reservation.budgets)
-            crossings = await asyncio.wait_for(self.ledger.settle(reservation, actual), REDIS_TIMEOUT)
-            self.backlog.popleft()
-            for crossing in crossings:
-                self._fire(crossing, call)
+            batch = list(itertools.islice(self.backlog, SETTLE_BATCH))
+            settlements = []
+            for reservation, actual, _ in batch:
+                if isinstance(reservation, Reservation):  # an outage's: no hold in Redis, spend only
+                    reservation = Held(uuid.uuid4().hex, "-|0.0|0", Amount(), list(dict.fromkeys(reservation.counters)),
+                                       reservation.budgets)
+                settlements.append((reservation, actual))
+            crossed = await asyncio.wait_for(self.ledger.settle_many(settlements), REDIS_TIMEOUT)
+            for _ in batch:
+                self.backlog.popleft()
+            for (_, _, call), crossings in zip(batch, crossed, strict=True):
+                for crossing in crossings:
+                    self._fire(crossing, call)
 
     def _fire(self, crossing: Crossing, call: Any) -> None:
         for fire in self.on_crossing:

@@ -121,18 +121,29 @@ class SharedLedger:
     async def settle(self, held: Held, actual: Amount) -> list[Crossing]:
         """Replace the reservation with what the call cost; the thresholds this settlement crossed
         (the counters are incremented in Redis, so exactly one process sees each crossing)."""
-        keys = []
-        for c in held.counters:
-            keys += [self.key(c), self.key(c) + ":held"]
-        keys += [self.window(scope, "tok") for scope in held.limited]
-        usd, tokens = held.member.split("|")[1:]
-        after = await self._settle(keys=keys, args=[len(held.counters), held.member, repr(float(actual.usd)),
-                                                     int(actual.tokens), int(actual.requests), usd, tokens, held.id])
+        return (await self.settle_many([(held, actual)]))[0]
+
+    async def settle_many(self, settlements: list[tuple[Held, Amount]]) -> list[list[Crossing]]:
+        """Several settlements in one round trip (a pipeline of the script): what a busy process has
+        queued goes to Redis together. Per settlement, the thresholds it crossed."""
+        pipe = self.client.pipeline(transaction=False)
+        for held, actual in settlements:
+            keys = []
+            for c in held.counters:
+                keys += [self.key(c), self.key(c) + ":held"]
+            keys += [self.window(scope, "tok") for scope in held.limited]
+            usd, tokens = held.member.split("|")[1:]
+            await self._settle(keys=keys, args=[len(held.counters), held.member, repr(float(actual.usd)), int(actual.tokens),
+                                          int(actual.requests), usd, tokens, held.id], client=pipe)
+        results = await pipe.execute()
+        return [self._crossings(held, actual, after) for (held, actual), after in zip(settlements, results, strict=True)]
+
+    def _crossings(self, held: Held, actual: Amount, after: list) -> list[Crossing]:
         new = {c: Amount(float(u), int(t), int(r)) for c, (u, t, r) in zip(held.counters, after, strict=True)}
         crossings = []
         for scope, budget in held.budgets:
             c = next((c for c in held.counters if c[0] == scope and c[1] == budget.period), None)
-            if c is None:
+            if c is None or not (budget.soft or budget.cap):
                 continue
             now_spent = new[c].of(budget.unit)
             old_spent = now_spent - actual.of(budget.unit)
