@@ -65,7 +65,7 @@ addons = [
     Auth(settings, ring, stages.identify),  # gateway keys: proxy authentication, X-Tapgate-Key
     cache,
     spend,
-    Shared(spend, ring),  # tapgate_redis: after Spend, whose ledger and policies it shares
+    Shared(spend, ring, router),  # tapgate_redis: after Spend, whose ledger and policies it shares
     router,
     metrics,  # tapgate_metrics*: the collectors observe() counts into
     telemetry,  # tapgate_otlp_*: spans to an OpenTelemetry collector, from its own thread

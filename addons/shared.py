@@ -1,6 +1,6 @@
 """Shared: the `tapgate_redis` options. With a Redis URL set, budgets and rate limits are admitted and
 settled in Redis (core/shared/), so every gateway process naming the same Redis enforces one set of
-caps; with none set nothing changes (one process, its ledger in memory)."""
+caps and counts the others' deployment failures in its cooldowns; with none set nothing changes (one process, its ledger in memory)."""
 
 from __future__ import annotations
 
@@ -20,10 +20,12 @@ POOL = 16  # connections to Redis per process  # a key revoked through any proce
 
 
 class Shared:
-    def __init__(self, spend: Spend, ring: KeyRing) -> None:
+    def __init__(self, spend: Spend, ring: KeyRing, router=None) -> None:
         self.spend = spend
         self.ring = ring
+        self.router = router  # its deployments' cooldowns are shared too
         self.gate: SharedGate | None = None
+        self.health = None
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -79,11 +81,21 @@ class Shared:
                                ctx.options.tapgate_redis_failure, self.spend.on_crossing)
         await self.gate.start()
         self.spend.shared = self.gate
+        if self.router is not None:
+            from core.shared.health import SharedHealth
+
+            router = self.router
+            self.health = SharedHealth(client, ctx.options.tapgate_redis_prefix, self.gate.ident,
+                                       lambda: router.routes.cooling if router.routes is not None else None)
+            self.health.start()
         self.ring.refresh = SHARED_KEY_REFRESH
         log.info("tapgate: budgets and rate limits shared through %s (prefix %r, fail-%s)",
                  redacted(ctx.options.tapgate_redis), ctx.options.tapgate_redis_prefix, self.gate.failure)
 
     async def done(self) -> None:
+        if self.health is not None:
+            await self.health.stop()
+            self.health = None
         if self.gate is not None:
             self.spend.shared = None
             await self.gate.stop()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from core.config import Cooldown, Deployment, ModelAlias, RouterConfig
@@ -56,6 +56,9 @@ class Health:
 class Cooling:
     policy: Cooldown
     health: dict[str, Health] = field(default_factory=dict)
+    # core/shared/health.py (tapgate_redis): called with ("failed" | "succeeded", name) so that the other
+    # gateway processes count this one's failures and recoveries too.
+    relay: Callable[[str, str], None] | None = None
 
     def available(self, name: str, now: float) -> bool:
         """Not cooling down, or cooled long enough and no probe of it in flight."""
@@ -72,10 +75,14 @@ class Cooling:
         if h is not None and h.failures >= self.policy.failures:
             h.probing = True
 
-    def succeeded(self, name: str) -> None:
+    def succeeded(self, name: str, relayed: bool = False) -> None:
         self.health.pop(name, None)
+        if self.relay is not None and not relayed:
+            self.relay("succeeded", name)
 
-    def failed(self, name: str, now: float) -> None:
+    def failed(self, name: str, now: float, relayed: bool = False) -> None:
+        if self.relay is not None and not relayed:
+            self.relay("failed", name)
         h = self.health.setdefault(name, Health())
         h.failures += 1
         h.probing = False

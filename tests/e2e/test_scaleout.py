@@ -16,7 +16,7 @@ import anthropic
 import openai
 import pytest
 import redis
-from harness import Process, query, router_url, start_gateway, wait_rows
+from harness import Process, admin, query, router_url, start_gateway, wait_rows
 from services import clear_prefix, redis_server, unique_prefix
 from support import until
 
@@ -40,10 +40,14 @@ customers:
 router:
   master_key: {MASTER}
   retry: {{num_retries: 0}}
+  cooldown: {{failures: 2, seconds: 60}}
   providers:
     openai: {{base_url: "{base}/v1"}}
     anthropic: {{base_url: "{base}"}}
   models:
+    flaky:
+      deployments: [{{provider: openai, model: gpt-4.1}}]
+      fallback_models: [anthropic/claude-sonnet-4-5]
     slow:
       deployments: [{{provider: openai, model: gpt-4o-mini, headers: {{x-mock-delay-ms: "20000"}}}}]
 """
@@ -141,6 +145,22 @@ def test_a_key_revoked_in_the_store_is_refused_by_every_process_within_a_second(
     refused = until(lambda: all(isinstance(x, openai.AuthenticationError) for x in asyncio.run(spread(urls, 3, secret))),
                     timeout=1.0, what="the revoked key refused by all three")
     assert refused
+
+
+def test_a_deployment_failing_through_one_process_cools_down_in_the_others(trio, mock):
+    urls, db, procs, _, _, _ = trio
+    admin(mock, "POST", "/_mock/program", {"path_contains": "/chat/completions", "times": 2, "status": 500})
+    try:
+        for _ in range(2):  # two failures at the first process: openai/gpt-4.1 cools down there
+            asyncio.run(spread(urls[:1], 1, MASTER, model="flaky"))
+    finally:
+        admin(mock, "POST", "/_mock/reset")
+    for p in procs[1:3]:
+        p.wait_for(r"deployment openai/gpt-4.1 cooling down: failing in another gateway process")
+    tag = f"cool-{uuid.uuid4().hex[:6]}"
+    asyncio.run(spread(urls[1:3], 2, MASTER, model="flaky", extra_body={"customer_identifier": tag}))
+    rows = wait_rows(db, "SELECT routed_to, attempts FROM requests WHERE customer_identifier = ?", (tag,), 2)
+    assert [(r["routed_to"], r["attempts"]) for r in rows] == [("anthropic/claude-sonnet-4-5", 1)] * 2
 
 
 def test_redis_losing_its_data_rebuilds_budgets_from_the_store(trio):
