@@ -59,6 +59,9 @@ class Shared:
             if not ctx.options.tapgate_redis.startswith(("redis://", "rediss://", "unix://")):
                 raise exceptions.OptionsError(
                     f"tapgate_redis must be a redis:// URL, got {redacted(ctx.options.tapgate_redis)!r}")
+        if "tapgate_redis_failure" in updated and ctx.options.tapgate_redis_failure not in ("closed", "open"):
+            raise exceptions.OptionsError(
+                f"tapgate_redis_failure must be closed or open, got {ctx.options.tapgate_redis_failure!r}")
         if "tapgate_reservation_seconds" in updated and ctx.options.tapgate_reservation_seconds <= 0:
             raise exceptions.OptionsError("tapgate_reservation_seconds must be positive")
 
