@@ -10,13 +10,12 @@ import hashlib
 import logging
 import os
 import sqlite3
-import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from core.config import Alerts, Budget, Downgrade, RateLimit
+from core.following import StoreFollower
 from core.ledger import plural
 from providers.safe_json import loads
 
@@ -25,7 +24,6 @@ log = logging.getLogger(__name__)
 KEY_PREFIX = "tg-"
 # The columns of a key that the gateway acts on: a change to any of them is re-read.
 SETTINGS = "id, hash, name, expires_at, revoked_at, models, budgets, rate_limit, alerts, metadata, downgrade"
-REFRESH_SECONDS = 1.0
 
 
 def new_secret() -> str:
@@ -87,17 +85,15 @@ class GatewayKey:
         )
 
 
-class KeyRing:
+class KeyRing(StoreFollower):
     """Every key by hash, read from the store; a thread re-reads it when the file changes, so lookups
     on the hot path are one dict access and never touch SQLite."""
 
+    what = "gateway keys"
+
     def __init__(self) -> None:
+        super().__init__()  # refresh: shorter when processes share the store (addons/shared.py)
         self._by_hash: dict[str, GatewayKey] = {}
-        self._path: Path | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._version: str | None = None
-        self.refresh = REFRESH_SECONDS  # shorter when processes share the store (addons/shared.py)
 
     def __len__(self) -> int:
         return len(self._by_hash)
@@ -114,21 +110,6 @@ class KeyRing:
 
     def by_id(self, key_id: str) -> GatewayKey | None:
         return next((k for k in self._by_hash.values() if k.id == key_id), None)
-
-    def open(self, path: Path) -> None:
-        """Load now and keep following the file."""
-        self.close()
-        self._path, self._version = path, None
-        self._stop = threading.Event()
-        self.reload()
-        self._thread = threading.Thread(target=self._follow, name="tapgate-keys", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
 
     def reload(self) -> None:
         """Re-read the keys when one was created, rotated, revoked or updated; otherwise only a
@@ -159,10 +140,4 @@ class KeyRing:
             usable = sum(k.problem() is None for k in by_hash.values())
             log.info("tapgate: %s (%d usable) from %s", plural(len(by_hash), "gateway key"), usable, self._path)
 
-    def _follow(self) -> None:
-        while not self._stop.wait(self.refresh):
-            try:
-                self.reload()
-            except sqlite3.Error as e:
-                log.warning("tapgate: could not re-read gateway keys: %s", e)
 

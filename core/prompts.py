@@ -8,10 +8,10 @@ import json
 import logging
 import re
 import sqlite3
-import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from core.following import StoreFollower
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +77,17 @@ def fill(value: Any, variables: dict[str, Any]) -> Any:
     return value
 
 
-class PromptBook:
+class PromptBook(StoreFollower):
     """Every prompt version and label, swapped whole on reload, so any thread may read it."""
+
+    what = "prompts"
 
     def __init__(self, templates: dict[tuple[str, int], Template] | None = None,
                  labels: dict[tuple[str, str], int] | None = None) -> None:
+        super().__init__()
+        self.refresh = REFRESH_SECONDS
         self.templates = templates or {}
         self.labels = labels or {}
-        self._path: Path | None = None
-        self._version: str | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def resolve(self, name: str, version: Any = None) -> Template:
         """A version by number, by label, or else the `production` label, else the newest."""
@@ -124,19 +124,6 @@ class PromptBook:
 
     # -- following the store ----------------------------------------------------------------------
 
-    def open(self, path: Path) -> None:
-        self.close()
-        self._path, self._version, self._stop = path, None, threading.Event()
-        self.reload()
-        self._thread = threading.Thread(target=self._follow, name="tapgate-prompts", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-
     def reload(self) -> None:
         """Re-read when a version was pushed or a label moved (one small query otherwise)."""
         conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=5)
@@ -155,12 +142,6 @@ class PromptBook:
         self.templates = {(r["name"], r["version"]): template_of(r) for r in rows}
         self.labels, self._version = labels, version
 
-    def _follow(self) -> None:
-        while not self._stop.wait(REFRESH_SECONDS):
-            try:
-                self.reload()
-            except sqlite3.Error as e:
-                log.warning("tapgate: could not re-read prompts: %s", e)
 
 
 def template_of(row: dict[str, Any]) -> Template:

@@ -8,7 +8,6 @@ from support import until
 
 from cli import keyadmin
 from cli.keyadmin import parse_budget
-from core import keys
 from core.keys import GatewayKey, KeyRing
 from core.schema import open_db
 
@@ -25,11 +24,11 @@ def test_problems_and_model_globs():
 
 
 @pytest.fixture
-def ring(tmp_path, monkeypatch):
-    monkeypatch.setattr(keys, "REFRESH_SECONDS", 0.05)
+def ring(tmp_path):
     path = tmp_path / "t.db"
     open_db(path).close()
     r = KeyRing()
+    r.refresh = 0.05
     r.open(path)
     yield r, path
     r.close()
