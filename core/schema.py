@@ -104,11 +104,11 @@ WITH ranked AS (
   FROM requests
   WHERE status = 'ok' AND duration_ms IS NOT NULL
 )
-SELECT date, provider, model, n AS requests,
+SELECT date, provider, model, max(n) AS requests,
        min(CASE WHEN rd >= 0.50 * n THEN duration_ms END) AS p50_ms,
        min(CASE WHEN rd >= 0.95 * n THEN duration_ms END) AS p95_ms,
        min(CASE WHEN rd >= 0.99 * n THEN duration_ms END) AS p99_ms,
-       nt AS streams,
+       max(nt) AS streams,
        min(CASE WHEN ttft_ms IS NOT NULL AND rt >= 0.50 * nt THEN ttft_ms END) AS ttft_p50_ms,
        min(CASE WHEN ttft_ms IS NOT NULL AND rt >= 0.95 * nt THEN ttft_ms END) AS ttft_p95_ms
 FROM ranked

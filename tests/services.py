@@ -1,4 +1,4 @@
-"""Servers and tools a test needs (Redis on loopback, Prometheus, npm, a JDK): found, or the test
+"""Servers and tools a test needs (Redis and PostgreSQL on loopback, Prometheus, npm, a JDK): found, or the test
 skips saying what is missing; with TAPGATE_REQUIRE_SERVICES=1 (CI, .ci/run) a missing one fails the
 test instead."""
 
@@ -8,10 +8,14 @@ import os
 import shutil
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 REDIS_URL = os.environ.get("TAPGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+# A database the tests may create others from (CREATE DATABASE): trust auth on loopback, as on CI.
+POSTGRES_URL = os.environ.get("TAPGATE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 def _missing(message: str) -> None:
@@ -58,3 +62,29 @@ def clear_prefix(url: str, prefix: str) -> None:
             client.delete(*keys)
     finally:
         client.close()
+
+
+def postgres_server() -> str:
+    """The test PostgreSQL's URL, once it is known to listen."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    info = conninfo_to_dict(POSTGRES_URL)
+    require_server("PostgreSQL", info.get("host") or "127.0.0.1", int(info.get("port") or 5432))
+    return POSTGRES_URL
+
+
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database of this test's own, dropped afterwards."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    admin = postgres_server()
+    name = f"tapgate_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_conninfo(admin, dbname=name)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

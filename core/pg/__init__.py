@@ -1,0 +1,1 @@
+"""PostgreSQL as the store (`tapgate_postgres`): schema, writing and reading."""
