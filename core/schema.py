@@ -3,8 +3,10 @@ before the gateway or `tapgate keys` writes it. No mitmproxy here."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -320,13 +322,28 @@ def open_db(path: str | Path) -> Database:
     A new store and its directory are readable by their owner only: they hold every prompt."""
     path = Path(path).expanduser()
     private_dir(path.parent)
-    if not path.exists():
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))  # SQLite's -wal and -shm follow its mode
-    db = Database(path)
-    db.enable_wal()
-    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    migrations.apply(db)
+    with opening(path):
+        if not path.exists():
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))  # -wal and -shm follow its mode
+        db = Database(path)
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.enable_wal()
+        migrations.apply(db)
     return db
+
+
+@contextmanager
+def opening(path: Path):
+    """One process at a time opens and migrates a store: gateways started together (scripts/gateways.py)
+    would otherwise both migrate a new file, and one fails with "database is locked" or "table already
+    exists". A lock file of its own (flock), never the database file: closing any descriptor of that
+    file would drop SQLite's own POSIX locks held by this process."""
+    fd = os.open(path.with_name(path.name + ".open-lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def install_salt(db: Database) -> str:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
@@ -25,7 +27,7 @@ def haproxy_config(listen: str, ports: list[int]) -> str:
     """TCP mode: a client's connection (its CONNECT tunnel, its proxy credentials) stays on one process."""
     servers = "\n".join(f"    server gw{i} 127.0.0.1:{port} check" for i, port in enumerate(ports))
     return f"""global
-    maxconn 20000
+    maxconn 4000
 defaults
     mode tcp
     timeout connect 5s
@@ -40,24 +42,65 @@ backend gateways
 """
 
 
+def free_ports(n: int) -> list[int]:
+    """n loopback ports nothing listens on now (--first-port 0: tests run several at once)."""
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def listening(host: str, ports: list[int], children: list[subprocess.Popen], timeout: float = 120) -> bool:
+    """Every process accepts connections on its port (so HAProxy starts with all of them up); False
+    when one exits first."""
+    deadline = time.monotonic() + timeout
+    waiting = list(ports)
+    while waiting and time.monotonic() < deadline:
+        if any(child.poll() is not None for child in children):
+            return False
+        try:
+            socket.create_connection((host, waiting[0]), timeout=1).close()
+            waiting.pop(0)
+        except OSError:
+            time.sleep(0.1)
+    return not waiting
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("processes", type=int, help="how many gateway processes (one per core)")
     parser.add_argument("--listen", default="127.0.0.1:8080", help="the proxy address clients use (HAProxy)")
     parser.add_argument("--router", default="127.0.0.1:4000", help="the router address every process shares")
     parser.add_argument("--redis", required=True, help="redis:// URL the processes share budgets through")
-    parser.add_argument("--first-port", type=int, default=18080, help="the processes' own proxy ports start here")
-    parser.add_argument("mitmdump", nargs="*", help="more mitmdump options, after --")
-    args = parser.parse_args(argv)
-    ports = [args.first_port + i for i in range(args.processes)]
-    children = [subprocess.Popen([str(BIN / "mitmdump"), "-s", str(GATEWAY), "--listen-port", str(port),
+    parser.add_argument("--first-port", type=int, default=18080,
+                        help="the processes' own proxy ports start here (0: any free ports)")
+    argv = sys.argv[1:] if argv is None else argv
+    # What follows `--` goes to every mitmdump as is (argparse would take it for this script's own).
+    cut = argv.index("--") if "--" in argv else len(argv)
+    args = parser.parse_args(argv[:cut])
+    args.mitmdump = argv[cut + 1:]
+    ports = ([args.first_port + i for i in range(args.processes)] if args.first_port
+             else free_ports(args.processes))
+    host = args.listen.rpartition(":")[0] or "127.0.0.1"  # each process's own port on the balancer's interface
+    children = [subprocess.Popen([str(BIN / "mitmdump"), "-s", str(GATEWAY), "--listen-host", host,
+                                  "--listen-port", str(port),
                                   "--set", f"tapgate_router={args.router}", "--set", "tapgate_reuse_port=true",
                                   "--set", f"tapgate_redis={args.redis}", *args.mitmdump]) for port in ports]
+    if not listening(host, ports, children):
+        print("gateways: a gateway process exited before it listened; stopping", file=sys.stderr)
+        for child in children:
+            child.poll() is None and child.send_signal(signal.SIGINT)
+        return 1
     config = haproxy_config(args.listen, ports)
     if haproxy := shutil.which("haproxy"):
         path = Path(tempfile.mkdtemp(prefix="tapgate-haproxy-")) / "haproxy.cfg"
         path.write_text(config)
         children.append(subprocess.Popen([haproxy, "-db", "-f", str(path)]))
+        print(f"gateways: {args.processes} processes (proxy ports {ports}) behind HAProxy at {args.listen}; "
+              f"router at {args.router}", flush=True)
     else:
         print(f"haproxy is not on PATH: the router is shared at {args.router}; for one proxy address run "
               f"HAProxy with:\n{config}", file=sys.stderr)

@@ -181,3 +181,25 @@ def test_a_record_the_store_cannot_take_is_counted_lost_and_the_rest_committed(t
         until(lambda: (status := read_status(path)) and status["lost"] == 1)  # shown by top and the dashboard
         store.done()
     assert "a record could not be stored and is lost" in caplog.text and "no_such_table" in caplog.text
+
+
+def _open_when_released(path, barrier) -> None:
+    barrier.wait()
+    open_db(path).close()
+
+
+def test_processes_opening_a_new_store_at_once_all_open_it(tmp_path):
+    # Gateways started together (scripts/gateways.py) each migrate the new file; without the
+    # opening lock one of them failed with "database is locked" or "table already exists".
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    for attempt in range(3):
+        path = tmp_path / f"s{attempt}.db"
+        barrier = ctx.Barrier(4)
+        procs = [ctx.Process(target=_open_when_released, args=(path, barrier)) for _ in range(4)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0, 0, 0, 0]
