@@ -114,11 +114,13 @@ def gateway_command(mock_port: int, confdir: Path, db: Path, *extra: str, port: 
 
 
 def start_gateway(
-    mock_port: int, confdir: Path, db: Path, *extra: str, addons: bool = True, root: Path = ROOT
+    mock_port: int, confdir: Path, db: Path, *extra: str, addons: bool = True, root: Path = ROOT,
+    env: dict[str, str] | None = None,
 ) -> tuple[Process, int]:
     """mitmdump on a free loopback port in front of the mock. `root`: another checkout's addons
-    (benchmarks compare code before and after a change), imported from there first."""
-    env = {**os.environ, **MOCK_PROVIDER_KEYS, "PYTHONUNBUFFERED": "1"}
+    (benchmarks compare code before and after a change), imported from there first. `env`: variables
+    only this gateway sees (a master key, a provider key its config names)."""
+    env = {**os.environ, **MOCK_PROVIDER_KEYS, **(env or {}), "PYTHONUNBUFFERED": "1"}
     if root != ROOT:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(root), env.get("PYTHONPATH"))))
     p = Process.start(gateway_command(mock_port, confdir, db, *extra, addons=addons, root=root), env=env)
@@ -127,6 +129,14 @@ def start_gateway(
     if addons:
         p.wait_for(r"tapgate ready")
     return p, port
+
+
+def configured_gateway(mock_port: int, tmp: Path, config: str, *extra: str,
+                       env: dict[str, str] | None = None) -> tuple[Process, int]:
+    """A gateway with a tapgate.yaml of its own, written into tmp with its store (t.db) and CA (conf/)."""
+    (tmp / "tapgate.yaml").write_text(config)
+    return start_gateway(mock_port, tmp / "conf", tmp / "t.db", "--set", f"tapgate_config={tmp / 'tapgate.yaml'}",
+                         *extra, env=env)
 
 
 def router_url(process: Process) -> str:

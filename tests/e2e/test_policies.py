@@ -5,7 +5,6 @@ by the official SDKs in passthrough (HTTPS_PROXY) and through the router, whole 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import ssl
 import urllib.error
@@ -16,7 +15,7 @@ import openai
 import pytest
 from google import genai
 from google.genai import errors, types
-from harness import admin, query, router_url, start_gateway, wait_rows
+from harness import admin, configured_gateway, query, router_url, wait_rows
 
 from cli.main import main as tapgate
 
@@ -63,12 +62,7 @@ policies:
 @pytest.fixture(scope="module")
 def guarded(mock, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("policies")
-    (tmp / "tapgate.yaml").write_text(config(mock))
-    os.environ["TG_POLICIES_MASTER"] = MASTER
-    try:
-        process, port = start_gateway(mock, tmp / "conf", tmp / "t.db", "--set", f"tapgate_config={tmp / 'tapgate.yaml'}")
-    finally:
-        del os.environ["TG_POLICIES_MASTER"]
+    process, port = configured_gateway(mock, tmp, config(mock), env={"TG_POLICIES_MASTER": MASTER})
     yield process, port, router_url(process), tmp / "t.db", tmp / "conf" / "mitmproxy-ca-cert.pem", mock
     assert process.stop() == 0, "\n".join(process.lines[-30:])
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
 import uuid
 
 import anthropic
 import openai
 import pytest
-from harness import admin, query, router_url, start_gateway, store_files, wait_rows
+from harness import admin, configured_gateway, query, router_url, start_gateway, store_files, wait_rows
 from specs import (
     ANTHROPIC_ERROR,
     ANTHROPIC_MESSAGE,
@@ -66,13 +65,8 @@ router:
 @pytest.fixture(scope="module")
 def router(mock, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("router")
-    (tmp / "tapgate.yaml").write_text(config(mock, closed_port()))
-    os.environ["TG_TEST_MASTER"] = MASTER
-    os.environ["TG_TEST_OPENAI_KEY"] = "sk-provider-secret-openai"
-    try:
-        process, _ = start_gateway(mock, tmp / "conf", tmp / "t.db", "--set", f"tapgate_config={tmp / 'tapgate.yaml'}")
-    finally:
-        del os.environ["TG_TEST_MASTER"], os.environ["TG_TEST_OPENAI_KEY"]
+    process, _ = configured_gateway(mock, tmp, config(mock, closed_port()),
+                                    env={"TG_TEST_MASTER": MASTER, "TG_TEST_OPENAI_KEY": "sk-provider-secret-openai"})
     yield router_url(process), tmp / "t.db", process
     assert process.stop() == 0, "\n".join(process.lines[-30:])
 

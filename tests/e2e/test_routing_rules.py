@@ -5,12 +5,11 @@ router's X-Tapgate-Explain, and a stalled or cut stream ending in an error the S
 from __future__ import annotations
 
 import json
-import os
 
 import anthropic
 import openai
 import pytest
-from harness import admin, query, router_url, start_gateway, wait_rows
+from harness import admin, configured_gateway, query, router_url, wait_rows
 
 MASTER = "sk-tapgate-master-rules"
 MSG = [{"role": "user", "content": "hi"}]
@@ -66,12 +65,7 @@ routing:
 @pytest.fixture(scope="module")
 def router(mock, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("rules")
-    (tmp / "tapgate.yaml").write_text(config(mock))
-    os.environ["TG_RULES_MASTER"] = MASTER
-    try:
-        process, _ = start_gateway(mock, tmp / "conf", tmp / "t.db", "--set", f"tapgate_config={tmp / 'tapgate.yaml'}")
-    finally:
-        del os.environ["TG_RULES_MASTER"]
+    process, _ = configured_gateway(mock, tmp, config(mock), env={"TG_RULES_MASTER": MASTER})
     yield router_url(process), tmp / "t.db", process
     assert process.stop() == 0, "\n".join(process.lines[-30:])
 

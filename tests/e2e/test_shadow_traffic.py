@@ -5,12 +5,11 @@ links to the original's trace and row, charged to nobody's budget."""
 from __future__ import annotations
 
 import json
-import os
 
 import anthropic
 import openai
 import pytest
-from harness import admin, query, router_url, start_gateway, wait_rows
+from harness import admin, configured_gateway, query, router_url, wait_rows
 from support import until
 
 MASTER = "sk-tapgate-master-shadow"
@@ -39,13 +38,7 @@ routing:
 @pytest.fixture(scope="module")
 def shadowing(mock, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("shadow")
-    (tmp / "tapgate.yaml").write_text(config(mock))
-    os.environ["TG_SHADOW_MASTER"] = MASTER
-    try:
-        process, port = start_gateway(mock, tmp / "conf", tmp / "t.db", "--set",
-                                      f"tapgate_config={tmp / 'tapgate.yaml'}")
-    finally:
-        del os.environ["TG_SHADOW_MASTER"]
+    process, port = configured_gateway(mock, tmp, config(mock), env={"TG_SHADOW_MASTER": MASTER})
     yield router_url(process), tmp / "t.db", port, tmp / "conf" / "mitmproxy-ca-cert.pem"
     assert process.stop() == 0, "\n".join(process.lines[-30:])
 
