@@ -6,18 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from core.config_base import Strict, compiles
 from core.evals.config import EvalsConfig
 from core.policies.config import GuardPolicy
 
 if TYPE_CHECKING:
     from providers.pricing import PriceTable
-
-
-class Strict(BaseModel):
-    # Attribute docstrings become field descriptions: scripts/make_docs.py writes the config reference from them.
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class CustomHost(Strict):
@@ -346,14 +342,12 @@ class RuleMatch(Strict):
 
     @model_validator(mode="after")
     def _regexes_compile(self) -> RuleMatch:
-        import re
-
         for name, pattern in [("user_regex", self.user_regex), ("system_regex", self.system_regex),
                               *((f"headers.{h}", p) for h, p in self.headers.items())]:
             try:
-                re.compile(pattern or "")
-            except re.error as e:
-                raise ValueError(f"{name}: not a regular expression: {e}") from None
+                compiles(pattern or "")
+            except ValueError as e:
+                raise ValueError(f"{name}: {e}") from None
         return self
 
 

@@ -120,7 +120,7 @@ def test_a_refusing_rule(routing):
     ({"name": "a", "to": "x", "refuse": "no"}, r"routing\.rules\.0: Value error, a rule needs exactly one of to, "
                                                r"deployments or refuse, not to and refuse"),
     ({"name": "a"}, r"routing\.rules\.0: .*needs exactly one"),
-    ({"name": "a", "match": {"user_regex": "("}, "to": "x"}, r"routing\.rules\.0\.match: .*user_regex: not a regular"),
+    ({"name": "a", "match": {"user_regex": "("}, "to": "x"}, r"routing\.rules\.0\.match: .*user_regex: not a valid regular"),
     ({"name": "a", "match": {"tools": "maybe"}, "to": "x"}, r"routing\.rules\.0\.match\.tools"),
     ({"name": "a", "match": {"colour": "red"}, "to": "x"}, r"routing\.rules\.0\.match\.colour: Extra inputs"),
 ])

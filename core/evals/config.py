@@ -3,14 +3,11 @@ LLM judge may spend. Kept apart from core/config.py, which only appends the bloc
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+from core.config_base import Regex, Strict
 
 
 class RegexEval(Strict):
@@ -18,19 +15,10 @@ class RegexEval(Strict):
 
     kind: Literal["regex"]
     """`regex`."""
-    pattern: str
+    pattern: Regex
     """A Python regular expression, searched anywhere in the text."""
     on: Literal["answer", "question"] = "answer"
     """Which text is searched."""
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as e:
-            raise ValueError(f"not a regular expression: {e}") from None
-        return value
 
 
 class ContainsEval(Strict):

@@ -2,39 +2,26 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from core.config_base import Regex, Strict
 from core.policies.custom import load_callable
 
 DetectorName = Literal["secrets", "pii", "email", "phone", "card", "iban", "ssn", "ip", "injection"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-
-class CustomPattern(_Strict):
+class CustomPattern(Strict):
     """A regex of your own and the placeholder type its matches get (`<EMPLOYEE_ID_1>`)."""
 
     type: str = Field(pattern=r"^[A-Z][A-Z0-9_]{0,31}$")
     """Upper-case name of what it finds, used in placeholders and counts."""
-    regex: str
+    regex: Regex
     """A Python regular expression."""
 
-    @field_validator("regex")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as e:
-            raise ValueError(f"not a valid regular expression: {e}") from None
-        return value
 
-
-class Judge(_Strict):
+class Judge(Strict):
     """An LLM asked, through the router's routing, whether a request is a prompt injection."""
 
     model: str
@@ -47,7 +34,7 @@ class Judge(_Strict):
     """The end of the request's text sent to the judge (where an injection in the newest turn sits)."""
 
 
-class PolicyScope(_Strict):
+class PolicyScope(Strict):
     """Which calls a policy applies to; an empty list matches anything, and every list given must match."""
 
     keys: list[str] = []
@@ -62,7 +49,7 @@ class PolicyScope(_Strict):
     """`passthrough`, `router`, or both when empty."""
 
 
-class GuardPolicy(_Strict):
+class GuardPolicy(Strict):
     """One guardrail: detectors, where they look, and what happens when they find something."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
