@@ -1,6 +1,6 @@
 """`tapgate shell-init` proven with the real clients of each runtime, no code change in them: curl, the
-official OpenAI and Anthropic Node SDKs (from npm) and bare fetch on the machine's Node, and a small Java
-program on the machine's JDK. Each call must arrive at the gateway and be recorded with its tokens."""
+official OpenAI and Anthropic Node SDKs (from npm) and bare fetch on the machine's Node, and small programs
+on the machine's JDK and Go toolchain. Each call must arrive at the gateway and be recorded with its tokens."""
 
 from __future__ import annotations
 
@@ -96,4 +96,16 @@ def test_java(gateway, shell_env, customer, tmp_path):
                           env=shell_env, cwd=tmp_path, timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.split() == ["status", "200", "body"]
+    assert recorded(gateway, customer)["provider"] == "openai"
+
+
+def test_go(gateway, shell_env, customer, tmp_path):
+    go = require("go", "apt-get install golang-go")
+    # A build cache of the test's own: the machine's may belong to another user or be read-only.
+    # GOTOOLCHAIN=local: a newer Go must not try to download another toolchain (no internet).
+    env = {**shell_env, "GOCACHE": str(tmp_path / "go-cache"), "GOPATH": str(tmp_path / "go"), "GOTOOLCHAIN": "local"}
+    done = subprocess.run([go, "run", str(HERE / "call.go"), customer], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.split() == ["status", "200", "body", "true"]
     assert recorded(gateway, customer)["provider"] == "openai"
