@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from core.database import StoreError, connect, has_table, iso  # noqa: F401 (re-exported)
+from core.database import StoreError, columns, connect, has_table, iso  # noqa: F401 (re-exported)
 from providers.safe_json import loads
 
 # The columns a list of calls shows: everything but the bodies, which can be a MiB each.
@@ -51,7 +51,7 @@ def parse_when(text: str, now: datetime | None = None) -> str:
 
 
 def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
-    return any(r["name"] == column for r in conn.execute(f"PRAGMA table_info({table})"))
+    return column in columns(conn, table)
 
 
 # -- the dashboard -----------------------------------------------------------------------------------
@@ -60,7 +60,7 @@ def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
 def call_columns(conn: sqlite3.Connection, extra: tuple[str, ...] = ()) -> str:
     """The select list of a list of calls (CALL_COLUMNS and `extra`); a column a store from before
     its migration lacks reads as NULL."""
-    have = {r["name"] for r in conn.execute("PRAGMA table_info(requests)")}
+    have = set(columns(conn, "requests"))
     return ", ".join(c if c in have or c not in LATER_COLUMNS else f"NULL AS {c}" for c in CALL_COLUMNS + extra)
 
 

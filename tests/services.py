@@ -75,16 +75,17 @@ def postgres_server() -> str:
 
 @contextmanager
 def fresh_database() -> Iterator[str]:
-    """The URL of a new, empty PostgreSQL database of this test's own, dropped afterwards."""
+    """The URL of a new, empty PostgreSQL database of this test's own, dropped afterwards (a
+    postgresql:// URL, as `tapgate --db` and tapgate_postgres take it)."""
     import psycopg
-    from psycopg.conninfo import make_conninfo
 
     admin = postgres_server()
     name = f"tapgate_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield make_conninfo(admin, dbname=name)
+        base, _, query = admin.partition("?")
+        yield base.rsplit("/", 1)[0] + "/" + name + (f"?{query}" if query else "")
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
