@@ -295,7 +295,7 @@ def spend(conn: sqlite3.Connection, by: str, since: str | None, until: str | Non
         shadow = "sum(shadow_cost_usd) AS shadow_cost_usd"
     sql = (f"SELECT {group} AS name, count(*) AS requests, sum(input_tokens) AS input_tokens,"
            f" sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, {unpriced} AS unpriced, {shadow}, {cache}"
-           f" FROM requests{where} GROUP BY {grouping} ORDER BY cost_usd DESC NULLS LAST, requests DESC")
+           f" FROM requests{where} GROUP BY {grouping} ORDER BY cost_usd DESC NULLS LAST, requests DESC, 1 NULLS FIRST")
     return [dict(r) for r in conn.execute(sql, [*params, *wparams, *(params if where else [])])]
 
 

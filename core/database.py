@@ -61,6 +61,22 @@ def connect(path: str | Path) -> Any:
     return conn
 
 
+def open_for_edit(location: str | Path) -> Any:
+    """The store for the CLI's edits (keys, prompts, datasets, scores), created and migrated if need
+    be: a sqlite-utils Database, or core/pg/editing.py's look-alike for a postgresql:// URL."""
+    if is_postgres(location):
+        from core.pg.editing import open_db as open_pg
+        from core.pg.reading import StoreUnreachable
+
+        try:
+            return open_pg(str(location))
+        except StoreUnreachable as e:
+            raise StoreError(str(e)) from None
+    from core.schema import open_db
+
+    return open_db(Path(location).expanduser())
+
+
 def iso(when: datetime) -> str:
     """The store's timestamp format (UTC, milliseconds, Z), so bounds compare as text."""
     return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
