@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from pathlib import Path
 
 from mitmproxy import connection, ctx, http
 
 from addons.capture import CHALLENGE, CREDENTIAL
 from addons.settings import Settings
+from addons.store import store_location
 from core.errors import Refusal
 from core.keys import KeyRing, hash_secret
 from core.pipeline import Credential
@@ -33,7 +33,7 @@ class Auth:
         self._running = False
 
     def configure(self, updated: set[str]) -> None:
-        if "tapgate_db" in updated and self._running:
+        if ("tapgate_db" in updated or "tapgate_postgres" in updated) and self._running:
             self._open()
 
     def running(self) -> None:
@@ -42,7 +42,7 @@ class Auth:
         self._open()
 
     def _open(self) -> None:
-        self.ring.open(Path(ctx.options.tapgate_db).expanduser())
+        self.ring.open(store_location())
 
     def done(self) -> None:
         self.ring.close()

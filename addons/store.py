@@ -8,10 +8,17 @@ from pathlib import Path
 
 from mitmproxy import ctx, exceptions
 
-from core.database import DEFAULT_DB
+from core.database import DEFAULT_DB, location
 from core.store import Storage
 
 log = logging.getLogger(__name__)
+
+
+def store_location() -> str | Path:
+    """The store the gateway reads (keys, prompts, spend, the dashboard): tapgate_postgres's URL when
+    set, else the tapgate_db file."""
+    postgres = ctx.options.tapgate_postgres if "tapgate_postgres" in ctx.options else ""
+    return location(ctx.options.tapgate_db, postgres)
 
 
 class Store(Storage):
@@ -22,6 +29,13 @@ class Store(Storage):
         loader.add_option(
             "tapgate_db", str, DEFAULT_DB, "SQLite file that tapgate records requests and spans in."
         )
+        if "tapgate_postgres" not in ctx.options:  # declared once, wherever the PostgreSQL writer is
+            loader.add_option(
+                "tapgate_postgres", str, "",
+                "A postgresql:// URL: the store is this PostgreSQL database instead of the SQLite file. Every "
+                "gateway process naming it reads keys, prompts, budgets and spend from it; `tapgate --db` reads "
+                "it with the same commands.",
+            )
 
     def configure(self, updated: set[str]) -> None:
         if "tapgate_db" in updated:

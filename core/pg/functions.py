@@ -46,7 +46,8 @@ CREATE OR REPLACE FUNCTION json_each(doc text) RETURNS TABLE(key text, value tex
 $f$;
 """
 
-# sum(x IS NULL AND ...) counts rows in SQLite, where a comparison is 0 or 1.
+# sum(x IS NULL AND ...) counts rows in SQLite, where a comparison is 0 or 1; group_concat, json_array and
+# json_group_array as the followers' change checks use them (columns of text).
 AGGREGATES = r"""
 CREATE OR REPLACE FUNCTION tapgate_sum_bool(total bigint, b boolean) RETURNS bigint LANGUAGE sql IMMUTABLE AS $f$
   SELECT coalesce(total, 0) + coalesce(b::int, 0)
@@ -56,6 +57,14 @@ CREATE OR REPLACE FUNCTION tapgate_concat(acc text, item text) RETURNS text LANG
   SELECT CASE WHEN item IS NULL THEN acc WHEN acc IS NULL THEN item ELSE acc || ',' || item END
 $f$;
 CREATE OR REPLACE AGGREGATE group_concat(text) (SFUNC = tapgate_concat, STYPE = text);
+CREATE OR REPLACE FUNCTION json_array(VARIADIC items text[]) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
+  SELECT array_to_json(items)::text
+$f$;
+CREATE OR REPLACE FUNCTION tapgate_json_array_of(items text[]) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
+  SELECT coalesce(array_to_json(items)::text, '[]')
+$f$;
+CREATE OR REPLACE AGGREGATE json_group_array(text) (SFUNC = array_append, STYPE = text[],
+  FINALFUNC = tapgate_json_array_of, INITCOND = '{}');
 """
 
 # rowid: numbered as rows arrive (a sequence), hidden from SELECT * by the reading adapter.

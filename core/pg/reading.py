@@ -219,11 +219,14 @@ def open_raw(url: str) -> psycopg.Connection:
 
 
 def connect(url: str) -> Connection:
-    """The store at `url`, read as SQLite is; its functions installed if they are missing."""
-    from core.pg import functions
+    """The store at `url`, read as SQLite is; its functions installed if they are missing, and its
+    tables if it has none yet (a new database reads as an empty store, as a new file does)."""
+    from core.pg import functions, schema
 
     conn = open_raw(url)
     try:
+        if not conn.execute("SELECT to_regclass('requests') IS NOT NULL").fetchone()[0]:
+            schema.install(conn)
         functions.install(conn)
     except psycopg.Error:
         conn.close()
