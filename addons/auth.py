@@ -13,12 +13,14 @@ from mitmproxy import connection, ctx, http
 from addons.capture import CHALLENGE, CREDENTIAL
 from addons.settings import Settings
 from addons.store import store_location
+from core import database
 from core.errors import Refusal
 from core.keys import KeyRing, hash_secret
 from core.pipeline import Credential
 from core.stages.identify import HOW, Identify
 
 KEY_HEADER = "x-tapgate-key"
+SHARED_STORE_REFRESH = 0.25  # seconds between the key ring's reads of PostgreSQL (one small query)
 
 
 class Auth:
@@ -42,7 +44,10 @@ class Auth:
         self._open()
 
     def _open(self) -> None:
-        self.ring.open(store_location())
+        where = store_location()
+        if database.is_postgres(where):  # several gateways share it: a revoke is seen by all within a second
+            self.ring.refresh = min(self.ring.refresh, SHARED_STORE_REFRESH)
+        self.ring.open(where)
 
     def done(self) -> None:
         self.ring.close()
