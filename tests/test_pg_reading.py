@@ -1,0 +1,129 @@
+"""core/pg/reading.py and functions.py: SQLite's dialect translated, SQLite's functions in
+PostgreSQL giving SQLite's answers, and the gateway's own reads (spend, budget ids, the key ring, the
+prompt book) the same on both stores."""
+
+import sqlite3
+from contextlib import closing
+from datetime import UTC, datetime
+from types import SimpleNamespace
+
+import pytest
+from known_store import build, copy_to_postgres
+from services import fresh_database
+from support import until
+
+from cli import keyadmin, prompts
+from core import database
+from core.admission import Admission
+from core.config import TapgateConfig
+from core.keys import KeyRing
+from core.pg.reading import Row, redacted, translate
+from core.prompts import PromptBook
+
+
+def test_marks_and_sqlite_words_are_translated():
+    assert translate("SELECT a FROM t WHERE b = ? AND c LIKE ? || '%'", ["x", "y"]) == (
+        "SELECT a FROM t WHERE b = %s AND c ILIKE %s || '%%'", ["x", "y"])
+    assert translate("WHERE (id >= ?1 AND id < ?2) OR (t >= ?1 AND t < ?2)", ["a", "b"]) == (
+        "WHERE (id >= %s AND id < %s) OR (t >= %s AND t < %s)", ["a", "b", "a", "b"])
+    assert translate("WHERE status IS NOT 'refused' AND x IS NOT NULL", [])[0] == (
+        "WHERE status IS DISTINCT FROM 'refused' AND x IS NOT NULL")
+    assert translate("GROUP BY +key_id, +model ORDER BY x", [])[0] == "GROUP BY key_id, model ORDER BY x"
+    assert translate("SELECT '?' , \"a?\" , ?", [1]) == ("SELECT '?' , \"a?\" , %s", [1])  # quoted marks stay
+
+
+def test_rows_index_by_name_and_position_and_passwords_are_redacted():
+    row = Row(("a", "b"), (1, None))
+    assert (row[0], row["a"], row["b"], dict(row), list(row)) == (1, 1, None, {"a": 1, "b": None}, [1, None])
+    assert redacted("postgresql://u:hunter2@h:5/db") == "postgresql://u:***@h:5/db"
+    assert redacted("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert database.shown("postgresql://u:p%40ss@h/db") == "postgresql://u:***@h/db"
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    path = tmp_path_factory.mktemp("store") / "t.db"
+    build(path, datetime.now(UTC))
+    with fresh_database() as url:
+        copy_to_postgres(path, url)
+        yield str(path), url
+
+
+@pytest.mark.parametrize("doc, path", [
+    ('{"a": "x"}', "$.a"), ('{"a": 5}', "$.a"), ('{"a": 1.5}', "$.a"), ('{"a": true}', "$.a"),
+    ('{"a": false}', "$.a"), ('{"a": null}', "$.a"), ('{}', "$.a"), ('{"a": {"b": [1, "two"]}}', "$.a.b[1]"),
+    ('{"a.b": "dot"}', '$."a.b"'), ('[10, 20]', "$[1]"),
+])
+def test_json_extract_answers_as_sqlite_does(stores, doc, path):
+    sqlite, url = stores
+    with closing(database.connect(sqlite)) as a, closing(database.connect(url)) as b:
+        expected = a.execute("SELECT json_extract(?, ?)", (doc, path)).fetchone()[0]
+        got = b.execute("SELECT json_extract(?, ?)", (doc, path)).fetchone()[0]
+    assert got == (None if expected is None else str(expected))  # one type, text, where SQLite has several
+
+
+def test_json_each_and_counting_booleans(stores):
+    sqlite, url = stores
+    sql = ("SELECT sum(value IS NULL) AS nulls, count(*) AS n, group_concat(key) AS keys"
+           " FROM json_each(?)")
+    for doc in ('{"a": 1, "b": null, "c": "x"}', '[1, null, 3, null]'):
+        with closing(database.connect(sqlite)) as a, closing(database.connect(url)) as b:
+            assert dict(a.execute(sql, (doc,)).fetchone()) == dict(b.execute(sql, (doc,)).fetchone())
+
+
+def test_spend_by_scope_and_budget_ids_are_the_same_on_both_stores(stores):
+    """What the ledger starts from, and what Redis budgets are rebuilt from."""
+    def read(location):
+        with closing(database.connect(location)) as conn:
+            scopes = sorted(tuple(r) for r in database.spend_by_scope(conn, ""))
+            today = sorted(tuple(r) for r in database.spend_by_scope(conn, database.iso(datetime.now(UTC))[:10]))
+            return scopes, today, database.budget_ids(conn)
+
+    sqlite, url = stores
+    assert read(url) == read(sqlite)
+    scopes, today, _ = read(url)
+    assert len(scopes) == 3 and sum(r[4] for r in scopes) == 5 and sum(r[4] for r in today) < 5
+
+
+def test_the_ledger_starts_from_the_same_totals_on_both_stores(stores):
+    sqlite, url = stores
+    settings = SimpleNamespace(config=TapgateConfig())
+    totals = [Admission(settings, store=None)._totals_from_store(where) for where in (sqlite, url)]
+    assert totals[0] == totals[1] and totals[0]
+
+
+def test_the_key_ring_and_prompt_book_follow_postgresql(tmp_path):
+    with fresh_database() as url:
+        ring, book = KeyRing(), PromptBook()
+        ring.refresh = book.refresh = 0.05
+        ring.open(url)  # a new database: no tables yet, no keys
+        book.open(url)
+        try:
+            assert len(ring) == 0
+            with closing(database.open_for_edit(url)) as db:
+                key, secret = keyadmin.create_key(db, "app", [], None, None, [], None, {})
+                prompts.push(db, "greet", {"messages": [{"role": "user", "content": "Hi {{name}}"}], "model": "gpt-4o",
+                                           "parameters": {}})
+            found = until(lambda: ring.find(secret), what="the key read from PostgreSQL")
+            assert found.id == key.id and found.problem() is None
+            until(lambda: ("greet", 1) in book.templates, what="the prompt read from PostgreSQL")
+            with closing(database.open_for_edit(url)) as db:
+                keyadmin.revoke_key(db, key.id)
+                prompts.label(db, "greet", 1, "production")
+            until(lambda: ring.find(secret).problem(), what="the revoke read from PostgreSQL")
+            until(lambda: book.labels.get(("greet", "production")) == 1, what="the label read from PostgreSQL")
+        finally:
+            ring.close()
+            book.close()
+
+
+def test_a_sqlite_file_reads_as_before(tmp_path):
+    """A store without a keys table holds no keys; a file that is not there fails at open, as it did."""
+    path = tmp_path / "t.db"
+    sqlite3.connect(path).close()
+    ring = KeyRing()
+    ring.open(path)
+    ring.close()
+    assert len(ring) == 0
+    with pytest.raises(sqlite3.OperationalError):
+        KeyRing().open(tmp_path / "missing.db")
