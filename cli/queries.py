@@ -79,6 +79,12 @@ def calls_after(conn: sqlite3.Connection, rowid: int) -> list[dict[str, Any]]:
     return [dict(r) for r in conn.execute(sql, (rowid,))]
 
 
+def ids_after(conn: sqlite3.Connection, rowid: int) -> dict[str, int]:
+    """Request id -> rowid of the calls written after row `rowid`."""
+    return {r["id"]: r["_rowid"] for r in conn.execute("SELECT id, rowid AS _rowid FROM requests WHERE rowid > ?",
+                                                       (rowid,))}
+
+
 def last_rowid(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT coalesce(max(rowid), 0) FROM requests").fetchone()[0]
 

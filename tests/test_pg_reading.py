@@ -127,3 +127,28 @@ def test_a_sqlite_file_reads_as_before(tmp_path):
     assert len(ring) == 0
     with pytest.raises(sqlite3.OperationalError):
         KeyRing().open(tmp_path / "missing.db")
+
+
+def test_top_takes_in_a_row_committed_after_a_higher_numbered_one():
+    """Two gateways insert at once: the row numbered first commits last. `tapgate top` on
+    PostgreSQL still counts it, and counts neither row twice."""
+    import psycopg
+    from known_store import request
+
+    from cli.snapshot import Tally
+
+    with fresh_database() as url:
+        tally = Tally(600)
+        with closing(database.connect(url)) as conn:
+            tally.seed(conn, datetime.now(UTC).timestamp())
+            now = database.iso(datetime.now(UTC))
+            with psycopg.connect(url, autocommit=True) as raw:
+                first, second = (raw.execute("SELECT nextval('requests_rowid_seq')").fetchone()[0] for _ in range(2))
+                for rowid, ident in ((second, "f" * 32), (first, "9" * 32)):  # the higher number commits first
+                    row = request(id=ident, started_at=now)
+                    columns = ", ".join([*row, "rowid"])
+                    raw.execute(f"INSERT INTO requests ({columns}) VALUES ({', '.join(['%s'] * (len(row) + 1))})",
+                                [*row.values(), rowid])
+                    assert tally.follow(conn) == 1
+            assert tally.follow(conn) == 0
+        assert sorted(r["id"][0] for r in tally.last) == ["9", "f"]
