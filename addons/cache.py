@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import time
 
-from mitmproxy import ctx, http
+from mitmproxy import http
 
+from addons.store import store_location
 from core.cache import HEADER, Caching
 from core.cachestore import Entry
 from core.call import Call
@@ -40,7 +41,7 @@ class Cache(Caching):
         self.reshape()
 
     def running(self) -> None:
-        self.restore(ctx.options.tapgate_db)
+        self.restore(store_location())
 
     # -- hooks (passthrough) -------------------------------------------------------------------------
 

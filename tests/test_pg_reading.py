@@ -152,3 +152,19 @@ def test_top_takes_in_a_row_committed_after_a_higher_numbered_one():
                     assert tally.follow(conn) == 1
             assert tally.follow(conn) == 0
         assert sorted(r["id"][0] for r in tally.last) == ["9", "f"]
+
+
+def test_persisted_cache_entries_are_read_back_from_postgresql():
+    from core.schema import read_cache_entries
+
+    with fresh_database() as url:
+        with closing(database.open_for_edit(url)) as db:
+            db["cache_entries"].insert_all([
+                {"key": "fresh", "expires_at": 2000.5, "stream": 0, "content_type": "application/json",
+                 "body": b'{"ok": 1}\x00', "meta": "{}"},
+                {"key": "stale", "expires_at": 999.0, "stream": 1, "content_type": "text/event-stream",
+                 "body": b"data: x", "meta": "{}"}])
+        (entry,) = read_cache_entries(url, 1000.0)
+        assert (entry["key"], entry["expires_at"], entry["body"]) == ("fresh", 2000.5, b'{"ok": 1}\x00')
+        with closing(database.connect(url)) as conn:  # the stale one is gone
+            assert [r[0] for r in conn.execute("SELECT key FROM cache_entries")] == ["fresh"]

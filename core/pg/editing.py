@@ -117,6 +117,9 @@ class Database:
     def __exit__(self, *exc) -> bool | None:
         return self._block.__exit__(*exc)
 
+    def commit(self) -> None:
+        """Statements outside `with db.conn:` are committed as they run (autocommit)."""
+
     def close(self) -> None:
         self._conn.close()
 
