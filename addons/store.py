@@ -29,13 +29,12 @@ class Store(Storage):
         loader.add_option(
             "tapgate_db", str, DEFAULT_DB, "SQLite file that tapgate records requests and spans in."
         )
-        if "tapgate_postgres" not in ctx.options:  # declared once, wherever the PostgreSQL writer is
-            loader.add_option(
-                "tapgate_postgres", str, "",
-                "A postgresql:// URL: the store is this PostgreSQL database instead of the SQLite file. Every "
-                "gateway process naming it reads keys, prompts, budgets and spend from it; `tapgate --db` reads "
-                "it with the same commands.",
-            )
+        loader.add_option(
+            "tapgate_postgres", str, "",
+            "A postgresql:// URL: the store is this PostgreSQL database instead of the SQLite file. Every "
+            "gateway process naming it reads keys, prompts, budgets and spend from it; `tapgate --db` reads "
+            "it with the same commands.",
+        )
 
     def configure(self, updated: set[str]) -> None:
         if "tapgate_db" in updated:
