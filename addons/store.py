@@ -8,7 +8,7 @@ from pathlib import Path
 
 from mitmproxy import ctx, exceptions
 
-from core.database import DEFAULT_DB, location
+from core.database import DEFAULT_DB, is_postgres, location, shown
 from core.store import Storage
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,10 @@ class Store(Storage):
         )
 
     def configure(self, updated: set[str]) -> None:
+        if "tapgate_postgres" in updated and ctx.options.tapgate_postgres:
+            if not is_postgres(ctx.options.tapgate_postgres):
+                raise exceptions.OptionsError(f"tapgate_postgres must be a postgresql:// URL, got "
+                                              f"{shown(ctx.options.tapgate_postgres)!r}")
         if "tapgate_db" in updated:
             path = Path(ctx.options.tapgate_db).expanduser()
             try:

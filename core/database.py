@@ -34,10 +34,10 @@ def location(db: str, postgres: str = "") -> str | Path:
 
 def shown(location: str | Path) -> str:
     """A store's location for messages and logs: a URL without its password."""
-    if is_postgres(location):
+    if isinstance(location, str) and "://" in location:
         from core.pg.reading import redacted
 
-        return redacted(str(location))
+        return redacted(location)
     return str(location)
 
 

@@ -168,3 +168,38 @@ def test_persisted_cache_entries_are_read_back_from_postgresql():
         assert (entry["key"], entry["expires_at"], entry["body"]) == ("fresh", 2000.5, b'{"ok": 1}\x00')
         with closing(database.connect(url)) as conn:  # the stale one is gone
             assert [r[0] for r in conn.execute("SELECT key FROM cache_entries")] == ["fresh"]
+
+
+def test_tapgate_postgres_must_be_a_postgresql_url_and_its_password_is_not_shown(tmp_path):
+    from mitmproxy import exceptions
+    from mitmproxy.test import taddons
+
+    from addons.store import Store
+
+    store = Store()
+    with taddons.context(store) as tctx:
+        tctx.configure(store, tapgate_db=str(tmp_path / "t.db"))
+        with pytest.raises(exceptions.OptionsError, match="must be a postgresql:// URL") as e:
+            tctx.configure(store, tapgate_postgres="mysql://app:pw-hunter2@127.0.0.1/calls")
+        assert "pw-hunter2" not in str(e.value) and "app:***@" in str(e.value)
+        store.done()
+
+
+def test_the_key_ring_reconnects_after_postgresql_dropped_its_connection():
+    import psycopg
+
+    with fresh_database() as url:
+        ring = KeyRing()
+        ring.refresh = 0.05
+        ring.open(url)
+        try:
+            dbname = url.rsplit("/", 1)[1]
+            with psycopg.connect(url, autocommit=True) as admin:  # a server restart, as the ring sees it
+                killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                       " WHERE datname = %s AND pid <> pg_backend_pid()", (dbname,)).fetchone()[0]
+            assert killed >= 1
+            with closing(database.open_for_edit(url)) as db:
+                _, secret = keyadmin.create_key(db, "after", [], None, None, [], None, {})
+            until(lambda: ring.find(secret), what="the key read on a new connection")
+        finally:
+            ring.close()
