@@ -8,6 +8,7 @@ import asyncio
 import fnmatch
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 PERIODS = ("day", "week", "month", "year", "lifetime")
 SNAPSHOT_SECONDS = 2.0
+RESTORE_RETRY_SECONDS = 2.0  # an unreachable PostgreSQL at start: how often its spend is asked for again
 # Respan's customer_params.budget_duration -> our periods.
 DURATIONS = {"daily": "day", "weekly": "week", "monthly": "month", "yearly": "year"}
 
@@ -70,16 +72,54 @@ class Admission:
         self._snapshot: asyncio.TimerHandle | None = None
         self._written: dict[str, tuple] = {}  # budgets table id -> what was last written for it
         self.shared: Any = None  # core/shared/gate.py's SharedGate when tapgate_redis is set
+        self._restoring: threading.Event | None = None  # set to stop retrying an unreachable store
 
     # -- start: spend comes back from the store --------------------------------------------------
 
     def start(self, db: str | Path) -> None:
         """The ledger restored from the store's calls; budget snapshots every few seconds from now on."""
         self.ledger = Ledger(self.settings.config.timezone)
-        self.ledger.load(self._totals_from_store(db))
+        try:
+            totals = self._totals_from_store(db)
+        except database.StoreError as e:
+            if not database.is_postgres(db):
+                raise
+            # PostgreSQL away at start: serve now, and take its spend in when it answers
+            log.warning("tapgate: SPEND NOT RESTORED: %s; budgets count from zero until it answers (retrying)", e)
+            self._restore_later(db)
+            totals = {}
+        self.ledger.load(totals)
         if line := restored_summary(self.ledger.spent):
             log.info(line)
         self._schedule_snapshot()
+
+    def _restore_later(self, db: str) -> None:
+        """Retry reading the store's spend off the event loop; merge it in when it answers."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        stop = self._restoring = threading.Event()
+
+        def retry() -> None:
+            while not stop.wait(RESTORE_RETRY_SECONDS):
+                try:
+                    totals = self._totals_from_store(db)
+                except database.read_errors():
+                    continue
+                loop.call_soon_threadsafe(self._restored_late, totals)
+                return
+
+        threading.Thread(target=retry, name="tapgate-spend-restore", daemon=True).start()
+
+    def _restored_late(self, totals: dict[tuple[Scope, str, str], Amount]) -> None:
+        """The store's spend, read after calls were counted here: the larger of each figure, as the
+        calls this process counted meanwhile reach the store too (neither is counted twice)."""
+        for k, stored in totals.items():
+            have = self.ledger.spent.get(k)
+            self.ledger.spent[k] = stored if have is None else Amount(
+                max(have.usd, stored.usd), max(have.tokens, stored.tokens), max(have.requests, stored.requests))
+        log.warning("tapgate: spend restored from the store after all (%d counters)", len(totals))
 
     def _totals_from_store(self, db: str | Path) -> dict[tuple[Scope, str, str], Amount]:
         totals: dict[tuple[Scope, str, str], Amount] = {}
@@ -341,6 +381,9 @@ class Admission:
             self.store.add("budgets", {**row, "updated_at": updated})
 
     def stop(self) -> None:
+        if self._restoring is not None:
+            self._restoring.set()
+            self._restoring = None
         if self._snapshot is not None:
             self._snapshot.cancel()
             self._snapshot = None

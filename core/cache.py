@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
 
+from core import database
 from core.cachekey import CacheControls
 from core.cachestore import Entry, ResponseCache
 from core.call import Call, iso, ms
@@ -56,7 +57,12 @@ class Caching:
     def restore(self, db: str | Path) -> None:
         """The persisted entries still fresh, from the store at `db` (when the config persists them)."""
         if self.settings.config.cache.persist:
-            count = self.cache.load(read_cache_entries(db, time.time()))
+            try:
+                entries = read_cache_entries(db, time.time())
+            except database.StoreError as e:  # PostgreSQL away at start: the cache starts empty
+                log.warning("tapgate: persisted cache entries not loaded: %s", e)
+                return
+            count = self.cache.load(entries)
             log.info("tapgate: %d cache entries loaded from the store", count)
 
     def _persist(self, row: dict[str, Any]) -> None:

@@ -86,8 +86,15 @@ class StoreFollower:
         raise NotImplementedError
 
     def _follow(self) -> None:
+        failing = False  # said once per outage, not at every read
         while not self._stop.wait(self.refresh):
             try:
                 self.reload()
             except database.read_errors() as e:
-                log.warning("tapgate: could not re-read %s: %s", self.what, e)
+                if not failing:
+                    log.warning("tapgate: could not re-read %s: %s (retrying)", self.what, e)
+                failing = True
+            else:
+                if failing:
+                    log.info("tapgate: %s read from %s again", self.what, self.shown)
+                failing = False

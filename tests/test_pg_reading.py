@@ -203,3 +203,41 @@ def test_the_key_ring_reconnects_after_postgresql_dropped_its_connection():
             until(lambda: ring.find(secret), what="the key read on a new connection")
         finally:
             ring.close()
+
+
+def test_spend_is_restored_when_postgresql_answers_after_the_gateway_started(monkeypatch):
+    """PostgreSQL away at start: the gateway serves, counts from zero, and takes in the store's spend
+    when it answers, keeping the larger of each figure (the calls it counted reach the store too)."""
+    import asyncio
+
+    from core import admission
+    from core.ledger import Amount
+
+    monkeypatch.setattr(admission, "RESTORE_RETRY_SECONDS", 0.01)
+    day = (("key", "key_a"), "day", "2026-01-01")
+    stored = {day: Amount(2.0, 10, 2), (("key", "key_b"), "day", "2026-01-01"): Amount(1.0, 5, 1)}
+    answers = iter([database.StoreError("cannot reach PostgreSQL at 127.0.0.1:9/x"),
+                    database.StoreError("cannot reach PostgreSQL at 127.0.0.1:9/x"), stored])
+
+    def totals(db):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def scenario():
+        gate = Admission(SimpleNamespace(config=TapgateConfig()), store=None)
+        monkeypatch.setattr(gate, "_totals_from_store", totals)
+        gate.start("postgresql://u:pw@127.0.0.1:9/x")
+        assert gate.ledger.spent == {}
+        gate.ledger.spent[day] = Amount(3.0, 4, 3)  # counted here while the store was away
+        while len(gate.ledger.spent) < 2:
+            await asyncio.sleep(0.01)
+        gate.stop()
+        return gate.ledger.spent
+
+    spent = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert spent[day] == Amount(3.0, 10, 3)
+    assert spent[(("key", "key_b"), "day", "2026-01-01")] == Amount(1.0, 5, 1)
+    with pytest.raises(database.StoreError):  # a SQLite file that cannot be read still stops the start
+        Admission(SimpleNamespace(config=TapgateConfig()), store=None).start("/nonexistent/t.db")

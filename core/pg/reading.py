@@ -210,7 +210,7 @@ def open_raw(url: str) -> psycopg.Connection:
         conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT, cursor_factory=ClientCursor,
                                row_factory=row_factory)
     except psycopg.OperationalError as e:
-        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        reason = str(e).strip().splitlines()[0].strip() if str(e).strip() else type(e).__name__
         raise StoreUnreachable(f"cannot reach PostgreSQL at {where(url)}: {redacted(reason)}") from None
     for kind in (int, float, bool):
         conn.adapters.register_dumper(kind, TextDumper)
