@@ -127,7 +127,7 @@ def last_calls(conn: sqlite3.Connection, limit: int, until: str | None = None) -
     sql = f"SELECT {call_columns(conn)} FROM requests"
     params = (until, limit) if until else (limit,)
     return [dict(r) for r in conn.execute(
-        sql + (" WHERE started_at < ?" if until else "") + " ORDER BY started_at DESC LIMIT ?", params)]
+        sql + (" WHERE started_at < ?" if until else "") + " ORDER BY started_at DESC, id DESC LIMIT ?", params)]
 
 
 def budgets(conn: sqlite3.Connection) -> list[sqlite3.Row] | None:

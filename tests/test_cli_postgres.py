@@ -4,21 +4,35 @@ both (tests/known_store.py), each command run against each, outputs compared."""
 import json
 import re
 import socket
+from contextlib import closing
 from datetime import UTC, datetime
 
 import pytest
-from known_store import build, copy_to_postgres
+from known_store import at, build, copy_to_postgres, request
 from services import fresh_database
 
 from cli.main import main
 from core import database
+from core.schema import open_db
 
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     """(the SQLite file, the PostgreSQL URL) holding the same calls and spans."""
     path = tmp_path_factory.mktemp("store") / "tapgate.db"
-    build(path, datetime.now(UTC))
+    now = datetime.now(UTC)
+    build(path, now)
+    more = [  # an A/B experiment's calls, and a shadow call of call b
+        request(id="1" * 32, started_at=at(now, minutes=3), experiment="tone", variant="a", cost_usd=0.004,
+                duration_ms=120.0, routed_to="openai/gpt-4o"),
+        request(id="2" * 32, started_at=at(now, minutes=3), experiment="tone", variant="b", cost_usd=0.002,
+                duration_ms=90.0, status="error", status_code=500, routed_to="openai/gpt-4o-mini"),
+        request(id="3" * 32, started_at=at(now, minutes=9), mode="shadow", model="gpt-4o-mini", cost_usd=0.001,
+                routed_to="openai/gpt-4o-mini", metadata=json.dumps({"shadow": "mini", "shadow_of": "b" * 32}),
+                response_body=json.dumps({"choices": [{"message": {"content": "London!"}}]})),
+    ]
+    with closing(open_db(path)) as db:
+        db["requests"].insert_all(more)
     with fresh_database() as url:
         copy_to_postgres(path, url)
         yield str(path), url
@@ -55,7 +69,9 @@ COMMANDS = [
     ["spend", "--by", "customer", "--since", "1d", "--json"], ["spend", "--by", "variant", "--json"],
     ["spend", "--by", "client"], ["export"], ["export", "--since", "1d"],
     ["evals", "report"], ["evals", "report", "--json"],
-    ["compare", "variants"], ["compare", "shadow"],
+    ["compare", "variants"], ["compare", "variants", "--json"], ["compare", "variants", "--experiment", "tone"],
+    ["compare", "shadow"], ["compare", "shadow", "--json"], ["compare", "shadow", "--shadow", "mini"],
+    ["spend", "--by", "variant"], ["logs", "--json", "--mode", "shadow"],
 ]
 
 
