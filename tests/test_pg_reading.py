@@ -2,6 +2,7 @@
 PostgreSQL giving SQLite's answers, and the gateway's own reads (spend, budget ids, the key ring, the
 prompt book) the same on both stores."""
 
+import json
 import sqlite3
 from contextlib import closing
 from datetime import UTC, datetime
@@ -241,3 +242,28 @@ def test_spend_is_restored_when_postgresql_answers_after_the_gateway_started(mon
     assert spent[(("key", "key_b"), "day", "2026-01-01")] == Amount(1.0, 5, 1)
     with pytest.raises(database.StoreError):  # a SQLite file that cannot be read still stops the start
         Admission(SimpleNamespace(config=TapgateConfig()), store=None).start("/nonexistent/t.db")
+
+
+def test_an_experiments_scores_are_stored_on_its_calls_in_postgresql():
+    """`tapgate eval run --db postgresql://...` finds the calls the gateway recorded for the run by
+    their metadata and stores the scores beside them."""
+    import psycopg
+    from known_store import request
+
+    from cli.experiment import Result, store_scores
+
+    with fresh_database() as url:
+        database.connect(url).close()  # the schema, as the gateway's writer makes it
+        with psycopg.connect(url, autocommit=True) as raw:
+            for n, candidate in enumerate(("gpt-4o", "gpt-4o-mini")):
+                row = request(id=f"{n}" * 32, started_at=database.iso(datetime.now(UTC)),
+                              metadata=json.dumps({"experiment": "run1", "candidate": candidate, "row": 0}))
+                raw.execute(f"INSERT INTO requests ({', '.join(row)}) VALUES ({', '.join(['%s'] * len(row))})",
+                            list(row.values()))
+        results = [Result("gpt-4o", 0, True, scores={"similarity": 0.75}),
+                   Result("gpt-4o-mini", 0, True, scores={"similarity": 0.5}), Result("o3", 0, False)]
+        assert store_scores(url, "run1", results, timeout=5) == 2
+        with closing(database.connect(url)) as conn:
+            rows = conn.execute("SELECT call_id, evaluator, value, source FROM scores ORDER BY call_id").fetchall()
+    assert [tuple(r) for r in rows] == [("0" * 32, "similarity", 0.75, "experiment"),
+                                        ("1" * 32, "similarity", 0.5, "experiment")]
