@@ -267,3 +267,28 @@ def test_an_experiments_scores_are_stored_on_its_calls_in_postgresql():
             rows = conn.execute("SELECT call_id, evaluator, value, source FROM scores ORDER BY call_id").fetchall()
     assert [tuple(r) for r in rows] == [("0" * 32, "similarity", 0.75, "experiment"),
                                         ("1" * 32, "similarity", 0.5, "experiment")]
+
+
+def test_the_gateways_dashboard_starts_from_what_postgresql_holds(tmp_path, stores):
+    """tapgate_dashboard with tapgate_postgres: seeded from PostgreSQL's calls, the same as from the file's."""
+    import io
+
+    from mitmproxy.test import taddons
+
+    from addons.dashboard import Dashboard
+    from addons.store import Store
+    from cli.snapshot import snapshot
+
+    seen = []
+    for postgres in ("", stores[1]):
+        dashboard, store = Dashboard(file=io.StringIO()), Store()
+        with taddons.context(dashboard, store) as tctx:
+            tctx.configure(store, tapgate_db=stores[0], tapgate_postgres=postgres)
+            tctx.configure(dashboard, tapgate_dashboard=True, tapgate_dashboard_window=5)
+            dashboard.running()
+            assert dashboard.drawing.wait(10)
+            s = snapshot(dashboard.tally, datetime.now(UTC).timestamp())
+            seen.append((s.today_calls, [c["id"] for c in s.last]))
+            tctx.configure(dashboard, tapgate_dashboard=False)
+            store.done()
+    assert seen[0] == seen[1] and seen[0][0] >= 4
