@@ -115,8 +115,6 @@ class Storage:
                 self._failing = True
                 return
         self._failing = False
-        self._full = False
-        self.max_journal_bytes = 0  # 0: unbounded; past it, rows are counted as dropped (tapgate_journal_max_mb)
         if not self.writer.wake.is_set():
             self.writer.wake.set()
 
