@@ -186,3 +186,21 @@ def test_a_server_stopped_mid_write_drains_when_it_returns(tmp_path: Path):
         assert storage.writer.status()["connected"] is True and storage.writer.lost == 0
         storage.close()
         assert rows(server.url, "SELECT count(*), count(DISTINCT id) FROM requests") == [(60, 60)]
+
+
+def test_metrics_and_the_dashboard_line_show_the_queue_and_the_connection(pg, tmp_path: Path):
+    from cli.views import writer_line
+    from core.metrics import Metrics, writer_gauges
+
+    storage = Storage()
+    storage.open(tmp_path / "t.db", f"postgresql://postgres@127.0.0.1:{free_port()}/none")
+    storage.add_all([call(i) for i in range(5)])
+    metrics = Metrics()
+    metrics.gauges.append(writer_gauges(storage))
+    text = metrics.exposition().decode()
+    assert "tapgate_writer_queue_depth 5.0" in text and 'tapgate_writer_connected{store="postgresql"} 0.0' in text
+    size = storage.writer.pending()[1]
+    assert size > 0 and f"tapgate_writer_queue_bytes {float(size)}" in text
+    line = writer_line(storage.writer.status()).plain
+    assert "PostgreSQL DISCONNECTED" in line and "5 records pending" in line
+    storage.close()
