@@ -204,3 +204,27 @@ def test_metrics_and_the_dashboard_line_show_the_queue_and_the_connection(pg, tm
     line = writer_line(storage.writer.status()).plain
     assert "PostgreSQL DISCONNECTED" in line and "5 records pending" in line
     storage.close()
+
+
+def test_alerts_reach_postgres_through_the_journal(pg, tmp_path: Path):
+    """The alert sender keeps its outbox in the SQLite file; with PostgreSQL each row it records or
+    updates is journalled too (Alerts.running sets the mirror when tapgate_postgres is set)."""
+    from datetime import UTC, datetime
+
+    from addons.settings import Settings
+    from core.alerting import Alerting
+    from core.config import Budget
+    from core.ledger import Crossing
+
+    storage = Storage()
+    storage.open(tmp_path / "t.db", pg)
+    alerting = Alerting(Settings())
+    alerting.mirror = lambda row: storage.add("alerts", row)
+    alerting.start(tmp_path / "t.db")
+    budget = Budget(unit="usd", period="month", cap=10)
+    alerting.fire(Crossing(("customer", "acme"), budget, 10.0, 10.5, "2026-12-01T00:00:00+00:00",
+                           datetime(2027, 1, 1, tzinfo=UTC)), None)
+    alerting.stop()  # records what is queued before it returns
+    storage.close()
+    ((alert_id, spent, error),) = rows(pg, "SELECT id, spent, last_error FROM alerts")
+    assert alert_id.startswith("customer:acme:usd/month:10") and spent == 10.5 and error == "no alert channel configured"
