@@ -14,7 +14,7 @@ from core.store import Storage
 
 log = logging.getLogger(__name__)
 
-OPENS = {"tapgate_db", "tapgate_postgres", "tapgate_retention_days"}  # options that reopen the store
+OPENS = {"tapgate_db", "tapgate_postgres"}  # options that reopen the store
 
 
 class Store(Storage):
@@ -47,8 +47,12 @@ class Store(Storage):
             if ctx.options.tapgate_journal_max_mb < 0:
                 raise exceptions.OptionsError("tapgate_journal_max_mb: must be 0 (no bound) or more")
             self.max_journal_bytes = ctx.options.tapgate_journal_max_mb * 2**20
-        if "tapgate_retention_days" in updated and ctx.options.tapgate_retention_days < 0:
-            raise exceptions.OptionsError("tapgate_retention_days: must be 0 (keep every call) or more")
+        if "tapgate_retention_days" in updated:
+            if ctx.options.tapgate_retention_days < 0:
+                raise exceptions.OptionsError("tapgate_retention_days: must be 0 (keep every call) or more")
+            if hasattr(self.writer, "retention_days") and not updated & OPENS:
+                self.writer.retention_days = ctx.options.tapgate_retention_days
+                self.writer.upkeep_soon()
         if updated & OPENS:
             path = Path(ctx.options.tapgate_db).expanduser()
             postgres = ctx.options.tapgate_postgres

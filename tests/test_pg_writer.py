@@ -190,6 +190,7 @@ def test_a_server_stopped_mid_write_drains_when_it_returns(tmp_path: Path):
 
 def test_metrics_and_the_dashboard_line_show_the_queue_and_the_connection(pg, tmp_path: Path):
     from cli.views import writer_line
+    from core.health import store_check
     from core.metrics import Metrics, writer_gauges
 
     storage = Storage()
@@ -203,6 +204,12 @@ def test_metrics_and_the_dashboard_line_show_the_queue_and_the_connection(pg, tm
     assert size > 0 and f"tapgate_writer_queue_bytes {float(size)}" in text
     line = writer_line(storage.writer.status()).plain
     assert "PostgreSQL DISCONNECTED" in line and "5 records pending" in line
+    until(lambda: storage.writer.stalled_since is not None, 10, "the writer to see PostgreSQL away")
+    check = store_check(storage)  # calls still land on disk: the gateway stays ready, and says why
+    assert check.ok and "PostgreSQL unreachable, 5 records wait in the journal" in check.reason
+    storage.max_journal_bytes = 1
+    storage.add(*call(6))
+    assert not store_check(storage).ok and "journal is full" in store_check(storage).reason
     storage.close()
 
 
@@ -228,3 +235,30 @@ def test_alerts_reach_postgres_through_the_journal(pg, tmp_path: Path):
     storage.close()
     ((alert_id, spent, error),) = rows(pg, "SELECT id, spent, last_error FROM alerts")
     assert alert_id.startswith("customer:acme:usd/month:10") and spent == 10.5 and error == "no alert channel configured"
+
+
+def test_the_store_addon_takes_the_options_and_refuses_bad_ones(pg, tmp_path: Path):
+    from mitmproxy import exceptions
+    from mitmproxy.test import taddons
+
+    from addons.store import Store
+    from core.pg.writer import PgWriter
+
+    store = Store()
+    with taddons.context(store) as tctx:
+        tctx.configure(store, tapgate_db=str(tmp_path / "t.db"))
+        assert not isinstance(store.writer, PgWriter)  # the default: SQLite
+        for bad, why in ((dict(tapgate_postgres="mysql://u:hunter22@127.0.0.1/x"), "not a postgresql:// URL"),
+                         (dict(tapgate_retention_days=-1), "retention_days"),
+                         (dict(tapgate_journal_max_mb=-5), "journal_max_mb")):
+            with pytest.raises(exceptions.OptionsError, match=why) as e:
+                tctx.configure(store, **bad)
+            assert "hunter22" not in str(e.value)
+        tctx.configure(store, tapgate_postgres=pg, tapgate_journal_max_mb=2)
+        writer = store.writer
+        assert isinstance(writer, PgWriter) and store.max_journal_bytes == 2 * 2**20
+        tctx.configure(store, tapgate_retention_days=7)  # applied by the running writer, not a reopen
+        assert store.writer is writer and writer.retention_days == 7
+        store.add(*call(1))
+        store.done()
+    assert rows(pg, "SELECT id FROM requests") == [("call-1",)]

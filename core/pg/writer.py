@@ -235,6 +235,11 @@ class PgWriter(Writer):
             log.warning("tapgate: PostgreSQL upkeep (partitions, retention) failed: %s", self.last_error)
             return self._lost_connection(conn, e) if conn is None or conn.broken or conn.closed else conn
 
+    def upkeep_soon(self) -> None:
+        """A new retention: applied at the writer's next turn (within a second), not in an hour."""
+        self._upkeep_at = 0.0
+        self.wake.set()
+
     def _check_journal(self) -> None:
         if not self.journal.intact():
             log.error("tapgate: the journal %s was deleted under the running gateway; recreating it "
