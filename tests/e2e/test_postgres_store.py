@@ -1,9 +1,11 @@
 """Calls recorded in PostgreSQL (`tapgate_postgres`) through a real gateway: router and passthrough calls
-land with their model, tokens and cost, the URL's password is never printed, and PostgreSQL stopped
-for 10 s mid-load loses no call once it is back."""
+land with their model, tokens and cost, the URL's password is never printed, PostgreSQL stopped for
+10 s mid-load loses no call once it is back, and a gateway killed at load loses none nor writes one
+twice (its journal is replayed into rows it had partly committed)."""
 
 from __future__ import annotations
 
+import signal
 import ssl
 import threading
 import uuid
@@ -137,6 +139,50 @@ def test_postgres_stopped_for_10_s_mid_load_loses_no_call(mock, tmp_path):
         finally:
             assert process.stop() == 0, "\n".join(process.lines[-30:])
         assert SECRET not in "\n".join(process.lines)
+
+
+def test_a_gateway_killed_at_load_loses_no_call_and_duplicates_none(mock, tmp_path):
+    with fresh_database() as conninfo:
+        url = as_url(conninfo)
+        extra = ("--set", f"tapgate_postgres={url}")
+        process, port = configured_gateway(mock, tmp_path, config(mock), *extra)
+        answered: list[str] = []
+        stop, loaded = threading.Event(), threading.Event()
+        passthrough, routed = clients(process, port, tmp_path)
+
+        def load(call) -> None:
+            while not stop.is_set():
+                thread = uuid.uuid4().hex
+                try:
+                    call(model="gpt-4o-mini" if call is passthrough.chat.completions.create else "openai/gpt-4o-mini",
+                         messages=MSG, extra_headers={"X-Tapgate-Thread-Identifier": thread})
+                except Exception:  # noqa: BLE001 - the kill cuts calls off: those were not answered
+                    continue
+                answered.append(thread)
+                if len(answered) >= 600:
+                    loaded.set()
+
+        threads = [threading.Thread(target=load, args=(c,))
+                   for c in (passthrough.chat.completions.create, routed.chat.completions.create) * 2]
+        for t in threads:
+            t.start()
+        try:
+            assert loaded.wait(120), "\n".join(process.lines[-30:])
+            process.stop(signal.SIGKILL)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        process, _ = configured_gateway(mock, tmp_path, config(mock), *extra)
+        try:
+            until(lambda: pg_rows(url, "SELECT count(*) FROM requests")[0][0] >= len(answered), 30,
+                  "every answered call in PostgreSQL after the restart")
+            recorded = dict(pg_rows(url, "SELECT thread_identifier, count(*) FROM requests GROUP BY 1"))
+            assert set(answered) <= set(recorded) and set(recorded.values()) == {1}
+            # The dead process's segment (committed rows and all) was replayed: idempotency, not luck.
+            process.wait_for(r"committed \d+ records a gateway that stopped without committing them", 10)
+        finally:
+            assert process.stop() == 0, "\n".join(process.lines[-30:])
 
 
 @pytest.mark.parametrize("bad", ["mysql://u:hunter2-pg-secret@127.0.0.1/x", "postgresql://u:hunter2-pg-secret@[x/"])
