@@ -82,7 +82,8 @@ class Batches:
         doc = (b"[" + data[:-1].replace(b"\n", b",") + b"]").decode()
         with conn.transaction():
             for table in counts:
-                conn.execute(self.sql[table], (doc, table), prepare=True)
+                # Not prepared: a pooler in transaction mode (PgBouncer) would lose named statements.
+                conn.execute(self.sql[table], (doc, table), prepare=False)
         return lines
 
     def insert_each(self, conn: psycopg.Connection, data: bytes) -> list[tuple[bytes, Exception]]:

@@ -42,8 +42,11 @@ def transient(e: Exception, conn: psycopg.Connection | None) -> bool:
 
 
 def connect(url: str) -> psycopg.Connection:
+    """Keepalives and a TCP user timeout: a server that vanished (a network partition, a host gone)
+    fails the batch within about 30 s instead of the kernel's many minutes, and the journal keeps it."""
     return psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                           application_name="tapgate-writer")
+                           application_name="tapgate-writer", keepalives=1, keepalives_idle=10,
+                           keepalives_interval=5, keepalives_count=3, tcp_user_timeout=30_000)
 
 
 def store_salt(conn: psycopg.Connection, salt: str) -> str:
