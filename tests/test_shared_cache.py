@@ -218,10 +218,31 @@ async def test_redis_unreachable_is_a_miss_never_an_error():
 @pytest.mark.anyio
 async def test_redis_too_slow_is_a_miss():
     # A server that accepts and never answers: the round trip's bound, not the call, gives way.
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    held = []  # its connections, kept open (and never written to)
+    server = await asyncio.start_server(lambda r, w: held.append(w), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     cache = SharedCache(aredis.from_url(f"redis://127.0.0.1:{port}/0"), "t:", timeout=0.1)
     assert await cache.fetch("k", 5) == (None, None)
     assert cache.counts["error"] == 1
+    assert await cache.fetch("k", 5) == (None, None)  # one slow answer does not mark Redis away
+    assert (cache.counts["error"], cache.counts["skipped"]) == (2, 0)
     server.close()
     await cache.stop()
+
+
+@pytest.mark.anyio
+async def test_a_lock_taken_by_a_lookup_that_timed_out_is_given_back(shared):
+    a = process(*shared, timeout=0.2)
+    real = a._acquire
+
+    async def answered_too_late(**kw):
+        result = await real(**kw)  # Redis took the lock...
+        await asyncio.sleep(5)  # ...and its answer comes after the bound
+        return result
+
+    a._acquire = answered_too_late
+    key = key_for("key-1")
+    assert await a.fetch(key, 5) == (None, None)  # a miss: this call goes upstream on its own
+    await stored(a)
+    assert not await a.client.exists(a.lock_key(key))  # no other process waits on an orphan lock
+    await a.stop()

@@ -13,6 +13,8 @@ import time
 import uuid
 from collections import Counter
 
+from redis.exceptions import ConnectionError as Refused
+
 from core.cachestore import Entry
 
 log = logging.getLogger(__name__)
@@ -45,7 +47,8 @@ end
 return 0
 """
 
-RETRY_SECONDS = 1.0  # after a failed round trip, Redis is skipped (a miss at once) this long
+RETRY_SECONDS = 1.0  # after a refused connection (or a few slow answers in a row), Redis is skipped this long
+SLOW_IN_A_ROW = 3  # one slow answer (a busy moment) is a miss for that call only; this many, Redis is away
 WRITES = 1000  # stores and releases in flight to Redis at most; past this they are dropped, counted
 OUTCOMES = ("hit", "miss", "wait", "took_over", "gave_up", "error", "skipped", "stored", "too_large", "dropped")
 
@@ -81,6 +84,7 @@ class SharedCache:
         self.counts: Counter[str] = Counter({outcome: 0 for outcome in OUTCOMES})
         self.healthy = True
         self._skip_until = 0.0
+        self._failed_in_a_row = 0
         self._acquire = client.register_script(ACQUIRE)
         self._store = client.register_script(STORE)
         self._release = client.register_script(RELEASE)
@@ -128,6 +132,10 @@ class SharedCache:
                 result = await self._bounded(self._acquire(keys=[self.entry_key(key), self.lock_key(key)],
                                                            args=[token, self.lock_ms, "1"]))
                 if result is None:
+                    # A timeout may come after Redis set the lock: give it back, or waiters elsewhere
+                    # would wait for a leader that does not know it leads.
+                    self._write(self._release(keys=[self.lock_key(key)], args=[token, self.channel, key]), None,
+                                always=True)
                     return None, None
                 status = int(result[0])
                 if status == 1:
@@ -171,9 +179,10 @@ class SharedCache:
         if not waiting:
             self._waiters.pop(key, None)
 
-    async def _bounded(self, pending):
-        """The round trip's result, or None (a miss) when Redis fails, is slow, or failed just now."""
-        if time.monotonic() < self._skip_until:
+    async def _bounded(self, pending, always: bool = False):
+        """The round trip's result, or None (a miss) when Redis fails, is slow, or was found away just
+        now (`always`: a lock's release, tried all the same)."""
+        if not always and time.monotonic() < self._skip_until:
             pending.close()  # the coroutine never started: no round trip while Redis is away
             self.counts["skipped"] += 1
             return None
@@ -181,12 +190,15 @@ class SharedCache:
             result = await asyncio.wait_for(pending, self.timeout)
         except Exception as e:  # a timeout, a refused or reset connection, a script error
             self.counts["error"] += 1
-            self._skip_until = time.monotonic() + RETRY_SECONDS
+            self._failed_in_a_row += 1
+            if isinstance(e, Refused | ConnectionError) or self._failed_in_a_row >= SLOW_IN_A_ROW:
+                self._skip_until = time.monotonic() + RETRY_SECONDS
             if self.healthy:
                 self.healthy = False
                 log.warning("tapgate: the shared response cache's Redis failed (%s): lookups are misses, served "
                             "by this process's own cache, until it answers again", type(e).__name__ if not str(e) else e)
             return None
+        self._failed_in_a_row = 0
         if not self.healthy:
             self.healthy = True
             log.warning("tapgate: the shared response cache's Redis answers again")
@@ -211,14 +223,14 @@ class SharedCache:
         """A leader that stored nothing: its lock goes, and a waiter takes over at once."""
         self._write(self._release(keys=[self.lock_key(key)], args=[token, self.channel, key]), None)
 
-    def _write(self, pending, outcome: str | None) -> None:
+    def _write(self, pending, outcome: str | None, always: bool = False) -> None:
         if len(self._writes) >= WRITES:
             pending.close()
             self.counts["dropped"] += 1
             return
 
         async def write() -> None:
-            if await self._bounded(pending) is not None and outcome:
+            if await self._bounded(pending, always) is not None and outcome:
                 self.counts[outcome] += 1
 
         task = asyncio.get_running_loop().create_task(write())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import ssl
 import urllib.request
 import uuid
@@ -161,3 +162,27 @@ def test_metrics_count_the_shared_caches_hits(trio, mock):
         text = resp.read().decode()
     hits = [line for line in text.splitlines() if line.startswith('tapgate_cache_redis_total{outcome="hit"}')]
     assert hits and float(hits[0].split()[-1]) >= 1, json.dumps(text[-2000:])
+
+
+def test_with_redis_away_calls_are_served_and_the_process_cache_still_hits(mock, tmp_path):
+    with socket.socket() as s:  # a port nothing listens on: Redis is away
+        s.bind(("127.0.0.1", 0))
+        away = f"redis://127.0.0.1:{s.getsockname()[1]}/0"
+    (tmp_path / "tapgate.yaml").write_text(config(mock))
+    process, _ = start_gateway(mock, tmp_path / "conf", tmp_path / "t.db", "--set",
+                               f"tapgate_config={tmp_path / 'tapgate.yaml'}", "--set", f"tapgate_redis={away}")
+    try:
+        msgs, client = prompt(), router(router_url(process))
+        first = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msgs)
+        second = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=msgs)
+        assert (first.headers["x-tapgate-cache"], second.headers["x-tapgate-cache"]) == ("MISS", "HIT")
+        assert upstream(mock, msgs) == 1
+        process.wait_for(r"shared response cache's Redis failed")
+        assert sum("shared response cache's Redis failed" in line for line in process.lines) == 1  # said once
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(router_url(process).removesuffix("/v1") + "/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        errors = [line for line in text.splitlines() if line.startswith('tapgate_cache_redis_total{outcome="error"}')]
+        assert errors and float(errors[0].split()[-1]) >= 1
+    finally:
+        assert process.stop() == 0, "\n".join(process.lines[-30:])
