@@ -246,3 +246,20 @@ async def test_a_lock_taken_by_a_lookup_that_timed_out_is_given_back(shared):
     await stored(a)
     assert not await a.client.exists(a.lock_key(key))  # no other process waits on an orphan lock
     await a.stop()
+
+
+def test_metrics_show_the_shared_caches_outcomes_and_backlog():
+    from core.metrics import Metrics, shared_cache_gauges
+
+    class Caching:
+        shared = None
+
+    caching, metrics = Caching(), Metrics()
+    metrics.gauges.append(shared_cache_gauges(caching))
+    assert b"tapgate_cache_redis" not in metrics.exposition()  # not shared: nothing to show
+    caching.shared = SharedCache(aredis.Redis(), "t:")
+    caching.shared.counts.update({"hit": 3, "error": 2})
+    text = metrics.exposition().decode()
+    assert 'tapgate_cache_redis_total{outcome="hit"} 3.0' in text
+    assert 'tapgate_cache_redis_total{outcome="error"} 2.0' in text
+    assert "tapgate_cache_redis_pending 0.0" in text
