@@ -1,6 +1,7 @@
 """Three gateway processes sharing one Redis share the response cache: a miss on one is a hit on
 another (whole and streamed), another tenant misses, and 30 identical calls spread over the three make
-exactly one upstream call, through the router and through the proxy; /metrics counts Redis' hits."""
+exactly one upstream call, through the router and through the proxy; a leader that fails hands over to
+one waiter; /metrics counts Redis' hits; with Redis away the process's own cache still serves."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import signal
 import socket
 import ssl
+import time
 import urllib.request
 import uuid
 
@@ -114,6 +116,33 @@ def test_30_identical_router_calls_over_three_processes_go_upstream_once(trio, m
     assert upstream(mock, msgs) == 1
     assert len({a.choices[0].message.content for a in answers}) == 1
     assert sum(r["cache_hit"] for r in recorded(trio, msgs, 30)) == 29
+
+
+def test_a_leader_that_fails_hands_over_to_a_waiter_in_another_process(trio, mock):
+    msgs = prompt()
+    admin(mock, "POST", "/_mock/program", {"path_contains": "/chat/completions", "status": 500, "delay_ms": 1500})
+
+    async def burst():
+        clients = [openai.AsyncOpenAI(base_url=u, api_key=MASTER, max_retries=0, default_headers=CACHE_ON, timeout=60)
+                   for u in trio["routers"]]
+        try:
+            first = asyncio.create_task(clients[0].chat.completions.create(model="gpt-4o-mini", messages=msgs))
+            deadline = time.monotonic() + 30
+            while not upstream(mock, msgs):  # the leader's call has reached the provider (and will fail)
+                assert time.monotonic() < deadline, "the leader's call never reached the mock"
+                await asyncio.sleep(0.05)
+            rest = [clients[1 + i % 2].chat.completions.create(model="gpt-4o-mini", messages=msgs) for i in range(8)]
+            return await asyncio.gather(first, *rest, return_exceptions=True)
+        finally:
+            for c in clients:
+                await c.close()
+
+    failed, *answers = asyncio.run(burst())
+    assert isinstance(failed, openai.InternalServerError)
+    assert not any(isinstance(a, Exception) for a in answers), answers
+    assert upstream(mock, msgs) == 2  # the failed leader's, and one waiter's that took over; the rest hit
+    assert len({a.choices[0].message.content for a in answers}) == 1
+    assert sum(r["cache_hit"] for r in recorded(trio, msgs, 9)) == 7
 
 
 def test_30_identical_proxied_calls_over_three_processes_go_upstream_once(trio, mock):
