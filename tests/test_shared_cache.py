@@ -263,3 +263,27 @@ def test_metrics_show_the_shared_caches_outcomes_and_backlog():
     assert 'tapgate_cache_redis_total{outcome="hit"} 3.0' in text
     assert 'tapgate_cache_redis_total{outcome="error"} 2.0' in text
     assert "tapgate_cache_redis_pending 0.0" in text
+
+
+@pytest.mark.anyio
+async def test_a_lookup_cancelled_mid_round_trip_gives_its_lock_back(shared):
+    a = process(*shared)
+    real, took = a._acquire, asyncio.Event()
+
+    async def then_the_client_leaves(**kw):
+        result = await real(**kw)
+        took.set()
+        await asyncio.sleep(5)
+        return result
+
+    a._acquire = then_the_client_leaves
+    key = key_for("key-1")
+    task = asyncio.create_task(a.fetch(key, 5))
+    await took.wait()
+    assert await a.client.exists(a.lock_key(key))
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await stored(a)
+    assert not await a.client.exists(a.lock_key(key))
+    await a.stop()

@@ -132,10 +132,7 @@ class SharedCache:
                 result = await self._bounded(self._acquire(keys=[self.entry_key(key), self.lock_key(key)],
                                                            args=[token, self.lock_ms, "1"]))
                 if result is None:
-                    # A timeout may come after Redis set the lock: give it back, or waiters elsewhere
-                    # would wait for a leader that does not know it leads.
-                    self._write(self._release(keys=[self.lock_key(key)], args=[token, self.channel, key]), None,
-                                always=True)
+                    self._give_back(key, token)
                     return None, None
                 status = int(result[0])
                 if status == 1:
@@ -161,9 +158,17 @@ class SharedCache:
                     await asyncio.wait_for(asyncio.shield(waiter), min(self.poll, remaining))
                 except TimeoutError:
                     pass
+        except asyncio.CancelledError:  # the client left (or the gateway stops) mid round trip
+            self._give_back(key, token)
+            raise
         finally:
             if waiter is not None:
                 self._forget(key, waiter)
+
+    def _give_back(self, key: str, token: str) -> None:
+        """A lookup that ended without its answer may still have taken the lock in Redis: release it (if
+        it is this token's), or waiters elsewhere would wait for a leader that does not know it leads."""
+        self._write(self._release(keys=[self.lock_key(key)], args=[token, self.channel, key]), None, always=True)
 
     def _listen_for(self, key: str, old: asyncio.Future | None) -> asyncio.Future:
         if old is not None:
