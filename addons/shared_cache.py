@@ -31,9 +31,9 @@ class CacheSharing:
             "cache miss (counted on /metrics), never a failed call.",
         )
         loader.add_option(
-            "tapgate_redis_cache_lock_seconds", int, 30,
-            "How long the lock of a call leading identical ones outlives it: when its process dies, a waiting "
-            "call in another process calls upstream after this at most.",
+            "tapgate_redis_cache_lock_seconds", int, 10,
+            "How long the lock of a call leading identical ones outlives its process (renewed while the call "
+            "runs): when the process dies, a waiting call in another process calls upstream after this at most.",
         )
         loader.add_option(
             "tapgate_redis_cache_max_entry_bytes", int, 1024 * 1024,

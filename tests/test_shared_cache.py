@@ -287,3 +287,20 @@ async def test_a_lookup_cancelled_mid_round_trip_gives_its_lock_back(shared):
     await stored(a)
     assert not await a.client.exists(a.lock_key(key))
     await a.stop()
+
+
+@pytest.mark.anyio
+async def test_a_running_leader_keeps_its_lock_past_the_lock_period(shared):
+    url, prefix = shared
+    holder = process(url, prefix, lock_seconds=0.6)  # renewed every 0.2 s while its call runs
+    waiter = process(url, prefix, poll=0.05)
+    key = key_for("key-1")
+    _, token = await holder.fetch(key, 5)
+    assert await waiter.fetch(key, 1.8) == (None, None)  # three lock periods: never expired, never taken
+    assert (waiter.counts["gave_up"], waiter.counts["took_over"]) == (1, 0)
+    assert await holder.client.get(holder.lock_key(key)) == token.encode()
+    holder.release(key, token)
+    await stored(holder)
+    assert holder.held == {}
+    for p in (holder, waiter):
+        await p.stop()

@@ -37,6 +37,13 @@ if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL'
 redis.call('PUBLISH', ARGV[4], ARGV[5])
 return 1
 """
+# KEYS: locks. ARGV: lock ms, then each lock's token. A running leader's locks pushed back.
+RENEW = """
+for i, key in ipairs(KEYS) do
+  if redis.call('GET', key) == ARGV[i + 1] then redis.call('PEXPIRE', key, ARGV[1]) end
+end
+return 1
+"""
 # KEYS: lock. ARGV: token, channel, cache key. A leader that stored nothing lets the waiters go.
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -69,10 +76,11 @@ def decode(value: bytes) -> Entry | None:
 
 class SharedCache:
     """The calls to Redis for the response cache. `timeout` bounds each round trip a call waits on;
-    `lock_seconds` is how long a leader's lock outlives it; `poll` how often a waiter looks again
+    `lock_seconds` is how long a leader's lock outlives its process
+    (renewed while its call runs); `poll` how often a waiter looks again
     when no message came (a lost message, a leader that died)."""
 
-    def __init__(self, client, prefix: str = "tapgate:", *, timeout: float = 0.25, lock_seconds: float = 30.0,
+    def __init__(self, client, prefix: str = "tapgate:", *, timeout: float = 0.25, lock_seconds: float = 10.0,
                  max_entry_bytes: int = 1024 * 1024, poll: float = 0.25) -> None:
         self.client = client
         self.prefix = prefix
@@ -88,9 +96,11 @@ class SharedCache:
         self._acquire = client.register_script(ACQUIRE)
         self._store = client.register_script(STORE)
         self._release = client.register_script(RELEASE)
+        self._renew = client.register_script(RENEW)
+        self.held: dict[str, str] = {}  # cache key -> token: the locks this process's running leaders hold
         self._waiters: dict[str, list[asyncio.Future]] = {}
         self._writes: set[asyncio.Task] = set()
-        self._listener: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
 
     def entry_key(self, key: str) -> str:
         return f"{self.prefix}cache:{key}"
@@ -106,13 +116,13 @@ class SharedCache:
     # -- start and stop ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._listener = asyncio.create_task(self._listen())
+        self._tasks = [asyncio.create_task(self._listen()), asyncio.create_task(self._keep_locks())]
 
     async def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            await asyncio.gather(self._listener, return_exceptions=True)
-            self._listener = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         if self._writes:  # what is in flight, once, briefly
             await asyncio.wait(list(self._writes), timeout=max(self.timeout, 1.0))
         await self.client.aclose()
@@ -142,6 +152,7 @@ class SharedCache:
                     self.counts["hit"] += 1
                     return entry, None
                 if status == 2:
+                    self.held[key] = token
                     self.counts["took_over" if waited else "miss"] += 1
                     return None, token
                 # Another process leads: listen first, then look again, so its message cannot fall between.
@@ -168,6 +179,7 @@ class SharedCache:
     def _give_back(self, key: str, token: str) -> None:
         """A lookup that ended without its answer may still have taken the lock in Redis: release it (if
         it is this token's), or waiters elsewhere would wait for a leader that does not know it leads."""
+        self._drop(key, token)
         self._write(self._release(keys=[self.lock_key(key)], args=[token, self.channel, key]), None, always=True)
 
     def _listen_for(self, key: str, old: asyncio.Future | None) -> asyncio.Future:
@@ -213,6 +225,8 @@ class SharedCache:
 
     def put(self, key: str, entry: Entry, token: str | None) -> None:
         """Store the entry with its TTL and let the waiters go; never waits (written by a task)."""
+        if token is not None:
+            self._drop(key, token)
         value = encode(entry)
         ttl_ms = int((entry.expires - time.time()) * 1000)
         if len(value) > self.max_entry_bytes or ttl_ms <= 0:
@@ -226,6 +240,7 @@ class SharedCache:
 
     def release(self, key: str, token: str) -> None:
         """A leader that stored nothing: its lock goes, and a waiter takes over at once."""
+        self._drop(key, token)
         self._write(self._release(keys=[self.lock_key(key)], args=[token, self.channel, key]), None)
 
     def _write(self, pending, outcome: str | None, always: bool = False) -> None:
@@ -241,6 +256,19 @@ class SharedCache:
         task = asyncio.get_running_loop().create_task(write())
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
+
+    def _drop(self, key: str, token: str) -> None:
+        if self.held.get(key) == token:
+            del self.held[key]
+
+    async def _keep_locks(self) -> None:
+        """Renew the running leaders' locks three times per lock period: a long call (a slow stream) keeps
+        its lock, and a process that dies stops renewing, so its locks expire after one period."""
+        while True:
+            await asyncio.sleep(self.lock_ms / 3000)
+            if held := list(self.held.items()):
+                await self._bounded(self._renew(keys=[self.lock_key(k) for k, _ in held],
+                                                args=[self.lock_ms, *(t for _, t in held)]), always=True)
 
     # -- the done channel ------------------------------------------------------------------------------
 
