@@ -1,7 +1,8 @@
 """The shared response cache: entries in Redis with their TTL as Redis expiry, so every gateway process
 naming the same Redis answers from one cache, and a cross-process single-flight: the first process to
 miss takes a lock (SET NX PX, in a script with the lookup), the others wait for its answer (pub/sub, with
-a bounded poll behind it) and take over when the lock goes without an entry (its holder failed or died).
+a bounded poll behind it) and take over when the lock goes without an entry (its holder failed, or
+died and stopped renewing it).
 Every round trip is bounded: a slow or failed one is a miss, never a failed call (issue 17)."""
 
 from __future__ import annotations
@@ -76,9 +77,8 @@ def decode(value: bytes) -> Entry | None:
 
 class SharedCache:
     """The calls to Redis for the response cache. `timeout` bounds each round trip a call waits on;
-    `lock_seconds` is how long a leader's lock outlives its process
-    (renewed while its call runs); `poll` how often a waiter looks again
-    when no message came (a lost message, a leader that died)."""
+    `lock_seconds` is how long a leader's lock outlives its process (renewed while its call runs);
+    `poll` how often a waiter looks again when no message came (a lost message, a leader that died)."""
 
     def __init__(self, client, prefix: str = "tapgate:", *, timeout: float = 0.25, lock_seconds: float = 10.0,
                  max_entry_bytes: int = 1024 * 1024, poll: float = 0.25) -> None:
