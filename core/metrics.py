@@ -210,3 +210,23 @@ def budget_gauges(admission: Any, cap: int) -> Callable[[], Iterable]:
         return [spent, limit]
 
     return collect
+
+
+def shared_cache_gauges(caching: Any) -> Callable[[], Iterable]:
+    """The response cache's round trips to Redis by outcome (hit, miss, error: each error a miss), and
+    its stores still on their way there; nothing while the cache is not shared."""
+
+    def collect():
+        shared = getattr(caching, "shared", None)
+        if shared is None:
+            return []
+        outcomes = CounterMetricFamily("tapgate_cache_redis", "The shared response cache in Redis, by outcome: hit, "
+                                       "miss, wait, took_over, gave_up, error, skipped, stored, too_large, dropped.",
+                                       labels=["outcome"])
+        for outcome, n in shared.counts.items():
+            outcomes.add_metric([outcome], n)
+        pending = gauge("tapgate_cache_redis_pending", "Cache entries and lock releases not yet written to Redis.")
+        pending.add_metric([], shared.pending)
+        return [outcomes, pending]
+
+    return collect
