@@ -72,9 +72,9 @@ class Cache(Caching):
                     self.keep(call, Entry(collected is not None, resp.headers.get("content-type", ""), body,
                                           time.time() + call.cache.ttl, {"usage_injected": call.injected_usage}))
         finally:
-            self.cache.release(call.cache.key)
+            self.release(call)
 
     def error(self, flow: http.HTTPFlow) -> None:
         call: Call | None = flow.metadata.get("tapgate")
         if call is not None and call.cache.leader:
-            self.cache.release(call.cache.key)
+            self.release(call)

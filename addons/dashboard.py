@@ -91,8 +91,8 @@ class Dashboard:
                 ctx.options.update(**{name: quiet})
         self.tally = Tally(ctx.options.tapgate_dashboard_window * 60)
         db = store_location() if "tapgate_db" in ctx.options else None
-        # a file's writers report their journals beside it; PostgreSQL's, in /metrics
-        status_of = db if isinstance(db, Path) else None
+        # the writers (to the file or to PostgreSQL) report beside the journal, which is beside tapgate_db
+        status_of = Path(ctx.options.tapgate_db).expanduser() if db else None
         source = database.shown(db) if db else ""
         self._live = Live(
             console=RichConsole(file=self._file), screen=True, refresh_per_second=REFRESH_PER_SECOND,

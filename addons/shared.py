@@ -30,8 +30,8 @@ class Shared:
     def load(self, loader) -> None:
         loader.add_option(
             "tapgate_redis", str, "",
-            "redis:// URL of the Redis every gateway process shares budgets and rate limits through "
-            "(docs/scaleout.md). Empty: each process keeps its own, in memory.",
+            "redis:// URL of the Redis every gateway process shares budgets, rate limits and the response cache "
+            "through (docs/scaleout.md). Empty: each process keeps its own, in memory.",
         )
         loader.add_option(
             "tapgate_redis_prefix", str, "tapgate:",

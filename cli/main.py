@@ -70,9 +70,10 @@ def cmd_top(args: argparse.Namespace) -> int:
     conn = queries.connect(args.db)
     tally = Tally(args.window * 60)
     tally.seed(conn, time.time())
-    db = None if getattr(conn, "postgres", False) else Path(args.db).expanduser()  # a file's writers report beside it
-    view = lambda: DashboardView(snapshot(tally, time.time(), shown(args.db),  # noqa: E731
-                                          read_status(db) if db else None))
+    # The writers report beside their journal, beside tapgate_db: for PostgreSQL, this machine's
+    # gateways on the default tapgate_db, if any run.
+    db = Path(DEFAULT_DB if getattr(conn, "postgres", False) else args.db).expanduser()
+    view = lambda: DashboardView(snapshot(tally, time.time(), shown(args.db), read_status(db)))  # noqa: E731
     if args.once:
         console().print(view())
         return 0

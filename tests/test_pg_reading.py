@@ -180,7 +180,7 @@ def test_tapgate_postgres_must_be_a_postgresql_url_and_its_password_is_not_shown
     store = Store()
     with taddons.context(store) as tctx:
         tctx.configure(store, tapgate_db=str(tmp_path / "t.db"))
-        with pytest.raises(exceptions.OptionsError, match="must be a postgresql:// URL") as e:
+        with pytest.raises(exceptions.OptionsError, match="is not a postgresql:// URL") as e:
             tctx.configure(store, tapgate_postgres="mysql://app:pw-hunter2@127.0.0.1/calls")
         assert "pw-hunter2" not in str(e.value) and "app:***@" in str(e.value)
         store.done()

@@ -195,7 +195,7 @@ class Router:
                                                      "details."), front)
         finally:
             if call.cache.leader:
-                self.caching.cache.release(call.cache.key)
+                self.caching.release(call)
 
     def _unrouted(self, request: web.BaseRequest, error: Refusal) -> bytes:
         """A request the router could not route (unknown path or method, malformed HTTP): recorded as

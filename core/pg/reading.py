@@ -29,8 +29,10 @@ def is_url(location: object) -> bool:
 
 
 def redacted(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
-    return re.sub(r"^(\w+://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    """The URL with any password replaced, for messages and logs (as the writer shows it)."""
+    from core.pg.url import redact
+
+    return redact(url)
 
 
 def where(url: str) -> str:
