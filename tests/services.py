@@ -74,7 +74,7 @@ def postgres_server() -> str:
 
 
 def as_url(conninfo: str) -> str:
-    """A `host=... dbname=...` conninfo (what fresh_database yields) as the postgresql:// URL options take."""
+    """A conninfo (`host=... dbname=...`) or URL as the postgresql:// URL options take."""
     from psycopg.conninfo import conninfo_to_dict
 
     info = conninfo_to_dict(conninfo)

@@ -1,18 +1,19 @@
 """A gateway whose store is PostgreSQL (tapgate_postgres) reads it while it runs: keys made and
-revoked with `tapgate keys --db postgresql://...` apply within a second, and the spend a key's budget
-starts from is PostgreSQL's. The rows the gateway reads are put there by the CLI and, for spend, by
-hand, as the PostgreSQL writer would have written them."""
+revoked with `tapgate keys --db postgresql://...` apply within a second, and the spend a budget starts
+from is PostgreSQL's (rows put there by hand, and rows its writer recorded, which `tapgate logs` and
+`tapgate spend` on the URL read back)."""
 
 import io
 import json
 import ssl
+import uuid
 from contextlib import redirect_stdout
 from datetime import UTC, datetime
 
 import openai
 import psycopg
 import pytest
-from harness import start_gateway
+from harness import configured_gateway, router_url, start_gateway
 from services import fresh_database
 from support import until
 
@@ -85,3 +86,45 @@ def test_a_budget_starts_from_the_spend_in_postgresql(pg_gateway):
     refused = answered(port, ca, capped["secret"])
     assert isinstance(refused, openai.RateLimitError) and refused.code == "budget_exceeded"
     assert capped["id"] in refused.message
+
+
+def test_calls_the_gateway_wrote_to_postgresql_are_read_back_and_restart_its_budgets(mock, tmp_path):
+    """The whole loop: a gateway records calls in PostgreSQL; `tapgate logs` and `spend` on the URL show
+    them; a gateway started again on it (a new SQLite file beside it) starts its budgets from them."""
+    customer = f"cust-{uuid.uuid4().hex[:8]}"
+    config = (f'router:\n  providers:\n    openai: {{base_url: "http://127.0.0.1:{mock}/v1"}}\n'
+              f"customers:\n  {customer}:\n    budgets: [{{unit: requests, period: day, cap: 3}}]\n")
+    for sub in ("one", "two"):
+        (tmp_path / sub).mkdir()
+    with fresh_database() as url:
+        first, _ = configured_gateway(mock, tmp_path / "one", config, "--set", f"tapgate_postgres={url}")
+        try:
+            routed = openai.OpenAI(api_key="sk-any", base_url=router_url(first), max_retries=0)
+            for _ in range(3):
+                routed.chat.completions.create(model="gpt-4o", messages=MSG, user=customer)
+            until(lambda: len(pg_ids(url, customer)) == 3, timeout=15, what="three calls in PostgreSQL")
+        finally:
+            assert first.stop() == 0
+        with redirect_stdout(io.StringIO()) as printed:
+            assert main(["logs", "--json", "--customer", customer, "--db", url]) == 0
+        logged = [json.loads(line) for line in printed.getvalue().splitlines()]
+        assert sorted(r["id"] for r in logged) == sorted(pg_ids(url, customer))
+        assert {(r["mode"], r["status"], r["model"]) for r in logged} == {("router", "ok", "gpt-4o")}
+        with redirect_stdout(io.StringIO()) as printed:
+            assert main(["spend", "--by", "customer", "--json", "--db", url]) == 0
+        (spend,) = [json.loads(line) for line in printed.getvalue().splitlines()]
+        assert (spend["customer"], spend["requests"]) == (customer, 3) and spend["cost_usd"] > 0
+
+        second, _ = configured_gateway(mock, tmp_path / "two", config, "--set", f"tapgate_postgres={url}")
+        try:
+            routed = openai.OpenAI(api_key="sk-any", base_url=router_url(second), max_retries=0)
+            with pytest.raises(openai.RateLimitError) as e:  # its three calls of today are spent
+                routed.chat.completions.create(model="gpt-4o", messages=MSG, user=customer)
+            assert e.value.code == "budget_exceeded"
+        finally:
+            assert second.stop() == 0
+
+
+def pg_ids(url: str, customer: str) -> list[str]:
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("SELECT id FROM requests WHERE customer_identifier = %s", (customer,))]
