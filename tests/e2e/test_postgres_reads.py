@@ -114,6 +114,11 @@ def test_calls_the_gateway_wrote_to_postgresql_are_read_back_and_restart_its_bud
             assert main(["spend", "--by", "customer", "--json", "--db", url]) == 0
         (spend,) = [json.loads(line) for line in printed.getvalue().splitlines()]
         assert (spend["customer"], spend["requests"]) == (customer, 3) and spend["cost_usd"] > 0
+        with psycopg.connect(url) as conn:  # numbered as they arrived: what `tapgate top` follows
+            assert conn.execute("SELECT count(*) FROM requests WHERE rowid IS NULL").fetchone()[0] == 0
+        with redirect_stdout(io.StringIO()) as printed:
+            assert main(["top", "--once", "--db", url]) == 0
+        assert customer in printed.getvalue() and "postgresql:" in printed.getvalue()
 
         second, _ = configured_gateway(mock, tmp_path / "two", config, "--set", f"tapgate_postgres={url}")
         try:
