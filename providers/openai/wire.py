@@ -53,6 +53,9 @@ class OpenAIDialect:
     # The variable holding its key when the router reaches it by name (its base URL is the first host
     # and prefix); None: the router reaches it only through a configured base_url (Azure).
     key_env: str | None = None
+    # Prefixes of credentials that are a subscription login rather than an API key (core/clients.py):
+    # such calls are not billed per token and are recorded with a shadow cost instead.
+    subscription_prefixes: tuple[str, ...] = ()
     # The request field a gateway refusal names as the cap on output (spend's worst-case text).
     max_tokens_field: ClassVar[str] = "max_tokens"
 

@@ -1,12 +1,16 @@
 """The coding agents from npm, Claude Code and Codex CLI, run through `tapgate run` against the mock
-provider: their calls recorded with tokens and cost, attributed to the agent; a Claude Code signed in
-with a subscription login recorded with a shadow cost instead, its login token never stored."""
+provider: their calls recorded with tokens and cost, attributed to the agent; a Claude Code or a Codex
+signed in with a subscription login recorded with a shadow cost instead, its login token never stored."""
 
 from __future__ import annotations
 
+import base64
+import datetime
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -83,3 +87,49 @@ def test_codex_cli_with_an_api_key(gateway, agents, tmp_path):
     for row in rows:
         assert row["client"] == "Codex CLI" and row["endpoint"] == "responses"
         assert row["input_tokens"] > 0 and row["cost_usd"] > 0
+
+
+def jwt(claims: dict) -> str:
+    """An unsigned JWT with random bytes for a signature: Codex reads the claims and never verifies it."""
+    def part(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    return ".".join((part(b'{"alg":"RS256","typ":"JWT"}'), part(json.dumps(claims).encode()), part(os.urandom(64))))
+
+
+def chatgpt_login(codex_home: Path) -> tuple[str, str]:
+    """What `codex login` leaves in CODEX_HOME/auth.json on a ChatGPT plan: tokens that expire in ten
+    years, refreshed just now, so Codex neither refreshes them nor reaches auth.openai.com.
+    Returns (the access token, the account id)."""
+    account = f"acct-{os.urandom(8).hex()}"
+    claims = {"exp": int(time.time()) + 10 * 365 * 86400, "https://api.openai.com/auth": {
+        "chatgpt_plan_type": "plus", "chatgpt_user_id": f"user-{os.urandom(6).hex()}", "chatgpt_account_id": account}}
+    access = jwt({**claims, "scp": ["openid", "profile", "email", "offline_access"]})
+    tokens = {"id_token": jwt({**claims, "email": "dev@example.com"}), "access_token": access,
+              "refresh_token": f"rt-{os.urandom(16).hex()}", "account_id": account}
+    now = datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+    codex_home.mkdir(parents=True, exist_ok=True)
+    (codex_home / "auth.json").write_text(json.dumps({"auth_mode": "chatgpt", "OPENAI_API_KEY": None,
+                                                      "tokens": tokens, "last_refresh": now}))
+    return access, account
+
+
+def test_codex_cli_on_a_chatgpt_login(gateway, agents, tmp_path):
+    access, account = chatgpt_login(tmp_path / "home" / ".codex")
+    seen = len(gateway.process.lines)
+    # A model the price table knows, so the shadow cost can be priced (the default is the newest).
+    done = run_agent(gateway, tmp_path, [str(agents / "codex"), "exec", "-m", "gpt-5.1-codex",
+                                         "--skip-git-repo-check", "say hi"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = [r for r in calls(gateway, "codex", tmp_path) if r["status"] == "ok"]
+    assert rows, "no Codex call recorded"
+    for row in rows:
+        assert row["client"] == "Codex CLI" and row["provider"] == "chatgpt" and row["endpoint"] == "responses"
+        assert row["model"] == "gpt-5.1-codex" and row["input_tokens"] > 0 and row["output_tokens"] > 0
+        assert row["cost_usd"] is None and row["shadow_cost_usd"] > 0  # paid by the ChatGPT plan
+    signature = access.rsplit(".", 1)[1]
+    for path in store_files(gateway.db):  # neither the login token nor the account is in any file of the store
+        data = path.read_bytes()
+        assert access.encode() not in data and signature.encode() not in data, path
+        assert account.encode() not in data, path
+    output = "\n".join(gateway.process.lines[seen:])
+    assert signature not in output and account not in output
