@@ -170,6 +170,9 @@ class Mock:
             conn.transport.write(self.admin(req))
             return None
         self.log.append(req)
+        if req.headers.get("upgrade", "").lower() == "websocket":
+            conn.transport.write(self.upgrade(conn, req))
+            return None
         if req.path.startswith(CHATGPT_BACKEND) and (answer := chatgpt_backend(req)) is not None:
             conn.transport.write(answer)
             return None
@@ -212,6 +215,22 @@ class Mock:
             write_now(conn.transport, response)
             return None
         return serve_slowly(conn, response, controls)
+
+    def upgrade(self, conn: Connection, req: Request) -> bytes:
+        """A WebSocket to a Responses path becomes a session answering response.create frames
+        (scripts/mock_socket.py); any other upgrade is refused."""
+        try:  # imported when first used: the unit tests load this file alone, without scripts/ on the path
+            from . import mock_socket
+        except ImportError:
+            import mock_socket
+        if not mock_socket.wants_socket(req.headers, req.path):
+            return json_response(404, {"error": {"message": f"mock: no WebSocket at {req.path}"}})
+
+        def stream(body: bytes) -> tuple[bytes, ...]:
+            return self.catalog.fixtures[self.catalog.choose(Request("POST", req.path, "HTTP/1.1", {}, body))].events
+
+        conn.socket = mock_socket.Session(conn.transport, stream)
+        return mock_socket.handshake(req.headers)
 
     def take_program(self, req: Request) -> Controls | None:
         for program in self.programs:
@@ -373,6 +392,7 @@ class Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.closed = loop.create_future()
         self.writable: asyncio.Future | None = None
+        self.socket = None  # once upgraded to a WebSocket: the session that reads its frames
 
     def connection_made(self, transport):
         self.transport = transport
@@ -404,6 +424,9 @@ class Connection(asyncio.Protocol):
         self.transport.abort()
 
     def data_received(self, data: bytes):
+        if self.socket is not None:
+            self.socket.feed(data)
+            return
         self.buf += data
         if self.task is None:
             self.process()
@@ -419,6 +442,10 @@ class Connection(asyncio.Protocol):
             if req is None:
                 return
             work = self.mock.handle(self, req)
+            if self.socket is not None:  # upgraded: what follows the request is frames
+                rest, self.buf = bytes(self.buf), bytearray()
+                rest and self.socket.feed(rest)
+                return
             if work is not None:
                 self.task = asyncio.ensure_future(self.finish(work, req.keep_alive))
                 return

@@ -237,6 +237,16 @@ class OpenAIDialect:
                 elif reason:
                     state.output.finish_reason = reason
 
+    def socket_request(self, route: Route, data: Any) -> dict[str, Any] | None:
+        """The Responses request a client's WebSocket message asks (`{"type": "response.create",
+        ...the body's fields}`), as the body an HTTP POST would carry; None for any other message.
+        The events coming back are the Responses stream's, folded by stream_event."""
+        if route.endpoint != "responses" or not isinstance(data, dict) or data.get("type") != "response.create":
+            return None
+        body = {k: v for k, v in data.items() if k != "type"}
+        body["stream"] = True  # a socket always streams the turn back
+        return body
+
     def hide_usage(self, route: Route, event: str | None, data: Any, raw: bytes) -> bytes:
         if not isinstance(data, dict):
             return raw

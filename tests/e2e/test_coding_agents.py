@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import ROOT, store_files
+from harness import ROOT, admin, store_files
 from services import require
 
 CACHE = ROOT / "tests" / ".cache" / "agents"  # ignored by git; npm installs the agents here once
@@ -114,20 +114,50 @@ def chatgpt_login(codex_home: Path) -> tuple[str, str]:
 
 
 def test_codex_cli_on_a_chatgpt_login(gateway, agents, tmp_path):
+    """Codex samples over a WebSocket to chatgpt.com/backend-api/codex/responses (a warm-up turn, then
+    the real ones): each turn is recorded as a call, priced as a shadow cost."""
     access, account = chatgpt_login(tmp_path / "home" / ".codex")
     seen = len(gateway.process.lines)
     # A model the price table knows, so the shadow cost can be priced (the default is the newest).
     done = run_agent(gateway, tmp_path, [str(agents / "codex"), "exec", "-m", "gpt-5.1-codex",
                                          "--skip-git-repo-check", "say hi"])
     assert done.returncode == 0, done.stdout + done.stderr
-    rows = [r for r in calls(gateway, "codex", tmp_path) if r["status"] == "ok"]
-    assert rows, "no Codex call recorded"
+    sent = [r for r in admin(gateway.mock_port, "GET", "/_mock/requests")
+            if r["path"] == "/backend-api/codex/responses" and r["headers"].get("chatgpt-account-id") == account]
+    assert sent and {(r["method"], r["headers"].get("upgrade")) for r in sent} == {("GET", "websocket")}
+    rows = calls(gateway, "codex", tmp_path)
+    assert len(rows) >= 2 and {r["status"] for r in rows} == {"ok"}, rows
     for row in rows:
         assert row["client"] == "Codex CLI" and row["provider"] == "chatgpt" and row["endpoint"] == "responses"
-        assert row["model"] == "gpt-5.1-codex" and row["input_tokens"] > 0 and row["output_tokens"] > 0
+        assert row["model"] == "gpt-5.1-codex" and row["input_tokens"] > 0
         assert row["cost_usd"] is None and row["shadow_cost_usd"] > 0  # paid by the ChatGPT plan
+    assert any(row["output_tokens"] > 0 for row in rows)  # the warm-up writes nothing; the turn does
+    assert_never_kept(gateway, seen, access, account)
+
+
+def test_the_chatgpt_backend_over_http_is_a_subscription_call(gateway, customer):
+    """Codex's other transport (when its socket cannot be had): the same Responses stream as an HTTP
+    POST, here from the OpenAI SDK with a ChatGPT login's access token as its key."""
+    import openai
+
+    access = jwt({"exp": int(time.time()) + 3600})
+    account = f"acct-{os.urandom(8).hex()}"
+    seen = len(gateway.process.lines)
+    client = openai.OpenAI(api_key=access, base_url="https://chatgpt.com/backend-api/codex", max_retries=0)
+    stream = client.responses.create(model="gpt-5.1-codex", input="say hi", stream=True, extra_headers={
+        "chatgpt-account-id": account, "x-tapgate-customer-identifier": customer})
+    assert any(event.type == "response.completed" for event in stream)
+    row = gateway.rows(customer)[0]
+    assert row["provider"] == "chatgpt" and row["status"] == "ok" and row["output_tokens"] > 0
+    assert row["cost_usd"] is None and row["shadow_cost_usd"] > 0
+    assert_never_kept(gateway, seen, access, account)
+
+
+def assert_never_kept(gateway, seen: int, access: str, account: str) -> None:
+    """Neither the login's token (whole or its signature) nor its account id is in any file of the
+    store or in what the gateway printed since line `seen`."""
     signature = access.rsplit(".", 1)[1]
-    for path in store_files(gateway.db):  # neither the login token nor the account is in any file of the store
+    for path in store_files(gateway.db):
         data = path.read_bytes()
         assert access.encode() not in data and signature.encode() not in data, path
         assert account.encode() not in data, path
