@@ -229,7 +229,10 @@ class Mock:
         def stream(body: bytes) -> tuple[bytes, ...]:
             return self.catalog.fixtures[self.catalog.choose(Request("POST", req.path, "HTTP/1.1", {}, body))].events
 
-        conn.socket = mock_socket.Session(conn.transport, stream)
+        def log(message: bytes) -> None:  # each message in the request log, as method MESSAGE
+            self.log.append(Request("MESSAGE", req.target, "HTTP/1.1", req.headers, message))
+
+        conn.socket = mock_socket.Session(conn.transport, stream, log)
         return mock_socket.handshake(req.headers)
 
     def take_program(self, req: Request) -> Controls | None:

@@ -82,9 +82,10 @@ def stream_frames(sse_events: tuple[bytes, ...]) -> list[bytes]:
 class Session:
     """One upgraded connection: frames in, a turn's events out for each response.create."""
 
-    def __init__(self, transport, choose_stream) -> None:
+    def __init__(self, transport, choose_stream, log=lambda message: None) -> None:
         self.transport = transport
         self.choose_stream = choose_stream  # (request body bytes) -> the SSE events of the answer
+        self.log = log  # each text message received, for the mock's request log
         self.buf = bytearray()
         self.parts: list[bytes] = []  # a fragmented message's payloads so far
 
@@ -111,6 +112,7 @@ class Session:
                     self.answer(message)
 
     def answer(self, message: bytes) -> None:
+        self.log(message)
         try:
             doc = json.loads(message)
         except ValueError:

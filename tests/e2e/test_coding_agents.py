@@ -124,7 +124,7 @@ def test_codex_cli_on_a_chatgpt_login(gateway, agents, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     sent = [r for r in admin(gateway.mock_port, "GET", "/_mock/requests")
             if r["path"] == "/backend-api/codex/responses" and r["headers"].get("chatgpt-account-id") == account]
-    assert sent and {(r["method"], r["headers"].get("upgrade")) for r in sent} == {("GET", "websocket")}
+    assert {r["method"] for r in sent} == {"GET", "MESSAGE"}  # the upgrade and its turns; no POST fallback
     rows = calls(gateway, "codex", tmp_path)
     assert len(rows) >= 2 and {r["status"] for r in rows} == {"ok"}, rows
     for row in rows:
