@@ -65,7 +65,7 @@ addons = [
     # Attribution after Capture (its requestheaders made the call) and before Auth, which would otherwise
     # read `tapgate run`'s tags in the proxy URL as a gateway key.
     attribution,
-    Sockets(capture, attribution),  # passthrough's door for calls over a WebSocket
+    Sockets(capture, attribution),  # calls over a WebSocket; before Auth, which keeps a socket's credential
     Auth(settings, ring, stages.identify),  # gateway keys: proxy authentication, X-Tapgate-Key
     cache,
     spend,
