@@ -52,7 +52,12 @@ class Sockets:
             flow.metadata[SOCKET] = Turns(route)
 
     async def websocket_message(self, flow: http.HTTPFlow) -> None:
-        if (turns := flow.metadata.get(SOCKET)) is None or not (message := flow.websocket.messages[-1]).is_text:
+        if (turns := flow.metadata.get(SOCKET)) is None:
+            return
+        # mitmproxy keeps every message of a socket in the flow; an agent's socket lives for its whole
+        # session, its turns carrying the conversation, so only the one being passed on is kept.
+        del flow.websocket.messages[:-1]
+        if not (message := flow.websocket.messages[-1]).is_text:
             return
         try:
             data = loads(message.content)
