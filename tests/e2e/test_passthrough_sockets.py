@@ -37,7 +37,7 @@ def guarded(mock, tmp_path_factory):
     key = json.loads(printed.getvalue())
     process.wait_for(r"tapgate: 1 gateway key")
     yield process, port, tmp, key["id"], key["secret"]
-    process.stop()
+    assert process.stop() == 0, "\n".join(process.lines[-30:])
 
 
 def login_token() -> str:
