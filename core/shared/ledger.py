@@ -179,8 +179,19 @@ class SharedLedger:
             args += [repr(float(amount.usd)), int(amount.tokens), int(amount.requests)]
         return bool(await self._load(keys=keys, args=args))
 
+    async def standings(self, counters: list[Counter]) -> dict[Counter, tuple[Amount, Amount]]:
+        """(settled, reserved) of several counters in one round trip: the budgets table every process
+        writes from the same numbers."""
+        pipe = self.client.pipeline(transaction=False)
+        for counter in counters:
+            pipe.hmget(self.key(counter), "su", "st", "sr", "ru", "rt", "rr")
+        return {c: _amounts(v) for c, v in zip(counters, await pipe.execute(), strict=True)}
+
     async def standing(self, counter: Counter) -> tuple[Amount, Amount]:
         """(settled, reserved) of one counter, for tests and the budgets table."""
-        v = await self.client.hmget(self.key(counter), "su", "st", "sr", "ru", "rt", "rr")
-        n = [float(x) if x is not None else 0.0 for x in v]
-        return Amount(n[0], int(n[1]), int(n[2])), Amount(n[3], int(n[4]), int(n[5]))
+        return _amounts(await self.client.hmget(self.key(counter), "su", "st", "sr", "ru", "rt", "rr"))
+
+
+def _amounts(values: list) -> tuple[Amount, Amount]:
+    n = [float(x) if x is not None else 0.0 for x in values]
+    return Amount(n[0], int(n[1]), int(n[2])), Amount(n[3], int(n[4]), int(n[5]))
