@@ -118,7 +118,7 @@ def test_codex_cli_on_a_chatgpt_login(gateway, agents, tmp_path):
     the real ones): each turn is recorded as a call, priced as a shadow cost."""
     access, account = chatgpt_login(tmp_path / "home" / ".codex")
     seen = len(gateway.process.lines)
-    # A model the price table knows, so the shadow cost can be priced (the default is the newest).
+    # A model the price table knows (Codex's default is newer than the table).
     done = run_agent(gateway, tmp_path, [str(agents / "codex"), "exec", "-m", "gpt-5.1-codex",
                                          "--skip-git-repo-check", "say hi"])
     assert done.returncode == 0, done.stdout + done.stderr
