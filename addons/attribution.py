@@ -22,9 +22,12 @@ class Attribution:
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         self._take(flow)  # plain-HTTP requests sent to a proxy carry the credential on each request
-        call = flow.metadata.get("tapgate")
-        if call is None:
-            return
+        if (call := flow.metadata.get("tapgate")) is not None:
+            self.attribute(flow, call)
+
+    def attribute(self, flow: http.HTTPFlow, call) -> None:
+        """The call's client, run tags and login, from the request that carried it (for a call made
+        over a WebSocket, addons/sockets.py: the upgrade request)."""
         call.client = client_of(flow.request.headers.get("user-agent"))
         call.run = self.connections.get(flow.client_conn.id, {})
         credential = key_from(flow.request.headers, flow.request.path.partition("?")[2])

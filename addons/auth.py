@@ -12,6 +12,7 @@ from mitmproxy import connection, ctx, http
 
 from addons.capture import CHALLENGE, CREDENTIAL
 from addons.settings import Settings
+from addons.sockets import SOCKET
 from addons.store import store_location
 from core import database
 from core.errors import Refusal
@@ -78,7 +79,8 @@ class Auth:
             credential = Credential(digest, "tunnel")  # checked again: revoked or rotated since, refused
         else:
             credential = None
-        if flow.metadata.get("tapgate") is not None:  # an LLM call: the identify stage checks it
+        # An LLM call, or a provider's socket whose turns will be (addons/sockets.py): identify checks it.
+        if flow.metadata.get("tapgate") is not None or SOCKET in flow.metadata:
             if credential is not None:
                 flow.metadata[CREDENTIAL] = credential
         elif refusal is not None:  # any other request: bad proxy credentials are challenged as a proxy does

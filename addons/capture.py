@@ -100,7 +100,7 @@ class Capture:
             return
         raw = flow.request.get_content(strict=False) or b""
         try:
-            answer = await self.pipeline.enter(call, self._ask(flow, call, raw))
+            answer = await self.pipeline.enter(call, self.ask(flow, call, raw))
         except Refusal as e:
             strip_gateway_headers(flow.request.headers)
             flow.response = error_response(call, e, CHALLENGE if e.status == 407 else None)
@@ -156,7 +156,9 @@ class Capture:
 
     # -- the request in the pipeline's terms, and on its way ---------------------------------------
 
-    def _ask(self, flow: http.HTTPFlow, call: Call, raw: bytes) -> Ask:
+    def ask(self, flow: http.HTTPFlow, call: Call, raw: bytes) -> Ask:
+        """The call's Ask: its facts, body and credential read from the request (and `raw`, its body:
+        for a call over a WebSocket, addons/sockets.py, the frame that asked)."""
         req = flow.request
         body, too_deep = _json_body(raw)
         call.facts = call.route.provider.request_facts(call.route, body)

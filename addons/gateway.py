@@ -16,6 +16,7 @@ from addons.settings import Settings
 from addons.shadow import Shadow
 from addons.shared import Shared
 from addons.shared_cache import CacheSharing
+from addons.sockets import Sockets
 from addons.spend import Spend
 from addons.store import Store
 from addons.telemetry import Telemetry
@@ -44,6 +45,8 @@ shadow.recorder = recorder
 # The stages both doors run, in order (core/stages/__init__.py); each door adds its own send.
 stages = standard(settings, ring, spend, cache, recorder)
 alerts = Alerts(settings, spend, ring)
+capture = Capture(settings, store, stages)
+attribution = Attribution()
 spend.on_crossing.append(alerts.fire)  # thresholds crossed become alerts, sent off the event loop
 router = Router(settings, stages, cache)  # the router's door: its own port
 router.mounts.append(lambda app, r: add_routes(app, r, metrics))  # /health/live, /health/ready, /metrics
@@ -61,10 +64,11 @@ addons = [
     settings,
     Trim(),  # tapgate_trim: fewer mitmproxy addons on every hook of every flow
     Tunnel(settings),
-    Capture(settings, store, stages),  # passthrough's door
+    capture,  # passthrough's door
     # Attribution after Capture (its requestheaders made the call) and before Auth, which would otherwise
     # read `tapgate run`'s tags in the proxy URL as a gateway key.
-    Attribution(),
+    attribution,
+    Sockets(capture, attribution),  # calls over a WebSocket; before Auth, which keeps a socket's credential
     Auth(settings, ring, stages.identify),  # gateway keys: proxy authentication, X-Tapgate-Key
     cache,
     spend,

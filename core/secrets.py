@@ -38,12 +38,15 @@ def redact_url(path: str) -> str:
 
 REDACTED = "[REDACTED]"
 # Key-shaped values in the formats providers and the gateway issue: a Bearer token, OpenAI's sk-…
-# (sk-proj-…, sk-svcacct-…), Anthropic's sk-ant-…, Google's AIza…, the gateway's own tg-…, and any
-# `key=` query value. Eight characters at least, so prose ("sk-learn", "Bearer of") stays.
+# (sk-proj-…, sk-svcacct-…), Anthropic's sk-ant-…, Google's AIza…, the gateway's own tg-…, a JWT
+# anywhere (a subscription login's access token: Codex CLI's ChatGPT login; its header is base64 of
+# '{"', hence "eyJ") and any `key=` query value. Eight characters at least, so prose ("sk-learn",
+# "Bearer of") stays.
 _KEY_SHAPED = re.compile(
     r"(?i:bearer)\s+[A-Za-z0-9._~+/=-]{8,}"
     r"|\b(?:sk|tg)-[A-Za-z0-9_-]{8,}"
     r"|\bAIza[A-Za-z0-9_-]{8,}"
+    r"|\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
 )
 _KEY_VALUE = re.compile(r"((?:^|[?&\s\"'])(?:key|api[-_]key)=)[^&#\s\"']+", re.IGNORECASE)
 SHORTEST_KNOWN = 8  # a shorter "key" would scrub ordinary words

@@ -151,6 +151,9 @@ class Provider(Protocol):
     # Optional: prefixes of credentials that are a subscription login, not a pay-per-token API key
     # (read with getattr; none by default).
     # subscription_prefixes: tuple[str, ...]
+    # Optional: socket_request(route, data) -> dict | None: the request body a client's WebSocket
+    # message asks for (OpenAI's Responses API over a WebSocket), None for other messages; the events
+    # coming back are folded by stream_event (read with getattr; addons/sockets.py).
 
     def route(self, host: str, path: str) -> Route | None:
         """The route when this (host, path) belongs to this provider; path excludes the query."""

@@ -18,6 +18,7 @@ import json
 import signal
 import socket
 import struct
+import zlib
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ except ImportError:
     import mock_fixtures as fx  # run as a script: scripts/ is sys.path[0]
 
 MAX_HEAD = 64 * 1024
+CHATGPT_BACKEND = "/backend-api/"  # chatgpt.com's, where Codex CLI on a ChatGPT login calls
 LOG_SIZE = 1000
 # /_mock/program keys -> the request header they stand for.
 PROGRAM_KEYS = {"fixture": "x-mock-fixture", "status": "x-mock-status", "encoding": "x-mock-encoding",
@@ -121,7 +123,8 @@ class Request:
     __slots__ = ("method", "target", "path", "query", "headers", "body", "keep_alive", "has_controls", "closed")
 
     def __init__(self, method: str, target: str, version: str, headers: dict[str, str], body: bytes):
-        self.method, self.target, self.headers, self.body = method, target, headers, body
+        self.method, self.target, self.headers = method, target, headers
+        self.body = decoded(body, headers.get("content-encoding"))
         if not target.startswith("/"):  # absolute-form, as a proxy may send it
             parts = urlsplit(target)
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -167,6 +170,12 @@ class Mock:
             conn.transport.write(self.admin(req))
             return None
         self.log.append(req)
+        if req.headers.get("upgrade", "").lower() == "websocket":
+            conn.transport.write(self.upgrade(conn, req))
+            return None
+        if req.path.startswith(CHATGPT_BACKEND) and (answer := chatgpt_backend(req)) is not None:
+            conn.transport.write(answer)
+            return None
         try:
             controls = self.take_program(req) if self.programs else None
             if controls is None and req.has_controls:
@@ -206,6 +215,25 @@ class Mock:
             write_now(conn.transport, response)
             return None
         return serve_slowly(conn, response, controls)
+
+    def upgrade(self, conn: Connection, req: Request) -> bytes:
+        """A WebSocket to a Responses path becomes a session answering response.create frames
+        (scripts/mock_socket.py); any other upgrade is refused."""
+        try:  # imported when first used: the unit tests load this file alone, without scripts/ on the path
+            from . import mock_socket
+        except ImportError:
+            import mock_socket
+        if not mock_socket.wants_socket(req.headers, req.path):
+            return json_response(404, {"error": {"message": f"mock: no WebSocket at {req.path}"}})
+
+        def stream(body: bytes) -> tuple[bytes, ...]:
+            return self.catalog.fixtures[self.catalog.choose(Request("POST", req.path, "HTTP/1.1", {}, body))].events
+
+        def log(message: bytes) -> None:  # each message in the request log, as method MESSAGE
+            self.log.append(Request("MESSAGE", req.target, "HTTP/1.1", req.headers, message))
+
+        conn.socket = mock_socket.Session(conn.transport, stream, log)
+        return mock_socket.handshake(req.headers)
 
     def take_program(self, req: Request) -> Controls | None:
         for program in self.programs:
@@ -251,6 +279,17 @@ class Mock:
         return json_response(404, {"error": {"message": f"mock: no admin route {req.method} {req.path}"}})
 
 
+def chatgpt_backend(req: Request) -> bytes | None:
+    """The answer to a ChatGPT backend call Codex CLI makes besides sampling, or None (scripts/mock_chatgpt.py)."""
+    try:  # imported when first used: the unit tests load this file alone, without scripts/ on the path
+        from . import mock_chatgpt
+    except ImportError:
+        import mock_chatgpt
+    if not mock_chatgpt.answers(req.path):
+        return None
+    return json_response(200, mock_chatgpt.accounts_check(req.headers))
+
+
 def nested(fixture: fx.Fixture, depth: int) -> fx.Fixture:
     """The fixture with JSON nested `depth` deep: a body wrapped in arrays, or a stream with an extra
     SSE event of nested arrays after its first, as a broken or hostile upstream might send."""
@@ -260,6 +299,25 @@ def nested(fixture: fx.Fixture, depth: int) -> fx.Fixture:
     else:
         events = (b"[" * depth + fixture.events[0] + b"]" * depth,)
     return dataclasses.replace(fixture, key=f"{fixture.key}#nest{depth}", events=events)
+
+
+def decoded(body: bytes, encoding: str | None) -> bytes:
+    """A request body as sent before its Content-Encoding (Codex CLI sends zstd to ChatGPT's backend);
+    one the mock cannot decode stays as it came."""
+    if not body or not encoding:
+        return body
+    try:
+        if encoding == "zstd":
+            try:
+                from compression import zstd  # Python 3.14
+            except ImportError:
+                from backports import zstd  # installed with mitmproxy
+            return zstd.decompress(body)
+        if encoding in ("gzip", "deflate"):
+            return zlib.decompress(body, 31 if encoding == "gzip" else 15)
+    except Exception:
+        return body
+    return body
 
 
 def sent_key(req: Request) -> str:
@@ -337,6 +395,7 @@ class Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.closed = loop.create_future()
         self.writable: asyncio.Future | None = None
+        self.socket = None  # once upgraded to a WebSocket: the session that reads its frames
 
     def connection_made(self, transport):
         self.transport = transport
@@ -368,6 +427,9 @@ class Connection(asyncio.Protocol):
         self.transport.abort()
 
     def data_received(self, data: bytes):
+        if self.socket is not None:
+            self.socket.feed(data)
+            return
         self.buf += data
         if self.task is None:
             self.process()
@@ -383,6 +445,10 @@ class Connection(asyncio.Protocol):
             if req is None:
                 return
             work = self.mock.handle(self, req)
+            if self.socket is not None:  # upgraded: what follows the request is frames
+                rest, self.buf = bytes(self.buf), bytearray()
+                rest and self.socket.feed(rest)
+                return
             if work is not None:
                 self.task = asyncio.ensure_future(self.finish(work, req.keep_alive))
                 return

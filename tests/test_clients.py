@@ -36,3 +36,16 @@ def test_subscription_login_is_the_providers_to_name():
     assert subscription_login(anthropic, "sk-ant-oat01-abc")
     assert not subscription_login(anthropic, "sk-ant-api03-abc") and not subscription_login(anthropic, None)
     assert not subscription_login(object(), "sk-ant-oat01-abc")  # a provider that names none
+
+
+def test_codex_on_a_chatgpt_login_is_a_subscription_login():
+    """chatgpt.com's Codex backend: its bearer is the ChatGPT login's access token, a JWT; OpenAI's
+    API keys are not logins, and api.openai.com names no login."""
+    from core.clients import subscription_login
+    from providers import Registry
+
+    chatgpt = Registry().route("chatgpt.com", 443, "/backend-api/codex/responses").provider
+    assert subscription_login(chatgpt, "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjF9.sig")
+    assert not subscription_login(chatgpt, "sk-proj-abc")
+    openai = Registry().route("api.openai.com", 443, "/v1/responses").provider
+    assert not subscription_login(openai, "eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjF9.sig")

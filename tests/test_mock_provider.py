@@ -485,3 +485,44 @@ def test_late_end_holds_the_end_of_a_stream_after_its_last_event():
     assert mock.parse_controls({"x-mock-fault": "stall-midway:300"}.get, {}) == mock.Controls(stall_midway=0.3)
     with pytest.raises(mock.MockError, match="late-end:<ms>"):
         mock.parse_controls({"x-mock-fault": "late"}.get, {})
+
+
+def test_the_responses_socket_answers_each_turn_with_its_events():
+    """scripts/mock_socket.py: frames as RFC 6455 has them (masked from the client, any length), and a
+    response.create answered with the recorded Responses stream; a warm-up turn writes nothing."""
+    sock = load_script("mock_socket")
+    assert sock.handshake({"sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ=="}).endswith(
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n")  # RFC 6455's own example
+
+    def masked(payload: bytes) -> bytes:
+        unmasked = sock.frame(sock.TEXT, payload)
+        head = 2 if len(payload) < 126 else 4 if len(payload) < 1 << 16 else 10
+        mask = b"\x01\x02\x03\x04"
+        return (bytes([unmasked[0], unmasked[1] | 0x80]) + unmasked[2:head] + mask
+                + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+    for size in (5, 300, 70_000):
+        buf = bytearray(masked(b"x" * size))
+        assert sock.take_frame(buf[:-1]) is None  # incomplete: wait for more
+        assert sock.take_frame(buf) == (sock.TEXT, True, b"x" * size) and not buf
+
+    class Transport:
+        def __init__(self):
+            self.sent = bytearray()
+
+        def write(self, data):
+            self.sent += data
+
+        def is_closing(self):
+            return False
+
+    events = tuple(fixture_bytes("openai", "responses_stream_text.sse").split(b"\n\n"))
+    for generate, expected in ((True, None), (False, ["response.created", "response.completed"])):
+        transport = Transport()
+        session = sock.Session(transport, lambda body: events)
+        session.feed(masked(json.dumps({"type": "response.create", "model": "m", "generate": generate}).encode()))
+        kinds, out = [], bytearray(transport.sent)
+        while (got := sock.take_frame(out)) is not None:
+            kinds.append(json.loads(got[2])["type"])
+        assert kinds[-1] == "response.completed", kinds
+        assert kinds == expected if expected else len(kinds) > 2, kinds

@@ -7,7 +7,7 @@ import pytest
 from support import fixture_bytes, fixture_names, parse_stream, random_splits
 
 from providers import Registry
-from providers.base import Route
+from providers.base import Route, StreamState
 from providers.openai.compatible import COMPATIBLE
 from providers.openai.wire import _USAGE_NULL, openai
 
@@ -240,3 +240,23 @@ def test_error_reply_is_openais_shape():
         "error": {"message": "bad header", "type": "invalid_request_error", "param": "X-Tapgate-Metadata",
                   "code": "invalid_tapgate_header"}
     }
+
+
+def test_a_responses_socket_message_is_the_request_an_http_post_would_carry():
+    """The Responses API over a WebSocket (Codex CLI on a ChatGPT login): a client's response.create
+    message is the call's body, always streamed; any other message is none; the events that come back
+    are the Responses stream's, folded as the SSE ones are."""
+    chatgpt = Registry().route("chatgpt.com", 443, "/backend-api/codex/responses")
+    message = {"type": "response.create", "model": "gpt-5.1-codex", "input": "hi", "generate": False}
+    body = chatgpt.provider.socket_request(chatgpt, message)
+    assert body == {"model": "gpt-5.1-codex", "input": "hi", "generate": False, "stream": True}
+    assert chatgpt.provider.request_facts(chatgpt, body).model == "gpt-5.1-codex"
+    for other in ({"type": "response.cancel"}, ["response.create"], "response.create", None):
+        assert chatgpt.provider.socket_request(chatgpt, other) is None
+    chat = Route(openai, "chat.completions")
+    assert openai.socket_request(chat, message) is None  # only the Responses endpoint has a socket
+    state = StreamState()
+    for line in fixture_bytes("openai", "responses_stream_text.sse").splitlines():
+        if line.startswith(b"data: "):  # each event's data is one socket message
+            chatgpt.provider.stream_event(chatgpt, state, None, json.loads(line[6:]))
+    assert state.finished and state.usage.input_tokens > 0 and state.output.text

@@ -77,3 +77,16 @@ def test_addons_reach_providers_through_the_registry(path):
     """No addon imports a provider package's insides; the registry and shared modules only."""
     packages = tuple(f"providers.{p.name}" for p in PACKAGES)
     assert [m for m in _provider_imports(path) if m.startswith(packages)] == []
+
+
+def test_codex_on_a_chatgpt_login_is_routed_as_the_responses_api():
+    """Codex CLI signed in with ChatGPT samples at chatgpt.com/backend-api/codex/responses: OpenAI's
+    Responses dialect, priced from OpenAI's rows; the backend's other paths are not calls, and the
+    router has no row for it (it is reached only with a login, never with a key the gateway holds)."""
+    registry = Registry()
+    route = registry.route("chatgpt.com", 443, "/backend-api/codex/responses")
+    assert route is not None and route.provider.name == "chatgpt" and route.endpoint == "responses"
+    assert route.prices_under == ""
+    for path in ("/backend-api/codex/models", "/backend-api/wham/accounts/check", "/v1/responses"):
+        assert registry.route("chatgpt.com", 443, path) is None, path
+    assert registry.is_provider_host("chatgpt.com", 443) and "chatgpt" not in ENDPOINTS

@@ -12,6 +12,10 @@ from core.secrets import scrub
     ("Authorization: Bearer eyJhbGciOi.abc.def", "Authorization: Bearer [REDACTED]"),
     ("GET /v1beta/models?key=whatever&alt=sse", "GET /v1beta/models?key=[REDACTED]&alt=sse"),
     ("gateway key tg-AbCdEfGh1234 unknown", "gateway key [REDACTED] unknown"),
+    # A JWT anywhere (a ChatGPT login's access token quoted bare, or in JSON), signature included.
+    ('{"access_token":"eyJhbGciOiJSUzI1NiJ9.eyJleHAiOjE3MDB9.c2lnbmF0dXJl-_x"}', '{"access_token":"[REDACTED]"}'),
+    ("token eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0. expired", "token [REDACTED] expired"),
+    ("an eyJ-ish word, eyJhbGciOi alone, a.b.c", None),  # no JWT: three dot-joined base64url parts
     ("use scikit sk-learn, a risk-assessment, the Bearer of news", None),  # unchanged
 ])
 def test_key_shaped_values_are_scrubbed(text, expected):

@@ -27,6 +27,10 @@ COMPATIBLE: tuple[OpenAIDialect, ...] = (
     ),
     OpenAIDialect("xai", ("api.x.ai",), price_prefix="xai/", reasoning_outside_completion=True,
                   key_env="XAI_API_KEY"),
+    # Codex CLI signed in with ChatGPT: the Responses API under chatgpt.com's backend, paid by the ChatGPT
+    # plan. Its bearer is the login's access token, a JWT ("eyJ..."), so a JWT means a subscription login
+    # (shadow cost at OpenAI's API prices, no cost); no key variable, so the router never calls it.
+    OpenAIDialect("chatgpt", ("chatgpt.com",), prefixes=("/backend-api/codex",), subscription_prefixes=("eyJ",)),
     OpenAIDialect("fireworks", ("api.fireworks.ai",), prefixes=("/inference/v1",), price_prefix="fireworks_ai/",
                   key_env="FIREWORKS_API_KEY"),
 )

@@ -53,6 +53,9 @@ class OpenAIDialect:
     # The variable holding its key when the router reaches it by name (its base URL is the first host
     # and prefix); None: the router reaches it only through a configured base_url (Azure).
     key_env: str | None = None
+    # Prefixes of credentials that are a subscription login rather than an API key (core/clients.py):
+    # such calls are not billed per token and are recorded with a shadow cost instead.
+    subscription_prefixes: tuple[str, ...] = ()
     # The request field a gateway refusal names as the cap on output (spend's worst-case text).
     max_tokens_field: ClassVar[str] = "max_tokens"
 
@@ -233,6 +236,16 @@ class OpenAIDialect:
                     state.error = dig(response, "error", "message") or state.error or "response failed"
                 elif reason:
                     state.output.finish_reason = reason
+
+    def socket_request(self, route: Route, data: Any) -> dict[str, Any] | None:
+        """The Responses request a client's WebSocket message asks (`{"type": "response.create",
+        ...the body's fields}`), as the body an HTTP POST would carry; None for any other message.
+        The events coming back are the Responses stream's, folded by stream_event."""
+        if route.endpoint != "responses" or not isinstance(data, dict) or data.get("type") != "response.create":
+            return None
+        body = {k: v for k, v in data.items() if k != "type"}
+        body["stream"] = True  # a socket always streams the turn back
+        return body
 
     def hide_usage(self, route: Route, event: str | None, data: Any, raw: bytes) -> bytes:
         if not isinstance(data, dict):

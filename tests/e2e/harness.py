@@ -26,6 +26,7 @@ PROVIDER_HOSTS = (
     "api.groq.com",
     "api.x.ai",
     "openrouter.ai",
+    "chatgpt.com",  # Codex CLI signed in with ChatGPT
 )
 
 # What the router's deployments authenticate with at the mock: stand-ins, never a developer's real keys
