@@ -71,7 +71,7 @@ def compact(item: tuple, bodies: bool) -> list:
     """A queued call as the worker reads it: [row values in FIELDS' order, parent span id, the call's
     spans, finish reason]."""
     row, parent, spans, reason = item
-    values = [row.get(k) for k in ROW_FIELDS]
+    values = list(map(row.get, ROW_FIELDS))
     if bodies:
         values += [(row.get("request_body") or "")[:BODY_LIMIT] or None,
                    (row.get("response_body") or "")[:BODY_LIMIT] or None]
@@ -169,10 +169,16 @@ class OtlpExport:
 
     def _encode(self, items: list) -> tuple[bytes, int]:
         """One line for the batch, and the spans it will make; a call that cannot be encoded is dropped."""
+        bodies = self.settings.bodies
+        try:
+            line = orjson.dumps([compact(item, bodies) for item in items], default=str)
+            return line + b"\n", sum(1 + len(item[2]) for item in items)
+        except (TypeError, orjson.JSONEncodeError):  # find the one that cannot, keep the others
+            pass
         records, spans = [], 0
         for item in items:
             try:
-                records.append(orjson.dumps(compact(item, self.settings.bodies), default=str))
+                records.append(orjson.dumps(compact(item, bodies), default=str))
                 spans += 1 + len(item[2])
             except (TypeError, orjson.JSONEncodeError):
                 log.exception("tapgate: cannot encode the OTLP record of call %s", item[0].get("id"))

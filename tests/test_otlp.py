@@ -150,6 +150,15 @@ def test_a_worker_that_dies_is_started_again_and_its_calls_counted(exports, coll
     collector.span(lambda s: attrs(s).get("tapgate.customer") == "after")
 
 
+def test_a_call_that_cannot_be_encoded_is_counted_and_its_batch_still_goes(exports, collector):
+    e = exporter(exports, collector)
+    e.submit(row(input_tokens=2**70), call())  # past JSON's 64-bit integers
+    e.submit(row(customer_identifier="fine"), call())
+    assert e.flush()
+    assert (e.exported, e.failed) == (1, 1)
+    collector.span(lambda s: attrs(s).get("tapgate.customer") == "fine")
+
+
 def test_stop_exports_what_is_queued(exports, collector):
     e = exporter(exports, collector)
     for i in range(20):
