@@ -6,11 +6,13 @@ so none of that runs under the gateway's GIL.
                                   stdout: one line per batch, {"exported": spans the collector accepted}
 
 It ignores SIGINT (the gateway's Ctrl-C reaches the whole process group; the gateway closes stdin when
-it is done, and the worker exports what it has, answers and exits)."""
+it is done, and the worker exports what it has, answers and exits), and runs at a lower CPU priority
+(nice +10): on a busy machine, calls come first and spans wait a little."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
@@ -21,6 +23,7 @@ from core.otlp import ExportSettings
 from core.otlp_spans import SpanBuilder, make_exporter
 
 log = logging.getLogger("tapgate.otlp_worker")
+NICENESS = 10  # background work: yields the CPU to the gateway's calls when both want it
 
 
 def export_batch(records: list, builder: SpanBuilder, exporter) -> int:
@@ -43,6 +46,10 @@ def export_batch(records: list, builder: SpanBuilder, exporter) -> int:
 
 def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        os.nice(NICENESS)
+    except OSError:  # not permitted here: run at the gateway's priority
+        pass
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     source, answers = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the acknowledgements
