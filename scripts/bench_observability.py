@@ -2,7 +2,7 @@
 both off, in one interleaved run on the loopback mock.
 
     python scripts/bench_observability.py [--duration 5] [--warmup 1] [--repeat 1] [--quick] [--json out.json]
-                                          [--modes passthrough,router] [--control]
+                                          [--modes passthrough,router] [--control] [--root OTHER_TREE]
 
 Two gateways run side by side on the same mock: "off" (tapgate_metrics=false, no OTLP endpoint) and "on"
 (OTLP/HTTP export to a loopback collector that accepts every batch, and /metrics scraped every second by
@@ -12,7 +12,10 @@ first. The goal (issue 16): "on" within 5% of "off".
 On a shared machine single cells swing by more than that, so the verdict is the median over rounds of
 each round's own on / off ratio (the two measured back to back), and the CPU the gateway's process
 spends per request is reported beside throughput (the export worker's own CPU apart). `--control` adds
-a second "off" gateway, measured the same way: its ratio to "off" is the run's noise floor.
+a second "off" gateway, measured the same way: its ratio to "off" is the run's noise floor. A probe
+(scripts/bench_probe.py) inside the "on" gateway measures the CPU its observability code takes there,
+as a share of the process's: the figure a loaded machine moves least. `--root` runs both gateways on
+another checkout's code (before a change), probe included.
 """
 
 from __future__ import annotations
@@ -170,12 +173,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__.splitlines()[0])
     parser.add_argument("--modes", default=",".join(MODES), help="modes to measure (default passthrough,router)")
     parser.add_argument("--control", action="store_true", help="add a second 'off' gateway: the noise floor")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose gateway code runs (default: this one)")
     args = parse_bench_args(parser, argv)
     modes = [m for m in args.modes.split(",") if m]
     if not modes or set(modes) - set(MODES):
         parser.error(f"--modes: choose from {', '.join(MODES)}")
     configs = (*CONFIGS, "off2") if args.control else CONFIGS
     print(machine_line())
+    if args.root.resolve() != ROOT:
+        print(f"gateways run the code in {args.root} (per-call costs below are this tree's)")
     print(f"{args.duration:g} s per cell after {args.warmup:g} s warm-up, {args.repeat} round(s); "
           "configs interleaved per cell\n", flush=True)
     collector = Collector()
@@ -187,14 +193,16 @@ def main(argv: list[str] | None = None) -> int:
             "router:\n  master_key_env: TAPGATE_MASTER_KEY\n  providers:\n"
             f'    openai: {{base_url: "http://127.0.0.1:{mock_port}/v1", api_key_env: OPENAI_API_KEY}}\n')
         options = {"off": ["--set", "tapgate_metrics=false"], "off2": ["--set", "tapgate_metrics=false"],
-                   "on": ["--set", f"tapgate_otlp_endpoint={collector.url}"]}
+                   "on": ["--set", f"tapgate_otlp_endpoint={collector.url}", "-s", str(ROOT / "scripts" / "bench_probe.py")]}
+        probe_file = tmp / "probe.json"
         gateways, runs, scraper = {}, {}, None
         try:
             for config in configs:
                 d = tmp / config
                 process, port = start_gateway(mock_port, d / "conf", d / "t.db", "--set",
                                               f"tapgate_config={tmp / 'tapgate.yaml'}", "--set", "tapgate_console=false",
-                                              *options[config])
+                                              *options[config], env={"TAPGATE_BENCH_PROBE": str(probe_file)},
+                                              root=args.root.resolve())
                 router = int(router_url(process).removesuffix("/v1").rpartition(":")[2])
                 gateways[config] = (process, port, router, str(d / "conf" / "mitmproxy-ca-cert.pem"))
             scraper = Scraper(gateways["on"][2])
@@ -236,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             for process, *_ in gateways.values():
                 process.stop()
             mock.stop()
+        probe = json.loads(probe_file.read_text()) if probe_file.exists() else None
     results = {}
     for key, rs in runs.items():
         results[key] = merge_rounds(rs)
@@ -266,6 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     calls = metric(last, "tapgate_calls_total")
     print(f"'on' gateway: {calls:.0f} calls counted on /metrics, {exported:.0f} spans exported, {dropped:.0f} dropped, "
           f"{scraper.scrapes} scrapes, {collector.exports} OTLP requests received")
+    if probe:
+        calls, cpu = max(probe["calls"], 1), probe["process_cpu_s"] * 1e9
+        parts = ", ".join(f"{k} {v / calls / 1000:.1f}" for k, v in sorted(probe["cpu_ns"].items()))
+        share = sum(probe["cpu_ns"].values()) / cpu if cpu else None
+        print(f"'on' gateway's process, measured inside it over the run: {probe['calls']} calls, "
+              f"{cpu / calls / 1000:.0f} us CPU per call in all; observability's part per call (us): {parts}; "
+              f"its share of the process's CPU: {fmt(share and 100 * share, '.2f')}% (the probe's clock, "
+              f"{probe['clock_ns'] / 1000:.1f} us a reading pair, subtracted)")
     costs = per_call_costs()
     print("CPU per call in process: " + ", ".join(f"{k} {v:.1f}" for k, v in costs.items()))
     ok = True
