@@ -1,11 +1,11 @@
 """OTLP export: every recorded call becomes OpenTelemetry spans (GenAI semantic conventions plus tapgate's
 attributes) sent to the operator's collector, so tapgate's traces join the ones they already keep.
 
-The gateway's side is cheap on purpose. The Recorder listener only appends to a bounded queue; one thread
-turns what is queued into compact records (the row's values in FIELDS' order) and writes them, one JSON
-line per batch, to a worker process (core/otlp_worker.py) that builds the spans with the SDK, encodes
-and exports them. Building and encoding a call's spans costs a few hundred microseconds of CPU: in the
-gateway it ran under the same GIL as the event loop and took that from throughput.
+The gateway's side is cheap on purpose. The Recorder listener encodes the call as a compact record (the
+row's values in FIELDS' order, a few microseconds with orjson) and appends it to a bounded queue; one
+thread writes what is queued, one JSON line per batch, to a worker process (core/otlp_worker.py) that
+builds the spans with the SDK, encodes and exports them. That part costs tens to hundreds of microseconds
+of CPU a call: in the gateway it ran under the same GIL as the event loop and took it from throughput.
 
 At most `window` calls are with the worker at once (it acknowledges each batch), so a collector that
 is down or slow holds the worker, then fills the queue, and what does not fit is dropped and counted: a
@@ -126,11 +126,21 @@ class OtlpExport:
     # -- the call's side: append and return --------------------------------------------------------
 
     def submit(self, row: dict[str, Any], call: Any = None) -> None:
+        spans = getattr(call, "spans", ())
         if len(self.queue) >= self.settings.queue_size:
-            self.overflowed += 1 + len(getattr(call, "spans", ()))
+            self.overflowed += 1 + len(spans)
             return
-        self.queue.append((row, getattr(call, "parent_span_id", None), list(getattr(call, "spans", ())),
-                           finish_reason(call)))
+        item = (row, getattr(call, "parent_span_id", None), spans, finish_reason(call))
+        try:
+            # Encoded now: the queue holds bytes, which the garbage collector never walks, not the call's
+            # row and spans (kept for up to a second, they made every collection of the gateway longer).
+            record = orjson.dumps(compact(item, self.settings.bodies), default=str)
+        except (TypeError, orjson.JSONEncodeError):
+            log.exception("tapgate: cannot encode the OTLP record of call %s", row.get("id"))
+            with self.changed:
+                self.failed += 1 + len(spans)
+            return
+        self.queue.append((record, 1 + len(spans)))
         if len(self.queue) >= self.settings.batch_size and not self.wake.is_set():
             self.wake.set()
 
@@ -159,7 +169,8 @@ class OtlpExport:
                 continue
             n = min(self.settings.batch_size, self.settings.window - worker.calls, len(self.queue))
             items = [self.queue.popleft() for _ in range(n)]
-            line, spans = self._encode(items)
+            line = b"[" + b",".join(record for record, _ in items) + b"]\n"
+            spans = sum(n for _, n in items)
             with self.changed:
                 worker.batches.append((n, spans))
                 worker.calls += n
@@ -171,25 +182,6 @@ class OtlpExport:
                 worker.proc.kill()
             with self.changed:
                 self.changed.notify_all()
-
-    def _encode(self, items: list) -> tuple[bytes, int]:
-        """One line for the batch, and the spans it will make; a call that cannot be encoded is dropped."""
-        bodies = self.settings.bodies
-        try:
-            line = orjson.dumps([compact(item, bodies) for item in items], default=str)
-            return line + b"\n", sum(1 + len(item[2]) for item in items)
-        except (TypeError, orjson.JSONEncodeError):  # find the one that cannot, keep the others
-            pass
-        records, spans = [], 0
-        for item in items:
-            try:
-                records.append(orjson.dumps(compact(item, bodies), default=str))
-                spans += 1 + len(item[2])
-            except (TypeError, orjson.JSONEncodeError):
-                log.exception("tapgate: cannot encode the OTLP record of call %s", item[0].get("id"))
-                with self.changed:
-                    self.failed += 1 + len(item[2])
-        return b"[" + b",".join(records) + b"]\n", spans
 
     def _worker(self, deadline: float | None) -> Worker | None:
         """The running worker, started (again) if need be, at most once per RESTART_DELAY."""
@@ -282,7 +274,7 @@ class OtlpExport:
             if worker.reader is not None:
                 worker.reader.join(1.0)  # its last acknowledgements counted
         with self.changed:
-            self.failed += sum(1 + len(item[2]) for item in self.queue)  # never sent: counted
+            self.failed += sum(n for _, n in self.queue)  # never sent: counted
             self.queue.clear()
 
 
