@@ -68,7 +68,7 @@ addons = [
     Shared(spend, ring, router),  # tapgate_redis: after Spend, whose ledger and policies it shares
     router,
     metrics,  # tapgate_metrics*: the collectors observe() counts into
-    telemetry,  # tapgate_otlp_*: spans to an OpenTelemetry collector, from its own thread
+    telemetry,  # tapgate_otlp_*: spans to an OpenTelemetry collector, built in a worker process it feeds
     alerts,  # budget alerts: Slack, webhook, email; its own thread and store connection
     # Evals before the store: its done() scores what is queued while the store still journals.
     evals,
