@@ -50,7 +50,7 @@ def main() -> int:
         os.nice(NICENESS)
     except OSError:  # not permitted here: run at the gateway's priority
         pass
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="tapgate OTLP worker: %(message)s")
     source, answers = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the acknowledgements
     settings = ExportSettings(**orjson.loads(source.readline()))
