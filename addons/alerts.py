@@ -19,6 +19,11 @@ class Alerts(Alerting):
         self.ring = ring
 
     def running(self) -> None:
+        store = getattr(self.spend, "store", None)
+        if ctx.options.tapgate_postgres and store is not None:  # alerts reach PostgreSQL through the journal
+            self.mirror = lambda row: store.add("alerts", row)
+        else:
+            self.mirror = None
         self.start(Path(ctx.options.tapgate_db).expanduser(), self.ring)
 
     def done(self) -> None:

@@ -7,18 +7,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-from pathlib import Path
 
 from mitmproxy import connection, ctx, http
 
 from addons.capture import CHALLENGE, CREDENTIAL
 from addons.settings import Settings
+from addons.store import store_location
+from core import database
 from core.errors import Refusal
 from core.keys import KeyRing, hash_secret
 from core.pipeline import Credential
 from core.stages.identify import HOW, Identify
 
 KEY_HEADER = "x-tapgate-key"
+SHARED_STORE_REFRESH = 0.25  # seconds between the key ring's reads of PostgreSQL (one small query)
 
 
 class Auth:
@@ -33,7 +35,7 @@ class Auth:
         self._running = False
 
     def configure(self, updated: set[str]) -> None:
-        if "tapgate_db" in updated and self._running:
+        if ("tapgate_db" in updated or "tapgate_postgres" in updated) and self._running:
             self._open()
 
     def running(self) -> None:
@@ -42,7 +44,10 @@ class Auth:
         self._open()
 
     def _open(self) -> None:
-        self.ring.open(Path(ctx.options.tapgate_db).expanduser())
+        where = store_location()
+        if database.is_postgres(where):  # several gateways share it: a revoke is seen by all within a second
+            self.ring.refresh = min(self.ring.refresh, SHARED_STORE_REFRESH)
+        self.ring.open(where)
 
     def done(self) -> None:
         self.ring.close()

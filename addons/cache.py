@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import time
 
-from mitmproxy import ctx, http
+from mitmproxy import http
 
+from addons.store import store_location
 from core.cache import HEADER, Caching
 from core.cachestore import Entry
 from core.call import Call
@@ -40,7 +41,7 @@ class Cache(Caching):
         self.reshape()
 
     def running(self) -> None:
-        self.restore(ctx.options.tapgate_db)
+        self.restore(store_location())
 
     # -- hooks (passthrough) -------------------------------------------------------------------------
 
@@ -71,9 +72,9 @@ class Cache(Caching):
                     self.keep(call, Entry(collected is not None, resp.headers.get("content-type", ""), body,
                                           time.time() + call.cache.ttl, {"usage_injected": call.injected_usage}))
         finally:
-            self.cache.release(call.cache.key)
+            self.release(call)
 
     def error(self, flow: http.HTTPFlow) -> None:
         call: Call | None = flow.metadata.get("tapgate")
         if call is not None and call.cache.leader:
-            self.cache.release(call.cache.key)
+            self.release(call)

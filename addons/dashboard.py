@@ -14,6 +14,7 @@ from mitmproxy import ctx, exceptions
 from rich.console import Console as RichConsole
 from rich.live import Live
 
+from addons.store import store_location
 from cli.snapshot import Tally, snapshot
 from cli.views import DashboardView
 from core import database
@@ -89,12 +90,15 @@ class Dashboard:
                 self._restore[name] = getattr(ctx.options, name)
                 ctx.options.update(**{name: quiet})
         self.tally = Tally(ctx.options.tapgate_dashboard_window * 60)
-        db = Path(ctx.options.tapgate_db).expanduser() if "tapgate_db" in ctx.options else None
+        db = store_location() if "tapgate_db" in ctx.options else None
+        # the writers (to the file or to PostgreSQL) report beside the journal, which is beside tapgate_db
+        status_of = Path(ctx.options.tapgate_db).expanduser() if db else None
+        source = database.shown(db) if db else ""
         self._live = Live(
             console=RichConsole(file=self._file), screen=True, refresh_per_second=REFRESH_PER_SECOND,
             redirect_stdout=False, redirect_stderr=False,
-            get_renderable=lambda tally=self.tally, source=str(db or ""): DashboardView(
-                snapshot(tally, time.time(), source, read_status(db) if db else None)),
+            get_renderable=lambda tally=self.tally, source=source: DashboardView(
+                snapshot(tally, time.time(), source, read_status(status_of) if status_of else None)),
         )
         # Calls recorded from now on reach the tally through show(); the seed takes those before.
         until = database.iso(datetime.now(UTC))
@@ -103,16 +107,16 @@ class Dashboard:
                                         name="tapgate-dashboard", daemon=True)
         self._thread.start()
 
-    def _seed_and_draw(self, tally: Tally, db: Path | None, until: str) -> None:
+    def _seed_and_draw(self, tally: Tally, db: Path | str | None, until: str) -> None:
         """Off the event loop: take in today's calls from before this start, start drawing, then keep
         the budget bars current until stopped."""
         conn = None
-        if db is not None and db.is_file():
+        if db is not None and (database.is_postgres(db) or db.is_file()):
             try:
                 conn = database.connect(db)
                 tally.seed(conn, time.time(), until=until)
             except Exception as e:  # the dashboard still shows calls from now on
-                log.warning("tapgate: dashboard could not read %s: %s", db, e)
+                log.warning("tapgate: dashboard could not read %s: %s", database.shown(db), e)
         if self._live is not None:
             self._live.start()
             self.drawing.set()
@@ -121,7 +125,7 @@ class Dashboard:
                 try:
                     tally.read_budgets(conn)
                 except Exception as e:  # a busy or damaged file: the bars stay as they were
-                    log.warning("tapgate: dashboard could not read budgets from %s: %s", db, e)
+                    log.warning("tapgate: dashboard could not read budgets from %s: %s", database.shown(db), e)
         finally:
             if conn is not None:
                 conn.close()

@@ -15,12 +15,14 @@ from addons.router.observability import add_routes
 from addons.settings import Settings
 from addons.shadow import Shadow
 from addons.shared import Shared
+from addons.shared_cache import CacheSharing
 from addons.spend import Spend
 from addons.store import Store
 from addons.telemetry import Telemetry
 from addons.trim import Trim
 from addons.tunnel import Tunnel
 from core.keys import KeyRing
+from core.metrics import shared_cache_gauges
 from core.recorder import Recorder
 from core.stages import standard
 
@@ -35,6 +37,7 @@ cache = Cache(settings, store)
 metrics = Metrics(store, spend)
 telemetry = Telemetry()
 metrics.sources.append(telemetry.gauges)  # its backlog and drops on /metrics
+metrics.sources.append(shared_cache_gauges(cache))  # the shared cache's Redis hits, misses and errors
 recorder = Recorder(settings, store,
                     listeners=[spend.settle, console.show, shadow.offer, metrics.observe, telemetry.submit])
 shadow.recorder = recorder
@@ -66,6 +69,7 @@ addons = [
     cache,
     spend,
     Shared(spend, ring, router),  # tapgate_redis: after Spend, whose ledger and policies it shares
+    CacheSharing(cache),  # tapgate_redis_cache*: the response cache in Redis too
     router,
     metrics,  # tapgate_metrics*: the collectors observe() counts into
     telemetry,  # tapgate_otlp_*: spans to an OpenTelemetry collector, built in a worker process it feeds

@@ -5,11 +5,11 @@ caps and counts the others' deployment failures in its cooldowns; with none set 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from mitmproxy import ctx, exceptions
 
 from addons.spend import Spend
+from addons.store import store_location
 from core.keys import KeyRing
 from core.shared.gate import SharedGate, redacted
 
@@ -30,8 +30,8 @@ class Shared:
     def load(self, loader) -> None:
         loader.add_option(
             "tapgate_redis", str, "",
-            "redis:// URL of the Redis every gateway process shares budgets and rate limits through "
-            "(docs/scaleout.md). Empty: each process keeps its own, in memory.",
+            "redis:// URL of the Redis every gateway process shares budgets, rate limits and the response cache "
+            "through (docs/scaleout.md). Empty: each process keeps its own, in memory.",
         )
         loader.add_option(
             "tapgate_redis_prefix", str, "tapgate:",
@@ -79,7 +79,7 @@ class Shared:
         client = redis.Redis(connection_pool=pool)
         ledger = SharedLedger(client, ctx.options.tapgate_redis_prefix, self.spend.settings.config.timezone,
                               ctx.options.tapgate_reservation_seconds)
-        db = Path(ctx.options.tapgate_db).expanduser()
+        db = store_location()  # budgets rebuilt from it when Redis has lost them
         self.gate = SharedGate(ledger, lambda: self.spend._totals_from_store(db),
                                ctx.options.tapgate_redis_failure, self.spend.on_crossing)
         await self.gate.start()

@@ -3,9 +3,10 @@ it), and gives back the reservation of a call server replay answered from a file
 
 from __future__ import annotations
 
-from mitmproxy import ctx, http
+from mitmproxy import http
 
 from addons.capture import replayed
+from addons.store import store_location
 from core.admission import Admission
 from core.call import Call
 
@@ -14,7 +15,7 @@ class Spend(Admission):
     """The record stage settles each call through `settle` (a Recorder listener)."""
 
     def running(self) -> None:
-        self.start(ctx.options.tapgate_db)
+        self.start(store_location())
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._release_replayed(flow)

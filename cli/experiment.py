@@ -9,6 +9,7 @@ import math
 import statistics
 import time
 import uuid
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,16 +179,17 @@ def store_scores(db_path: str, run_id: str, results: list[Result], timeout: floa
     """The experiment's scores into the scores table (source `experiment`), on the calls the gateway recorded
     for it, once its writer has committed them (or `timeout` passed). Returns the scores stored."""
     from cli import queries
+    from core.database import open_for_edit
     from core.evals.online import score_row
     from core.evals.score import Score
-    from core.schema import open_db
 
     wanted = sum(r.ok for r in results)
     sql = ("SELECT id, json_extract(metadata, '$.candidate') AS candidate, json_extract(metadata, '$.row') AS row"
            " FROM requests WHERE json_extract(metadata, '$.experiment') = ?")
     deadline = time.monotonic() + timeout
     while True:  # another process's writer: nothing to await but the file
-        calls = queries.connect(db_path).execute(sql, (run_id,)).fetchall()
+        with closing(queries.connect(db_path)) as conn:
+            calls = conn.execute(sql, (run_id,)).fetchall()
         if len(calls) >= wanted or time.monotonic() > deadline:
             break
         time.sleep(0.2)
@@ -195,7 +197,7 @@ def store_scores(db_path: str, run_id: str, results: list[Result], timeout: floa
     rows = [score_row(ids[r.candidate, r.position], name, Score(value), "experiment")
             for r in results if r.ok and (r.candidate, r.position) in ids
             for name, value in r.scores.items() if value is not None]
-    db = open_db(db_path)
+    db = open_for_edit(db_path)
     try:
         db["scores"].insert_all(rows, replace=True)
     finally:

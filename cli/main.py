@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cli import compare, queries, route_explain, run, shell_init
-from core.database import DEFAULT_DB
+from core.database import DEFAULT_DB, ENV_DB, default_db, shown
 from core.ledger import plural
 from providers.safe_json import loads
 
@@ -70,8 +70,10 @@ def cmd_top(args: argparse.Namespace) -> int:
     conn = queries.connect(args.db)
     tally = Tally(args.window * 60)
     tally.seed(conn, time.time())
-    db = Path(args.db).expanduser()
-    view = lambda: DashboardView(snapshot(tally, time.time(), str(db), read_status(db)))  # noqa: E731
+    # The writers report beside their journal, beside tapgate_db: for PostgreSQL, this machine's
+    # gateways on the default tapgate_db, if any run.
+    db = Path(DEFAULT_DB if getattr(conn, "postgres", False) else args.db).expanduser()
+    view = lambda: DashboardView(snapshot(tally, time.time(), shown(args.db), read_status(db)))  # noqa: E731
     if args.once:
         console().print(view())
         return 0
@@ -414,9 +416,9 @@ def cmd_keys_rotate(args: argparse.Namespace) -> int:
 
 def keys_db(path: str):
     """The store, created and migrated if need be, closed when the command is done."""
-    from core.schema import open_db
+    from core.database import open_for_edit
 
-    return closing(open_db(path))
+    return closing(open_for_edit(path))
 
 
 def show_secret(args: argparse.Namespace, done: str, key_id: str, name: str, secret: str) -> None:
@@ -681,7 +683,8 @@ def secret_format(s: argparse.ArgumentParser) -> None:
 
 def store_command(sub, name: str, func, summary: str, description: str) -> argparse.ArgumentParser:
     s = sub.add_parser(name, help=summary, description=description)
-    s.add_argument("--db", default=DEFAULT_DB, help=f"the store (default {DEFAULT_DB}, as tapgate_db)")
+    s.add_argument("--db", default=default_db(), help=f"the store: a SQLite file or a postgresql:// URL (default "
+                   f"${ENV_DB}, else {DEFAULT_DB}, as tapgate_db)")
     s.set_defaults(func=func)
     return s
 
@@ -705,7 +708,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tapgate {args.command}: {e}", file=sys.stderr)
         return 1
     except sqlite3.DatabaseError as e:  # not a tapgate store, or a damaged one
-        print(f"tapgate {args.command}: cannot read {args.db}: {e}", file=sys.stderr)
+        print(f"tapgate {args.command}: cannot read {shown(args.db)}: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        if type(e).__module__.split(".")[0] != "psycopg":
+            raise
+        # PostgreSQL answered with an error (a lost connection, a missing table): one line, no password
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"tapgate {args.command}: cannot read {shown(args.db)}: {reason}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # `tapgate logs | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

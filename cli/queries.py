@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from core.database import StoreError, connect, has_table, iso  # noqa: F401 (re-exported)
+from core.database import StoreError, columns, connect, has_table, iso  # noqa: F401 (re-exported)
 from providers.safe_json import loads
 
 # The columns a list of calls shows: everything but the bodies, which can be a MiB each.
@@ -51,7 +51,7 @@ def parse_when(text: str, now: datetime | None = None) -> str:
 
 
 def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
-    return any(r["name"] == column for r in conn.execute(f"PRAGMA table_info({table})"))
+    return column in columns(conn, table)
 
 
 # -- the dashboard -----------------------------------------------------------------------------------
@@ -60,7 +60,7 @@ def has_column(conn: sqlite3.Connection, table: str, column: str) -> bool:
 def call_columns(conn: sqlite3.Connection, extra: tuple[str, ...] = ()) -> str:
     """The select list of a list of calls (CALL_COLUMNS and `extra`); a column a store from before
     its migration lacks reads as NULL."""
-    have = {r["name"] for r in conn.execute("PRAGMA table_info(requests)")}
+    have = set(columns(conn, "requests"))
     return ", ".join(c if c in have or c not in LATER_COLUMNS else f"NULL AS {c}" for c in CALL_COLUMNS + extra)
 
 
@@ -77,6 +77,12 @@ def calls_after(conn: sqlite3.Connection, rowid: int) -> list[dict[str, Any]]:
     (The writer only appends, so rowids grow; a call is written once, when it ends.)"""
     sql = f"SELECT rowid AS _rowid, {call_columns(conn)} FROM requests WHERE rowid > ? ORDER BY rowid"
     return [dict(r) for r in conn.execute(sql, (rowid,))]
+
+
+def ids_after(conn: sqlite3.Connection, rowid: int) -> dict[str, int]:
+    """Request id -> rowid of the calls written after row `rowid`."""
+    return {r["id"]: r["_rowid"] for r in conn.execute("SELECT id, rowid AS _rowid FROM requests WHERE rowid > ?",
+                                                       (rowid,))}
 
 
 def last_rowid(conn: sqlite3.Connection) -> int:
@@ -121,7 +127,7 @@ def last_calls(conn: sqlite3.Connection, limit: int, until: str | None = None) -
     sql = f"SELECT {call_columns(conn)} FROM requests"
     params = (until, limit) if until else (limit,)
     return [dict(r) for r in conn.execute(
-        sql + (" WHERE started_at < ?" if until else "") + " ORDER BY started_at DESC LIMIT ?", params)]
+        sql + (" WHERE started_at < ?" if until else "") + " ORDER BY started_at DESC, id DESC LIMIT ?", params)]
 
 
 def budgets(conn: sqlite3.Connection) -> list[sqlite3.Row] | None:
@@ -295,7 +301,7 @@ def spend(conn: sqlite3.Connection, by: str, since: str | None, until: str | Non
         shadow = "sum(shadow_cost_usd) AS shadow_cost_usd"
     sql = (f"SELECT {group} AS name, count(*) AS requests, sum(input_tokens) AS input_tokens,"
            f" sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, {unpriced} AS unpriced, {shadow}, {cache}"
-           f" FROM requests{where} GROUP BY {grouping} ORDER BY cost_usd DESC NULLS LAST, requests DESC")
+           f" FROM requests{where} GROUP BY {grouping} ORDER BY cost_usd DESC NULLS LAST, requests DESC, 1 NULLS FIRST")
     return [dict(r) for r in conn.execute(sql, [*params, *wparams, *(params if where else [])])]
 
 

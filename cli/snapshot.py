@@ -18,6 +18,8 @@ LAST_KEEP = 50  # the "last calls" list
 # Percentiles are exact over the window's last LATENCY_KEEP successful calls: a redraw sorts at most
 # this many values, so its cost (and its share of the proxy's GIL) does not grow with traffic.
 LATENCY_KEEP = 20_000
+# PostgreSQL: rows `tapgate top` looks back over again each time (a second or two of calls from several gateways)
+LATE_ROWS = 1000
 
 
 def epoch(started_at: str) -> float:
@@ -81,6 +83,8 @@ class Tally:
         self.spend: dict[tuple[str | None, str | None, str | None], list[float]] = {}
         self.budgets: list[tuple[str, float, float, str]] | None = None  # (name, spent, cap, unit)
         self.rowid = 0  # `tapgate top`: the last store row taken in
+        self.late = 0  # how far back `follow` looks again for rows committed after higher-numbered ones
+        self.recent: dict[str, int] = {}  # id -> rowid of the rows taken in within `late` of self.rowid
         self.lock = threading.Lock()
 
     def add(self, row: dict[str, Any], attempts: list[str] = ()) -> None:
@@ -126,9 +130,14 @@ class Tally:
         transaction: the window's calls, today's spend, the last calls, the budgets."""
         since = queries.iso(datetime.fromtimestamp(now - self.window_s, UTC))
         day = day_of(now)
+        # PostgreSQL numbers rows as several gateways insert them, and a row may commit after a
+        # higher-numbered one: `follow` looks that far back again, skipping the rows it has.
+        self.late = LATE_ROWS if getattr(conn, "postgres", False) else 0
         conn.execute("BEGIN")  # one consistent view of the file; a read transaction takes no write lock
         try:
             self.rowid = queries.last_rowid(conn)
+            if self.late:
+                self.recent = queries.ids_after(conn, self.rowid - self.late)
             rows = queries.calls_since(conn, since, until)
             tries = queries.attempts_since(conn, since)
             spend = queries.spend_since(conn, day + "T00:00:00.000Z", until)
@@ -153,14 +162,19 @@ class Tally:
         """Take in the calls written to the store since the last look; how many there were."""
         conn.execute("BEGIN")
         try:
-            rows = queries.calls_after(conn, self.rowid)
+            rows = queries.calls_after(conn, self.rowid - self.late)
+            if self.late:
+                rows = [r for r in rows if r["id"] not in self.recent]
             tries = queries.attempts_of(conn, [r["id"] for r in rows]) if rows else {}
             budgets = queries.budgets(conn)
         finally:
             conn.execute("COMMIT")
         for r in rows:
             self.add(r, tries.get(r["id"], []))
-            self.rowid = r["_rowid"]
+            self.rowid = max(self.rowid, r["_rowid"])
+        if self.late:
+            self.recent.update((r["id"], r["_rowid"]) for r in rows)
+            self.recent = {i: n for i, n in self.recent.items() if n > self.rowid - self.late}
         self._take_budgets(budgets)
         return len(rows)
 

@@ -201,6 +201,10 @@ def writer_line(status: dict | None) -> Text:
     if status is None:
         return t.append("no running gateway writes this store", style="dim")
     size = status["pending_bytes"]
+    if status.get("store") == "postgresql":  # the PostgreSQL writer (tapgate_postgres)
+        t.append("PostgreSQL ", style="dim")
+        if not status.get("connected"):
+            t.append("DISCONNECTED  ", style="bold red")
     t.append(f"{status['pending_records']:,}", style="bold").append(" records pending", style="dim")
     t.append(f" ({size / 1024:,.0f} KB)  " if size >= 1024 else f" ({size} B)  ", style="dim")
     t.append(f"{status['committed_per_s']:,.0f}", style="bold").append("/s committed  ", style="dim")
@@ -216,6 +220,8 @@ def writer_line(status: dict | None) -> Text:
         t.append(f"stalls {status['stalls']}  ", style="yellow")
     if status.get("reopens"):
         t.append(f"store recreated {status['reopens']}x  ", style="bold red")
+    if status.get("dropped"):
+        t.append(f"journal full: {status['dropped']:,} dropped  ", style="bold red")
     if status.get("lost"):
         t.append(f"LOST {status['lost']} records", style="bold red")
     return t

@@ -8,6 +8,7 @@ import asyncio
 import fnmatch
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from contextlib import closing
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 PERIODS = ("day", "week", "month", "year", "lifetime")
 SNAPSHOT_SECONDS = 2.0
+RESTORE_RETRY_SECONDS = 2.0  # an unreachable PostgreSQL at start: how often its spend is asked for again
 # Respan's customer_params.budget_duration -> our periods.
 DURATIONS = {"daily": "day", "weekly": "week", "monthly": "month", "yearly": "year"}
 
@@ -68,18 +70,57 @@ class Admission:
         self._refused: dict[tuple[Scope, str], str] = {}  # (scope, budget) -> period its refusal alerted in
         self._unpriced: set[str] = set()
         self._snapshot: asyncio.TimerHandle | None = None
+        self._snapshot_task: asyncio.Task | None = None  # a shared snapshot reading Redis
         self._written: dict[str, tuple] = {}  # budgets table id -> what was last written for it
         self.shared: Any = None  # core/shared/gate.py's SharedGate when tapgate_redis is set
+        self._restoring: threading.Event | None = None  # set to stop retrying an unreachable store
 
     # -- start: spend comes back from the store --------------------------------------------------
 
     def start(self, db: str | Path) -> None:
         """The ledger restored from the store's calls; budget snapshots every few seconds from now on."""
         self.ledger = Ledger(self.settings.config.timezone)
-        self.ledger.load(self._totals_from_store(db))
+        try:
+            totals = self._totals_from_store(db)
+        except database.StoreError as e:
+            if not database.is_postgres(db):
+                raise
+            # PostgreSQL away at start: serve now, and take its spend in when it answers
+            log.warning("tapgate: SPEND NOT RESTORED: %s; budgets count from zero until it answers (retrying)", e)
+            self._restore_later(db)
+            totals = {}
+        self.ledger.load(totals)
         if line := restored_summary(self.ledger.spent):
             log.info(line)
         self._schedule_snapshot()
+
+    def _restore_later(self, db: str) -> None:
+        """Retry reading the store's spend off the event loop; merge it in when it answers."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        stop = self._restoring = threading.Event()
+
+        def retry() -> None:
+            while not stop.wait(RESTORE_RETRY_SECONDS):
+                try:
+                    totals = self._totals_from_store(db)
+                except database.read_errors():
+                    continue
+                loop.call_soon_threadsafe(self._restored_late, totals)
+                return
+
+        threading.Thread(target=retry, name="tapgate-spend-restore", daemon=True).start()
+
+    def _restored_late(self, totals: dict[tuple[Scope, str, str], Amount]) -> None:
+        """The store's spend, read after calls were counted here: the larger of each figure, as the
+        calls this process counted meanwhile reach the store too (neither is counted twice)."""
+        for k, stored in totals.items():
+            have = self.ledger.spent.get(k)
+            self.ledger.spent[k] = stored if have is None else Amount(
+                max(have.usd, stored.usd), max(have.tokens, stored.tokens), max(have.requests, stored.requests))
+        log.warning("tapgate: spend restored from the store after all (%d counters)", len(totals))
 
     def _totals_from_store(self, db: str | Path) -> dict[tuple[Scope, str, str], Amount]:
         totals: dict[tuple[Scope, str, str], Amount] = {}
@@ -306,33 +347,57 @@ class Admission:
         return budgets
 
     def _write_snapshot(self) -> None:
-        """Where each budget in force stands, for the dashboards: a row when it changed, and a row
-        with no cap for one no longer in force (a key's budget removed, a key revoked)."""
-        now, updated = self.ledger.now(), iso(time.time())
-        current = set()
-        for (scope, label), budget in self.in_force().items():
-            spent, reserved, resets = self.ledger.standing(scope, budget, now)
-            start, _ = period_bounds(budget.period, now)
-            row = {
-                "id": f"{scope[0]}:{scope[1]}:{label}",
-                "name": f"{scope[0]} {scope[1]} {label}".replace("  ", " "),
-                "scope": scope[0],
-                "scope_id": scope[1],
-                "unit": budget.unit,
-                "period": budget.period,
-                "period_start": start.isoformat() if start else "lifetime",
-                "resets_at": resets.isoformat() if resets else None,
-                "spent": spent,
-                "reserved": reserved,
-                "cap": budget.cap,
-            }
-            current.add(row["id"])
-            self._write_budget(row, updated)
-        for gone in [i for i, last in self._written.items() if i not in current and last != ("retired",)]:
-            scope, scope_id, label = gone.split(":", 2)
-            self._write_budget({"id": gone, "name": f"{scope} {scope_id} {label}".replace("  ", " "), "scope": scope,
-                                "scope_id": scope_id, "cap": None}, updated, retired=True)
-        self._schedule_snapshot()
+        """Where each budget in force stands, for the dashboards: from the Redis counters when they are
+        shared (so every process writes the same rows), else from this process's ledger."""
+        if self.shared is not None and self.shared.up:
+            self._snapshot_task = asyncio.get_running_loop().create_task(self.write_shared_snapshot())
+            return
+        self._write_rows(self.in_force(), self.ledger.standing)
+
+    async def write_shared_snapshot(self) -> None:
+        budgets, standing = self.in_force(), self.ledger.standing
+        try:
+            ledger = self.shared.ledger
+            counters = {(scope, b.period): ledger.counter(scope, b.period, ledger.now()) for (scope, _), b in budgets.items()}
+            found = await asyncio.wait_for(ledger.standings(list(dict.fromkeys(counters.values()))), SNAPSHOT_SECONDS)
+
+            def standing(scope: Scope, budget: Budget, now) -> tuple[float, float, Any]:
+                settled, reserved = found[counters[(scope, budget.period)]]
+                return settled.of(budget.unit), reserved.of(budget.unit), period_bounds(budget.period, now)[1]
+        except Exception as e:  # Redis away: this process's own view until it answers
+            log.debug("tapgate: budgets snapshot from this process's ledger: %s", e)
+        self._write_rows(budgets, standing)
+
+    def _write_rows(self, budgets: dict[tuple[Scope, str], Budget], standing: Callable) -> None:
+        """A row per budget when it changed, and a row with no cap for one no longer in force (a key's
+        budget removed, a key revoked)."""
+        try:
+            now, updated = self.ledger.now(), iso(time.time())
+            current = set()
+            for (scope, label), budget in budgets.items():
+                spent, reserved, resets = standing(scope, budget, now)
+                start, _ = period_bounds(budget.period, now)
+                row = {
+                    "id": f"{scope[0]}:{scope[1]}:{label}",
+                    "name": f"{scope[0]} {scope[1]} {label}".replace("  ", " "),
+                    "scope": scope[0],
+                    "scope_id": scope[1],
+                    "unit": budget.unit,
+                    "period": budget.period,
+                    "period_start": start.isoformat() if start else "lifetime",
+                    "resets_at": resets.isoformat() if resets else None,
+                    "spent": spent,
+                    "reserved": reserved,
+                    "cap": budget.cap,
+                }
+                current.add(row["id"])
+                self._write_budget(row, updated)
+            for gone in [i for i, last in self._written.items() if i not in current and last != ("retired",)]:
+                scope, scope_id, label = gone.split(":", 2)
+                self._write_budget({"id": gone, "name": f"{scope} {scope_id} {label}".replace("  ", " "), "scope": scope,
+                                    "scope_id": scope_id, "cap": None}, updated, retired=True)
+        finally:
+            self._schedule_snapshot()
 
     def _write_budget(self, row: dict[str, Any], updated: str, retired: bool = False) -> None:
         what = ("retired",) if retired else tuple(row.values())
@@ -341,8 +406,14 @@ class Admission:
             self.store.add("budgets", {**row, "updated_at": updated})
 
     def stop(self) -> None:
+        if self._restoring is not None:
+            self._restoring.set()
+            self._restoring = None
         if self._snapshot is not None:
             self._snapshot.cancel()
             self._snapshot = None
+        if self._snapshot_task is not None:
+            self._snapshot_task.cancel()
+            self._snapshot_task = None
 
 

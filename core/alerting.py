@@ -113,6 +113,9 @@ class Alerting:
         self.inbox: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
         self.sender: Sender | None = None
         self.keyring: Any = None  # the KeyRing (per-key destinations), once started with one
+        # With tapgate_postgres: a callable(row) journalling each alert row as it is recorded or updated,
+        # so PostgreSQL holds the alerts too (the outbox itself stays this file's table).
+        self.mirror: Any = None
 
     def start(self, db: Path, keyring: Any = None) -> None:
         """Send from now on, through the store at `db`; per-key destinations come from `keyring`, which
@@ -278,6 +281,7 @@ class Sender(threading.Thread):
             return
         if not inserted:
             return  # this threshold already alerted in this period
+        self._mirror(db, row["id"])
         log.info("%s", row["message"])
         if channels:
             self._schedule(row["id"], 0)
@@ -337,3 +341,12 @@ class Sender(threading.Thread):
                                 [*values.values(), alert_id])
         except sqlite3.Error as e:
             log.warning("tapgate: could not update alert %s: %s", alert_id, e)
+            return
+        self._mirror(db, alert_id)
+
+    def _mirror(self, db: Database, alert_id: str) -> None:
+        if self.alerts.mirror is None:
+            return
+        cursor = db.execute("SELECT * FROM alerts WHERE id = ?", [alert_id])
+        if (row := cursor.fetchone()) is not None:
+            self.alerts.mirror(dict(zip([c[0] for c in cursor.description], row, strict=True)))

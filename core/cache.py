@@ -1,7 +1,9 @@
 """Caching: identical LLM calls answered from the response cache without going upstream, for both
 doors: passthrough (native bytes replayed; a stream from a whole answer and the reverse rendered in
 the provider's own dialect) and the router (`lookup`/`keep`). Identical calls in flight wait for the
-first. The Cache addon (addons/cache.py) is passthrough's door to it."""
+first. With Redis (core/shared/cache.py) entries are shared by every gateway process and so is the
+wait: this process's cache answers first, then Redis. The Cache addon (addons/cache.py) is
+passthrough's door to it."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from cachetools import LRUCache
 
+from core import database
 from core.cachekey import CacheControls
 from core.cachestore import Entry, ResponseCache
 from core.call import Call, iso, ms
@@ -45,6 +48,8 @@ class Caching:
         # The usage each entry's original call reported, read from the entry once.
         self.usages: LRUCache[tuple, Usage] = LRUCache(maxsize=1024)
         self._shape: tuple[int, bool] | None = None
+        self.shared: Any = None  # core/shared/cache.py's SharedCache when tapgate_redis is set
+        self.locks: dict[str, str] = {}  # cache key -> the Redis lock this process's leading call holds
 
     def reshape(self) -> None:
         """Follow the config: a new bound or a change of persistence starts an empty cache."""
@@ -56,7 +61,12 @@ class Caching:
     def restore(self, db: str | Path) -> None:
         """The persisted entries still fresh, from the store at `db` (when the config persists them)."""
         if self.settings.config.cache.persist:
-            count = self.cache.load(read_cache_entries(db, time.time()))
+            try:
+                entries = read_cache_entries(db, time.time())
+            except database.StoreError as e:  # PostgreSQL away at start: the cache starts empty
+                log.warning("tapgate: persisted cache entries not loaded: %s", e)
+                return
+            count = self.cache.load(entries)
             log.info("tapgate: %d cache entries loaded from the store", count)
 
     def _persist(self, row: dict[str, Any]) -> None:
@@ -74,19 +84,47 @@ class Caching:
             entry = self.cache.get(call.cache.key)
             if entry is None and call.cache.key in self.cache.inflight:
                 entry = await self.cache.wait(call.cache.key, self.settings.config.cache.wait_for_identical)
+        shared = False
         if entry is None and found.mode != "bypass":
             call.cache.leader = self.cache.lead(call.cache.key)
+            if call.cache.leader and self.shared is not None and found.mode == "use":
+                entry = await self._fetch_shared(call.cache.key)
+                shared = entry is not None
+                if shared:
+                    call.cache.leader = False
         call.cache.hit = entry is not None
         call.spans.append({
             "span_id": new_span_id(), "trace_id": call.trace_id, "parent_span_id": call.span_id,
             "request_id": call.id, "name": "cache lookup", "started_at": iso(started),
             "duration_ms": ms(started, time.time()), "status": "ok",
-            "attributes": json.dumps({"hit": call.cache.hit, "mode": found.mode, "key": call.cache.key[:16]}),
+            "attributes": json.dumps({"hit": call.cache.hit, "mode": found.mode, "key": call.cache.key[:16],
+                                      "shared": shared}),
         })
+        return entry
+
+    async def _fetch_shared(self, key: str) -> Entry | None:
+        """The entry in Redis (this process's identical calls wait on this one meanwhile), or None with
+        this call leading: holding the cross-process lock when Redis gave it, else on its own."""
+        entry, token = await self.shared.fetch(key, self.settings.config.cache.wait_for_identical)
+        if entry is not None:
+            self.cache.put(key, entry, persist=False)  # kept here too: the next identical call asks no one
+            self.cache.release(key)
+        elif token is not None:
+            self.locks[key] = token
         return entry
 
     def keep(self, call: Call, entry: Entry) -> None:
         self.cache.put(call.cache.key, entry)
+        if self.shared is not None:
+            self.shared.put(call.cache.key, entry, self.locks.pop(call.cache.key, None))
+
+    def release(self, call: Call) -> None:
+        """A leading call ended: identical calls waiting here go on, and in other processes too when it
+        stored nothing (they find the lock gone, and one of them calls upstream)."""
+        key = call.cache.key
+        self.cache.release(key)
+        if (token := self.locks.pop(key, None)) is not None and self.shared is not None:
+            self.shared.release(key, token)
 
     # -- pieces -------------------------------------------------------------------------------------
 

@@ -44,11 +44,11 @@ class ResponseCache:
     def get(self, key: str) -> Entry | None:
         return self.entries.get(key)
 
-    def put(self, key: str, entry: Entry) -> None:
+    def put(self, key: str, entry: Entry, persist: bool = True) -> None:
         if entry.size > self.entries.maxsize:
             return
         self.entries[key] = entry
-        if self.persist is not None:
+        if persist and self.persist is not None:
             self.persist({"key": key, "expires_at": entry.expires, "stream": int(entry.stream),
                           "content_type": entry.content_type, "body": entry.body, "meta": json.dumps(entry.meta)})
 

@@ -34,6 +34,13 @@ def store_check(storage: Any) -> Check:
     journal = getattr(storage, "journal", None)
     if writer is None or journal is None or not writer.is_alive():
         return Check("store", False, "the store is not open")
+    if getattr(storage, "_full", False):
+        return Check("store", False, "the journal is full (tapgate_journal_max_mb): calls are not being recorded")
+    if writer.stalled_since is not None and hasattr(writer, "connected"):
+        # PostgreSQL away: calls still land in the journal on disk and drain when it is back, so every
+        # gateway stays in its balancer's pool rather than all leaving it at once.
+        return Check("store", True, f"PostgreSQL unreachable, {writer.pending()[0]} records wait in the journal: "
+                                    f"{writer.last_error}")
     if writer.stalled_since is not None:
         return Check("store", False, f"the store's writer is stalled: {writer.last_error or 'database locked'}")
     if getattr(storage, "_failing", False) or not os.access(journal.directory, os.W_OK):

@@ -9,11 +9,11 @@ import fnmatch
 import hashlib
 import logging
 import os
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from core import database
 from core.config import Alerts, Budget, Downgrade, RateLimit
 from core.following import StoreFollower
 from core.ledger import plural
@@ -114,20 +114,16 @@ class KeyRing(StoreFollower):
     def reload(self) -> None:
         """Re-read the keys when one was created, rotated, revoked or updated; otherwise only a
         one-row query (file stamps would not do: the store changes with every recorded call)."""
-        assert self._path is not None
-        conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=5)
-        conn.row_factory = sqlite3.Row
-        try:
-            # every column create, rotate, revoke and update change, in one string built by SQLite
-            version = conn.execute(
-                f"SELECT json_group_array(json_array({SETTINGS})) FROM (SELECT * FROM keys ORDER BY id)").fetchone()[0]
-            if version == self._version:
-                return
-            rows = [dict(r) for r in conn.execute("SELECT * FROM keys")]
-        except sqlite3.OperationalError:
-            version, rows = None, []  # a store from before m004: no keys yet
-        finally:
-            conn.close()
+        with self.connection() as conn:
+            if not database.has_table(conn, "keys"):
+                version, rows = None, []  # a store from before m004 (or a new PostgreSQL one): no keys yet
+            else:
+                # every column create, rotate, revoke and update change, in one string built by the store
+                version = conn.execute(f"SELECT json_group_array(json_array({SETTINGS}))"
+                                       " FROM (SELECT * FROM keys ORDER BY id) AS k").fetchone()[0]
+                if version == self._version:
+                    return
+                rows = [dict(r) for r in conn.execute("SELECT * FROM keys")]
         by_hash = {}
         for row in rows:
             try:
@@ -138,6 +134,6 @@ class KeyRing(StoreFollower):
         self._by_hash, self._version = by_hash, version
         if changed:  # after the swap: whoever waits for this line sees the new keys in use
             usable = sum(k.problem() is None for k in by_hash.values())
-            log.info("tapgate: %s (%d usable) from %s", plural(len(by_hash), "gateway key"), usable, self._path)
+            log.info("tapgate: %s (%d usable) from %s", plural(len(by_hash), "gateway key"), usable, self.shown)
 
 

@@ -237,9 +237,22 @@ def writer_gauges(storage: Any) -> Callable[[], Iterable]:
         depth.add_metric([], pending)
         dropped = CounterMetricFamily("tapgate_writer_dropped_rows", "Records that could not be stored and are lost.")
         dropped.add_metric([], lost)
-        return [depth, dropped]
+        return [depth, dropped, *writer_state(writer)]
 
     return collect
+
+
+def writer_state(writer: Any) -> list:
+    """The journal's bytes waiting, and whether the writer reaches its store (PostgreSQL connected;
+    SQLite not stalled), so an outage and its backlog show on a graph."""
+    size = gauge("tapgate_writer_queue_bytes", "Journal bytes not yet committed to the store.")
+    size.add_metric([], writer.pending()[1] if writer is not None else 0)
+    up = gauge("tapgate_writer_connected", "1 when the store's writer can write to its store (PostgreSQL "
+               "connected, SQLite not stalled), else 0.", ("store",))
+    if writer is not None:
+        store = "postgresql" if hasattr(writer, "connected") else "sqlite"
+        up.add_metric([store], int(getattr(writer, "connected", getattr(writer, "stalled_since", None) is None)))
+    return [size, up]
 
 
 def budget_gauges(admission: Any, cap: int) -> Callable[[], Iterable]:
@@ -262,5 +275,25 @@ def budget_gauges(admission: Any, cap: int) -> Callable[[], Iterable]:
             spent.add_metric([name, budget.unit], used)
             limit.add_metric([name, budget.unit], budget.cap)
         return [spent, limit]
+
+    return collect
+
+
+def shared_cache_gauges(caching: Any) -> Callable[[], Iterable]:
+    """The response cache's round trips to Redis by outcome (hit, miss, error: each error a miss), and
+    its stores still on their way there; nothing while the cache is not shared."""
+
+    def collect():
+        shared = getattr(caching, "shared", None)
+        if shared is None:
+            return []
+        outcomes = CounterMetricFamily("tapgate_cache_redis", "The shared response cache in Redis, by outcome: hit, "
+                                       "miss, wait, took_over, gave_up, error, skipped, stored, too_large, dropped.",
+                                       labels=["outcome"])
+        for outcome, n in shared.counts.items():
+            outcomes.add_metric([outcome], n)
+        pending = gauge("tapgate_cache_redis_pending", "Cache entries and lock releases not yet written to Redis.")
+        pending.add_metric([], shared.pending)
+        return [outcomes, pending]
 
     return collect

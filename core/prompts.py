@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import logging
 import re
-import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
 
+from core import database
 from core.following import StoreFollower
 
 log = logging.getLogger(__name__)
@@ -126,19 +126,16 @@ class PromptBook(StoreFollower):
 
     def reload(self) -> None:
         """Re-read when a version was pushed or a label moved (one small query otherwise)."""
-        conn = sqlite3.connect(f"file:{self._path}?mode=ro", uri=True, timeout=5)
-        conn.row_factory = sqlite3.Row
-        try:
-            version = conn.execute("SELECT (SELECT count(*) || coalesce(max(created_at), '') FROM prompts) || '/' || "
-                                   "(SELECT coalesce(group_concat(id || version), '') FROM prompt_labels)").fetchone()[0]
+        with self.connection() as conn:
+            if not database.has_table(conn, "prompt_labels"):
+                return  # a store from before the prompts migration (or a new PostgreSQL one)
+            version = conn.execute(
+                "SELECT (SELECT count(*) || coalesce(max(created_at), '') FROM prompts) || '/' || "
+                "(SELECT coalesce(group_concat(id || version), '') FROM prompt_labels)").fetchone()[0]
             if version == self._version:
                 return
             rows = [dict(r) for r in conn.execute("SELECT * FROM prompts")]
             labels = {(r["name"], r["label"]): r["version"] for r in conn.execute("SELECT * FROM prompt_labels")}
-        except sqlite3.OperationalError:
-            return  # a store from before the prompts migration
-        finally:
-            conn.close()
         self.templates = {(r["name"], r["version"]): template_of(r) for r in rows}
         self.labels, self._version = labels, version
 

@@ -76,8 +76,9 @@ class Cooling:
             h.probing = True
 
     def succeeded(self, name: str, relayed: bool = False) -> None:
-        self.health.pop(name, None)
-        if self.relay is not None and not relayed:
+        """Only a recovery is relayed: a deployment no process saw fail is in no process's health
+        (relayed failures are counted here too), so every other success would be a publish for nothing."""
+        if self.health.pop(name, None) is not None and self.relay is not None and not relayed:
             self.relay("succeeded", name)
 
     def failed(self, name: str, now: float, relayed: bool = False) -> None:

@@ -357,8 +357,11 @@ def install_salt(db: Database) -> str:
 
 
 def read_cache_entries(path: str | Path, now: float) -> list[dict[str, Any]]:
-    """Unexpired cache entries kept by an earlier run (read once at start, never on the hot path)."""
-    db = open_db(Path(path).expanduser())
+    """Unexpired cache entries kept by an earlier run (read once at start, never on the hot path);
+    `path` may be a postgresql:// URL."""
+    from core.database import open_for_edit
+
+    db = open_for_edit(path)
     try:
         db.execute("DELETE FROM cache_entries WHERE expires_at <= ?", [now])
         db.conn.commit()

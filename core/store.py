@@ -1,5 +1,6 @@
-"""Storage: the open database file, its journal and its writer thread, which keep hooks off SQLite.
-The schema is in core/schema.py, plain reads in core/database.py."""
+"""Storage: the open database file, its journal and its writer thread, which keep hooks off SQLite
+(or off PostgreSQL, with `tapgate_postgres`: core/pg/writer.py). The schema is in core/schema.py,
+plain reads in core/database.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from core.journal import Journal, journal_dir
+from core.journal import Journal, journal_dir, private_dir
 from core.schema import install_salt, open_db
 from core.writer import Writer, replay
 
@@ -56,22 +57,31 @@ class Storage:
         self.journal: Journal | None = None
         self.salt = ""
         self._failing = False
+        self._full = False
+        self.max_journal_bytes = 0  # 0: unbounded; past it, rows are counted as dropped (tapgate_journal_max_mb)
         # Functions whose dicts join the writer's status file (the online scorer's backlog).
         self.status_sources: list = []
 
-    def open(self, path: Path) -> None:
-        """Use the file at `path` from now on. Raises (and the file in use, if any, stays in use)
-        when it cannot be opened."""
-        db = open_db(path)
+    def open(self, path: Path, postgres: str = "", retention_days: int = 0) -> None:
+        """Use the file at `path` from now on, or with `postgres` (a URL) PostgreSQL, the journal
+        still beside `path`. Raises (and the store in use, if any, stays in use) when it cannot be opened."""
+        db = open_db(path)  # with PostgreSQL too: the file's readers (keys, prompts, alerts) find a store
         try:
             salt = install_salt(db)
-            replay(path, db, journal_dir(path))
+            if not postgres:
+                replay(path, db, journal_dir(path))
         finally:
             db.close()
+        if postgres:
+            from core.pg.writer import PgWriter, open_salt
+
+            private_dir(journal_dir(path))
+            salt = open_salt(postgres, journal_dir(path) / "postgres-salt")
         journal = Journal(journal_dir(path))
         self.close()
         self.salt, self.journal = salt, journal
-        self.writer = Writer(path, journal, open_db, salt)
+        self.writer = (PgWriter(postgres, journal, salt, retention_days) if postgres
+                       else Writer(path, journal, open_db, salt))
         self.writer.status_sources = self.status_sources
         self.writer.start()
 
@@ -84,6 +94,13 @@ class Storage:
         if self.writer is None:
             return
         data = b"".join(journal_line(table, row) for table, row in records)
+        if self.max_journal_bytes and self.writer.pending()[1] + len(data) > self.max_journal_bytes:
+            self._dropped(len(records))
+            return
+        if self._full:
+            self._full = False
+            log.warning("tapgate: the journal has room again; %d records were dropped while it was full",
+                        self.writer.dropped)
         try:
             self.journal.append(data, len(records))
         except OSError as e:
@@ -100,6 +117,16 @@ class Storage:
         self._failing = False
         if not self.writer.wake.is_set():
             self.writer.wake.set()
+
+    def _dropped(self, records: int) -> None:
+        """The journal holds max_journal_bytes not yet committed (the store down for long): drop, loudly."""
+        self.writer.dropped += records
+        self.writer.lost += records
+        if not self._full:
+            log.error("tapgate: the journal in %s is full (%d MB waiting for %s, the bound set by "
+                      "tapgate_journal_max_mb): calls are NOT recorded until the store takes rows again",
+                      self.journal.directory, self.max_journal_bytes // 2**20, self.writer.path)
+        self._full = True
 
     def close(self) -> None:
         """Stop the writer once it has committed everything journalled."""

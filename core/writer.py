@@ -140,6 +140,7 @@ class Writer(threading.Thread):
         self.written = 0  # records committed
         self.written_bytes = 0
         self.lost = 0
+        self.dropped = 0  # of lost: refused because the journal was full (Storage.max_journal_bytes)
         self.stalls = 0
         self.reopens = 0
         self.stalled_since: float | None = None
@@ -286,6 +287,7 @@ class Writer(threading.Thread):
                 "committed": self.written, "committed_per_s": round(rate, 1), "stalls": self.stalls,
                 "stalled": self.stalled_since is not None,
                 "stalled_s": round(now - self.stalled_since, 1) if self.stalled_since else 0, "lost": self.lost,
+                "dropped": self.dropped,
                 "reopens": self.reopens, "last_error": self.last_error,
                 **{k: v for source in self.status_sources for k, v in source().items()}}
 

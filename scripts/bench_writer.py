@@ -2,6 +2,7 @@
 what a SIGKILL at the end of the load would lose, and the writer thread's share of the gateway's CPU.
 
     python scripts/bench_writer.py [--before DIR] [--duration 8] [--warmup 1] [--rate 2400] [--quick] [--json out.json]
+                                   [--postgres postgresql://postgres@127.0.0.1:5432/postgres]
 
 Two cells. "loop at 100%" pins the load the issue measured, whatever else the machine runs: in one
 process the Store is fed a call's records (a `requests` row with 1 KiB bodies and two spans, as the
@@ -16,6 +17,10 @@ connections each, CONNECT + TLS). While they run, the committed rows are counted
 then would have lost from the store, before the journal) are counted as the writer drains, and the
 gateway is stopped cleanly. `--before DIR` runs the same cell first on another checkout (for example
 `git archive main | tar -x -C /tmp/tapgate-main`) and prints the two side by side, as ratios.
+
+`--postgres URL` (a server the benchmark may create a scratch database in) runs both cells of this
+checkout once more with `tapgate_postgres` (core/pg/writer.py), so the PostgreSQL writer's records
+per second and CPU per record read beside SQLite's.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or imported, bench_common is beside it
@@ -37,7 +43,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_SECONDS = 0.25
 
 
-def rows(db: Path) -> int:
+def rows(db: Path | str) -> int:
+    if isinstance(db, str):  # a PostgreSQL URL
+        import psycopg
+
+        try:
+            with psycopg.connect(db, connect_timeout=5) as conn:
+                return conn.execute("SELECT count(*) FROM requests").fetchone()[0]
+        except psycopg.Error:
+            return 0
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     except sqlite3.OperationalError:
@@ -74,11 +88,12 @@ def writer_cpu(pid: int, before: dict[int, float], after: dict[int, float]) -> f
     return max((t - before.get(tid, 0.0) for tid, t in after.items() if tid != pid), default=0.0)
 
 
-def run(code: Path, mock_port: int, tmp: Path, args) -> dict:
+def run(code: Path, mock_port: int, tmp: Path, args, postgres: str = "") -> dict:
     from harness import start_gateway
 
-    db = tmp / "tapgate.db"
-    process, port = start_gateway(mock_port, tmp / "conf", db, root=code)
+    extra = ("--set", f"tapgate_postgres={postgres}") if postgres else ()
+    process, port = start_gateway(mock_port, tmp / "conf", tmp / "tapgate.db", *extra, root=code)
+    db = postgres or tmp / "tapgate.db"  # where rows() counts
     try:
         ca = str(tmp / "conf" / "mitmproxy-ca-cert.pem")
         specs = [{"port": port, "ca": ca, "concurrency": 16, "stream": stream, "warmup": args.warmup,
@@ -131,12 +146,12 @@ def run(code: Path, mock_port: int, tmp: Path, args) -> dict:
 SYNTHETIC_CHILD = "--synthetic-child"
 
 
-def synthetic(code: Path, args) -> dict:
+def synthetic(code: Path, args, postgres: str = "") -> dict:
     """The "loop at 100%" cell for the Store of `code`, in a process of its own (its own imports)."""
     import subprocess
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(code), os.environ.get("PYTHONPATH"))))}
-    spec = {"rate": args.rate, "duration": args.duration}
+    spec = {"rate": args.rate, "duration": args.duration, "postgres": postgres}
     out = subprocess.run([sys.executable, __file__, SYNTHETIC_CHILD, json.dumps(spec)], capture_output=True,
                          text=True, env=env, cwd=code, timeout=args.duration * 20 + 120)
     if out.returncode != 0:
@@ -154,7 +169,10 @@ def synthetic_child(spec: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="tapgate-bench-writer-") as tmp:
         store = Store()
         with taddons.context(store) as tctx:
-            tctx.configure(store, tapgate_db=str(Path(tmp) / "t.db"))
+            if spec.get("postgres"):
+                tctx.configure(store, tapgate_db=str(Path(tmp) / "t.db"), tapgate_postgres=spec["postgres"])
+            else:
+                tctx.configure(store, tapgate_db=str(Path(tmp) / "t.db"))
             writer = store.writer
             columns = list(__import__("sqlite3").connect(Path(tmp) / "t.db").execute(
                 "SELECT name FROM pragma_table_info('requests')").fetchall())
@@ -199,7 +217,28 @@ def synthetic_child(spec: dict) -> dict:
     return {"records_added": added, "records_committed": committed, "added_per_s": added / duration,
             "committed_per_s": (added - at_end) / duration, "backlog_at_end": at_end,
             "max_backlog": max(b for _, b in samples), "drain_s": drain, "writer_cpu_s": thread_cpu,
-            "process_cpu_s": process_cpu, "backlog_timeline": samples}
+            "process_cpu_s": process_cpu, "backlog_timeline": samples,
+            "writer_cpu_us_per_record": 1e6 * thread_cpu / committed if committed else None}
+
+
+@contextmanager
+def scratch_database(url: str):
+    """A new database on the server at `url` for one cell, dropped afterwards."""
+    import uuid
+
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    name = f"tapgate_bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    info = conninfo_to_dict(url)
+    try:
+        yield (f"postgresql://{info.get('user', 'postgres')}@{info.get('host', '127.0.0.1')}:"
+               f"{info.get('port', 5432)}/{name}")
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def timeline(samples: list, points: int = 12) -> str:
@@ -236,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=2400,
                         help="calls a second in the loop-at-100%% cell (default 2400: the proxy's maximum, "
                         "see Benchmark)")
+    parser.add_argument("--postgres", metavar="URL", help="also measure the PostgreSQL writer, in scratch "
+                        "databases on this server (trust or password in the URL)")
     args = parse_bench_args(parser, argv)
     args.duration = max(args.duration, 3.0) if not args.quick else 2.0
     sys.path.insert(0, str(ROOT / "tests" / "e2e"))
@@ -249,6 +290,15 @@ def main(argv: list[str] | None = None) -> int:
         loop[name] = synthetic(code, args)
         for line in synthetic_report(name, loop[name]):
             print(line, flush=True)
+    if args.postgres:
+        with scratch_database(args.postgres) as url:
+            loop["postgresql"] = synthetic(ROOT, args, url)
+        for line in synthetic_report("postgresql", loop["postgresql"]):
+            print(line, flush=True)
+        sq, pg = loop["after"], loop["postgresql"]
+        print(f"\npostgresql / sqlite: committed records/s while the loop ran "
+              f"{fmt(pg['committed_per_s'] / sq['committed_per_s'], '.2f')}x; writer CPU per record "
+              f"{fmt(sq['writer_cpu_us_per_record'], '.1f')} -> {fmt(pg['writer_cpu_us_per_record'], '.1f')} us")
     if "before" in loop:
         b, a = loop["before"], loop["after"]
         speedup = f"{a['committed_per_s'] / b['committed_per_s']:.2f}x" if b["committed_per_s"] else \
@@ -267,6 +317,12 @@ def main(argv: list[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="tapgate-bench-writer-") as tmp:
                 results[name] = run(code, mock_port, Path(tmp), args)
             for line in report(name, results[name]):
+                print(line, flush=True)
+        if args.postgres:
+            with tempfile.TemporaryDirectory(prefix="tapgate-bench-writer-") as tmp, \
+                    scratch_database(args.postgres) as url:
+                results["postgresql"] = run(ROOT, mock_port, Path(tmp), args, url)
+            for line in report("postgresql", results["postgresql"]):
                 print(line, flush=True)
     finally:
         mock.stop()

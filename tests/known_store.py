@@ -92,3 +92,28 @@ def build(path: Path, now: datetime | None = None) -> list[dict[str, Any]]:
             db["spans"].insert_all(spans_of(row, CALLER if row["trace_id"] == TRACE else None))
     db.close()
     return calls
+
+
+def copy_to_postgres(path: Path, url: str) -> None:
+    """Make the PostgreSQL database at url the same store as the SQLite one at path: its schema,
+    then every row of every table, as the gateway's PostgreSQL writer would have written them."""
+    import sqlite3
+
+    import psycopg
+
+    from core.pg import functions, schema
+
+    source = sqlite3.connect(path)
+    with psycopg.connect(url, autocommit=True) as conn:
+        schema.install(conn)
+        functions.install(conn)
+        for table in schema.sqlite_shape().tables:
+            cursor = source.execute(f'SELECT * FROM "{table.name}"')
+            names = [c[0] for c in cursor.description]
+            rows = cursor.fetchall()
+            if rows:
+                columns = ", ".join(f'"{n}"' for n in names)
+                marks = ", ".join(["%s"] * len(names))
+                with conn.cursor() as cur:  # rowid follows the order they were written, as in SQLite
+                    cur.executemany(f'INSERT INTO "{table.name}" ({columns}) VALUES ({marks})', rows)
+    source.close()

@@ -73,18 +73,83 @@ def postgres_server() -> str:
     return POSTGRES_URL
 
 
+def as_url(conninfo: str) -> str:
+    """A conninfo (`host=... dbname=...`) or URL as the postgresql:// URL options take."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    info = conninfo_to_dict(conninfo)
+    auth = info.get("user", "") + (f":{info['password']}" if info.get("password") else "")
+    return (f"postgresql://{auth}{'@' if auth else ''}{info.get('host', '127.0.0.1')}:{info.get('port', 5432)}"
+            f"/{info['dbname']}")
+
+
 @contextmanager
 def fresh_database() -> Iterator[str]:
-    """The URL of a new, empty PostgreSQL database of this test's own, dropped afterwards."""
+    """The URL of a new, empty PostgreSQL database of this test's own, dropped afterwards (a
+    postgresql:// URL, as `tapgate --db` and tapgate_postgres take it)."""
     import psycopg
-    from psycopg.conninfo import make_conninfo
 
     admin = postgres_server()
     name = f"tapgate_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield make_conninfo(admin, dbname=name)
+        base, _, query = admin.partition("?")
+        yield base.rsplit("/", 1)[0] + "/" + name + (f"?{query}" if query else "")
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class OwnPostgres:
+    """A throwaway PostgreSQL server of the test's own (initdb into a temp dir, a free loopback port),
+    which the test may stop and start: the machine's server must never be stopped."""
+
+    def __init__(self, directory: str, port: int, initdb: str) -> None:
+        self.directory, self.port = directory, port
+        self.pg_ctl = os.path.join(os.path.dirname(initdb), "pg_ctl")
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def _as_owner(self, *args: str, check: bool = True) -> None:
+        import subprocess
+
+        run = [*args] if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--", *args]
+        subprocess.run(run, check=check, capture_output=True, timeout=60)
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections (pg_ctl -w)."""
+        options = f"-p {self.port} -h 127.0.0.1 -k {self.directory}"
+        self._as_owner(self.pg_ctl, "start", "-w", "-D", f"{self.directory}/data", "-l",
+                       f"{self.directory}/log", "-o", options)
+
+    def stop(self, check: bool = True) -> None:
+        """Stop it at once (clients are disconnected), as an outage would."""
+        self._as_owner(self.pg_ctl, "stop", "-w", "-m", "fast", "-D", f"{self.directory}/data", check=check)
+
+
+@contextmanager
+def own_postgres() -> Iterator[OwnPostgres]:
+    """A PostgreSQL server of this test's own (see OwnPostgres), removed afterwards."""
+    import pwd
+    import tempfile
+
+    initdb = shutil.which("initdb") or require("initdb", "PostgreSQL's server binaries")
+    if os.geteuid() == 0:
+        try:
+            owner = pwd.getpwnam("postgres")
+        except KeyError:
+            _missing("initdb refuses root and there is no postgres OS user to run it as")
+    directory = tempfile.mkdtemp(prefix="tapgate-pg-")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = OwnPostgres(directory, port, initdb)
+    try:
+        if os.geteuid() == 0:
+            os.chown(directory, owner.pw_uid, owner.pw_gid)
+        server._as_owner(initdb, "-D", f"{directory}/data", "-U", "postgres", "--auth=trust", "-E", "UTF8")
+        server.start()
+        yield server
+    finally:
+        server.stop(check=False)  # it may never have started, or be stopped already
+        shutil.rmtree(directory, ignore_errors=True)

@@ -4,8 +4,11 @@ call, a row only when a budget's standing changed, and a capless row for one no 
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
+import redis.asyncio as aredis
 from known_store import request
 from mitmproxy.test import taddons
+from services import clear_prefix, redis_server, unique_prefix
 
 from addons.settings import Settings
 from addons.spend import Spend
@@ -14,6 +17,8 @@ from core.database import iso
 from core.keys import GatewayKey
 from core.ledger import Amount
 from core.schema import open_db
+from core.shared.gate import SharedGate
+from core.shared.ledger import SharedLedger
 
 DAY = Budget(unit="requests", period="day", cap=5)
 
@@ -116,3 +121,32 @@ def test_a_call_refused_after_admission_gives_its_reservation_back():
     call.refuse(BadRequest("cache_ttl must be above 0"))
     spend.settle(request(id="c", cost_usd=None, input_tokens=None, output_tokens=None), call)
     assert spend.ledger.standing(("global", ""), DAY)[:2] == (0, 0)
+
+
+@pytest.mark.anyio
+async def test_with_shared_budgets_every_process_writes_the_redis_counters():
+    url, prefix = redis_server(), unique_prefix()
+    settings = Settings()
+    settings.config = TapgateConfig(customers={"acme": Policy(budgets=[DAY])})
+    processes = []
+    try:
+        for _ in range(2):
+            gate = SharedGate(SharedLedger(aredis.from_url(url), prefix), lambda: {})
+            await gate.start()
+            spend = Spend(settings, Rows(), Ring())
+            spend.shared = gate
+            processes.append((spend, spend.store, gate))
+        ledger = processes[0][2].ledger
+        held = await ledger.admit([(("customer", "acme"), DAY)], [], Amount(0.0, 0, 1))
+        await ledger.settle(held, Amount(0.0, 10, 1))  # a call through the first process only
+        written = []
+        for spend, rows, _ in processes:
+            await spend.write_shared_snapshot()
+            written.append(rows.take()["customer:acme:requests/day"])
+        assert [(w["spent"], w["reserved"], w["cap"]) for w in written] == [(1, 0, 5)] * 2
+        assert written[0]["resets_at"] == written[1]["resets_at"]
+    finally:
+        for spend, _, gate in processes:
+            spend.stop()
+            await gate.stop()
+        clear_prefix(url, prefix)

@@ -9,10 +9,10 @@ from datetime import date
 
 import psycopg
 import pytest
+from services import fresh_database
 
 from core.pg import schema
 from core.schema import open_db
-from tests.services import fresh_database
 
 
 @pytest.fixture

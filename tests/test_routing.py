@@ -76,6 +76,19 @@ def test_a_failing_deployment_cools_down_and_one_probe_brings_it_back(monkeypatc
     assert {t.model for t in r.plan(["m"])} == {"a", "b"}
 
 
+def test_only_failures_and_recoveries_are_relayed_to_other_processes():
+    r = routes(models={"m": [{"provider": "openai", "model": "a"}]}, cooldown={"failures": 2, "seconds": 30})
+    relayed = []
+    r.cooling.relay = lambda event, name: relayed.append((event, name))
+    r.cooling.succeeded("openai/a")  # healthy all along: nothing to tell
+    r.cooling.failed("openai/a", 10.0)
+    r.cooling.succeeded("openai/a")  # a recovery
+    r.cooling.succeeded("openai/a")
+    r.cooling.failed("openai/a", 20.0, relayed=True)  # another process's failure, counted here
+    r.cooling.succeeded("openai/a")  # this process's recovery of it: the others counted it too
+    assert relayed == [("failed", "openai/a"), ("succeeded", "openai/a"), ("succeeded", "openai/a")]
+
+
 def test_when_everything_cools_the_plan_still_tries():
     r = routes(models={"m": [{"provider": "openai", "model": "a"}]}, cooldown={"failures": 1, "seconds": 30})
     r.cooling.failed("openai/a", 10**9)

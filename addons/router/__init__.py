@@ -16,7 +16,6 @@ import asyncio
 import json
 import logging
 import time
-from pathlib import Path
 
 from aiohttp import web
 from mitmproxy import ctx, exceptions
@@ -27,6 +26,7 @@ from addons.router.cache import keep_answer, render_cached
 from addons.router.explain import EXPLAIN, explain
 from addons.router.request import credential, read_json
 from addons.settings import Settings
+from addons.store import store_location
 from core.cache import HEADER, Caching
 from core.cachestore import Entry
 from core.call import Call
@@ -108,7 +108,7 @@ class Router:
         if not ctx.options.tapgate_router:
             return
         await self.upstream.start()
-        self.prompts.open(Path(ctx.options.tapgate_db).expanduser())
+        self.prompts.open(store_location())
         app = web.Application(client_max_size=self.settings.config.router.max_body_bytes,
                               middlewares=[router_http.middleware(self._unrouted)])
         app.router.add_post("/v1/chat/completions", self.chat)
@@ -195,7 +195,7 @@ class Router:
                                                      "details."), front)
         finally:
             if call.cache.leader:
-                self.caching.cache.release(call.cache.key)
+                self.caching.release(call)
 
     def _unrouted(self, request: web.BaseRequest, error: Refusal) -> bytes:
         """A request the router could not route (unknown path or method, malformed HTTP): recorded as

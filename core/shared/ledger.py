@@ -4,6 +4,7 @@ rate limits checked and counted, the worst case reserved under every budget, ato
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,6 +13,7 @@ from zoneinfo import ZoneInfo
 from core.config import Budget, RateLimit
 from core.ledger import LIFETIME, Amount, Crossing, OverCap, Scope, period_bounds
 from core.shared import scripts
+from core.shared.batching import ScriptCalls
 
 UNITS = {"usd": 1, "tokens": 2, "requests": 3}
 Counter = tuple[Scope, str, str]  # (scope, period, period start), as core/ledger.py names them
@@ -55,6 +57,7 @@ class SharedLedger:
         self._renew = client.register_script(scripts.RENEW)
         self._load = client.register_script(scripts.LOAD)
         self._sweep = client.register_script(scripts.SWEEP)
+        self.calls = ScriptCalls(client)  # admissions and settlements of one loop turn: one round trip
 
     def now(self) -> datetime:
         return datetime.now(self.tz)
@@ -102,7 +105,7 @@ class SharedLedger:
             args += [limit.rpm or 0, limit.tpm or 0]
         for index, _, budget in checks:
             args += [index, UNITS[budget.unit], repr(float(budget.cap))]
-        result = await self._admit(keys=keys, args=args)
+        result = await self.calls.run(self._admit, keys, args)
         status = int(result[0])
         if status == -1:
             raise NotLoaded
@@ -124,18 +127,19 @@ class SharedLedger:
         return (await self.settle_many([(held, actual)]))[0]
 
     async def settle_many(self, settlements: list[tuple[Held, Amount]]) -> list[list[Crossing]]:
-        """Several settlements in one round trip (a pipeline of the script): what a busy process has
-        queued goes to Redis together. Per settlement, the thresholds it crossed."""
-        pipe = self.client.pipeline(transaction=False)
+        """Several settlements in one round trip (batched with whatever else this turn sends): what a
+        busy process has queued goes to Redis together. Per settlement, the thresholds it crossed."""
+        calls = []
         for held, actual in settlements:
             keys = []
             for c in held.counters:
                 keys += [self.key(c), self.key(c) + ":held"]
             keys += [self.window(scope, "tok") for scope in held.limited]
             usd, tokens = held.member.split("|")[1:]
-            await self._settle(keys=keys, args=[len(held.counters), held.member, repr(float(actual.usd)), int(actual.tokens),
-                                          int(actual.requests), usd, tokens, held.id], client=pipe)
-        results = await pipe.execute()
+            calls.append(self.calls.run(self._settle, keys, [len(held.counters), held.member, repr(float(actual.usd)),
+                                                            int(actual.tokens), int(actual.requests), usd, tokens,
+                                                            held.id]))
+        results = await asyncio.gather(*calls)
         return [self._crossings(held, actual, after) for (held, actual), after in zip(settlements, results, strict=True)]
 
     def _crossings(self, held: Held, actual: Amount, after: list) -> list[Crossing]:
@@ -175,8 +179,19 @@ class SharedLedger:
             args += [repr(float(amount.usd)), int(amount.tokens), int(amount.requests)]
         return bool(await self._load(keys=keys, args=args))
 
+    async def standings(self, counters: list[Counter]) -> dict[Counter, tuple[Amount, Amount]]:
+        """(settled, reserved) of several counters in one round trip: the budgets table every process
+        writes from the same numbers."""
+        pipe = self.client.pipeline(transaction=False)
+        for counter in counters:
+            pipe.hmget(self.key(counter), "su", "st", "sr", "ru", "rt", "rr")
+        return {c: _amounts(v) for c, v in zip(counters, await pipe.execute(), strict=True)}
+
     async def standing(self, counter: Counter) -> tuple[Amount, Amount]:
         """(settled, reserved) of one counter, for tests and the budgets table."""
-        v = await self.client.hmget(self.key(counter), "su", "st", "sr", "ru", "rt", "rr")
-        n = [float(x) if x is not None else 0.0 for x in v]
-        return Amount(n[0], int(n[1]), int(n[2])), Amount(n[3], int(n[4]), int(n[5]))
+        return _amounts(await self.client.hmget(self.key(counter), "su", "st", "sr", "ru", "rt", "rr"))
+
+
+def _amounts(values: list) -> tuple[Amount, Amount]:
+    n = [float(x) if x is not None else 0.0 for x in values]
+    return Amount(n[0], int(n[1]), int(n[2])), Amount(n[3], int(n[4]), int(n[5]))

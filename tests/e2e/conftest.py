@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,3 +63,12 @@ def through_the_gateway(gateway, monkeypatch):
 def customer():
     """A customer id unique to the test, to find its rows."""
     return f"cust-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(autouse=True)
+def collect_leaked_clients():
+    """After each test, outside any event loop: an async SDK client a test left unclosed is collected
+    here, where its close has no loop to run on, rather than later in another test's loop, whose
+    exception handler would then fail that test with "Event loop is closed"."""
+    yield
+    gc.collect()

@@ -157,7 +157,17 @@ def admin(mock_port: int, method: str, path: str, body: dict | None = None) -> o
         return json.loads(resp.read())
 
 
-def query(db: Path, sql: str, params: tuple = ()) -> list[dict]:
+def query(db: Path | str, sql: str, params: tuple = ()) -> list[dict]:
+    """Rows of the store: a SQLite file, or a postgresql:// URL (read through core/database.py, which
+    answers the same SQL)."""
+    if str(db).startswith("postgresql://"):
+        from core.database import connect
+
+        conn = connect(str(db))
+        try:
+            return [dict(r) for r in conn.execute(sql, params)]
+        finally:
+            conn.close()
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
     conn.row_factory = sqlite3.Row
     try:
@@ -177,7 +187,9 @@ def wait_rows(db: Path, sql: str, params: tuple = (), count: int = 1, timeout: f
     while True:
         try:
             rows = query(db, sql, params)
-        except sqlite3.OperationalError:
+        except Exception as e:  # the table not made yet (SQLite's OperationalError, PostgreSQL's own)
+            if not isinstance(e, sqlite3.OperationalError) and type(e).__module__.split(".")[0] != "psycopg":
+                raise
             rows = []
         if len(rows) >= count or time.monotonic() > deadline:
             assert len(rows) >= count, f"expected {count} rows, got {len(rows)}: {sql} {params}"
