@@ -7,8 +7,8 @@ thread writes what is queued, one JSON line per batch, to a worker process (core
 builds the spans with the SDK, encodes and exports them. That part costs tens to hundreds of microseconds
 of CPU a call: in the gateway it ran under the same GIL as the event loop and took it from throughput.
 
-At most `window` calls are with the worker at once (it acknowledges each batch), so a collector that
-is down or slow holds the worker, then fills the queue, and what does not fit is dropped and counted: a
+One batch at most is with the worker at a time (it acknowledges each), so a collector that is down
+or slow holds the worker, then fills the queue, and what does not fit is dropped and counted: a
 call never waits on it. A worker that dies is started again; the calls it held count as dropped."""
 
 from __future__ import annotations
@@ -54,8 +54,9 @@ class ExportSettings:
 
     @property
     def window(self) -> int:
-        """Calls the worker may hold at once: one batch exporting, one waiting."""
-        return 2 * self.batch_size
+        """Calls the worker may hold at once: one batch. The next is written only once it acknowledged
+        the last, while it waits to read, so a write to its pipe never blocks on a stuck export."""
+        return self.batch_size
 
 
 def parse_headers(text: str) -> dict[str, str]:
@@ -170,7 +171,7 @@ class OtlpExport:
             n = min(self.settings.batch_size, self.settings.window - worker.calls, len(self.queue))
             items = [self.queue.popleft() for _ in range(n)]
             line = b"[" + b",".join(record for record, _ in items) + b"]\n"
-            spans = sum(n for _, n in items)
+            spans = sum(count for _, count in items)
             with self.changed:
                 worker.batches.append((n, spans))
                 worker.calls += n
@@ -258,9 +259,13 @@ class OtlpExport:
         self.stopping = True
         self.wake.set()
         self.thread.join(timeout)
-        if not self.thread.is_alive():
+        if self.thread.is_alive():  # still writing to a worker that does not read: nothing more can go
+            if self.worker is not None:
+                self.worker.proc.kill()
+            self.thread.join(1.0)
+        else:
             self._send(deadline)
-        worker = self.worker
+        worker = self.worker  # perhaps started just now, by _send
         if worker is not None:
             try:
                 worker.proc.stdin.close()  # the worker exports what it has, acknowledges and exits

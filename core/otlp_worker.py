@@ -63,8 +63,11 @@ def main() -> int:
                 log.error("tapgate: the OTLP export worker read a line that is not JSON; its calls are lost")
                 records = []
             exported = export_batch(records, builder, exporter)
-            answers.write(b'{"exported":%d}\n' % exported)
-            answers.flush()
+            try:
+                answers.write(b'{"exported":%d}\n' % exported)
+                answers.flush()
+            except BrokenPipeError:  # the gateway is gone: nobody to answer
+                break
     finally:
         exporter.shutdown()
     return 0
