@@ -48,7 +48,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         os.nice(NICENESS)
-    except OSError:  # not permitted here: run at the gateway's priority
+    except (OSError, AttributeError):  # not permitted here, or no nice (Windows): the gateway's priority
         pass
     logging.basicConfig(level=logging.WARNING, format="tapgate OTLP worker: %(message)s")
     source, answers = sys.stdin.buffer, sys.stdout.buffer
