@@ -76,7 +76,7 @@ addons = [
     CacheSharing(cache),  # tapgate_redis_cache*: the response cache in Redis too
     router,
     metrics,  # tapgate_metrics*: the collectors observe() counts into
-    telemetry,  # tapgate_otlp_*: spans to an OpenTelemetry collector, from its own thread
+    telemetry,  # tapgate_otlp_*: spans to an OpenTelemetry collector, built in a worker process it feeds
     alerts,  # budget alerts: Slack, webhook, email; its own thread and store connection
     # Evals before the store: its done() scores what is queued while the store still journals.
     evals,

@@ -66,7 +66,7 @@ class Telemetry:
         if export is None:
             return []
         depth = GaugeMetricFamily("tapgate_otlp_queue_depth", "Calls waiting to be exported over OTLP.")
-        depth.add_metric([], len(export.queue))
+        depth.add_metric([], export.depth)
         sent = CounterMetricFamily("tapgate_otlp_exported_spans", "Spans the OTLP collector accepted.")
         sent.add_metric([], export.exported)
         dropped = CounterMetricFamily("tapgate_otlp_dropped_spans", "Spans dropped: the export queue was full, "

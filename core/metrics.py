@@ -1,19 +1,25 @@
-"""Prometheus metrics: every recorded call counted into the official client's collectors, and the
-gauges a scrape reads at that moment (writer backlog, budgets), so operators' Grafana sees the gateway."""
+"""Prometheus metrics: every recorded call counted as plain tallies (numbers keyed by label set), turned
+into the official client's metric families only when /metrics is scraped, plus the gauges a scrape reads
+at that moment (writer backlog, budgets), so operators' Grafana sees the gateway. Counting a call is a
+few dict and int operations on the call's path; the client's per-child locks and objects are paid once
+per scrape instead."""
 
 from __future__ import annotations
 
 import json
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
 
 # Seconds: LLM calls run from a cache hit's milliseconds to a long stream's minutes.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
 TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16)
 TOKEN_KINDS = ("input", "output", "cache_read", "cache_write", "reasoning")
+TOKEN_FIELDS = tuple(f"{kind}_tokens" for kind in TOKEN_KINDS)
 OTHER = "other"  # the label value of every caller past the cardinality cap
 LABELS = ("provider", "model", "mode", "status", "caller")
 
@@ -37,47 +43,68 @@ class CappedLabel:
         return OTHER
 
 
+class Buckets:
+    """A histogram's tally: how many observations fell in each bucket (not cumulative), and their sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf's
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # le: a value on a bound counts in that bucket
+        self.sum += value
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            out.append((floatToGoString(bound), running))
+        return out
+
+
+class Tally:
+    """One label set's counts, added to by every call that has those labels."""
+
+    __slots__ = ("calls", "tokens", "cost", "latency", "ttft", "cache_hits", "cost_saved", "shadow_cost",
+                 "retries", "fallbacks")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.tokens = [0] * len(TOKEN_KINDS)
+        self.cost = self.cost_saved = self.shadow_cost = 0.0
+        self.latency, self.ttft = Buckets(LATENCY_BUCKETS), Buckets(TTFT_BUCKETS)
+        self.cache_hits = self.retries = self.fallbacks = 0
+
+
+# (attribute, family name, help): the counters every label set has, then those shown once non-zero.
+ALWAYS = (("calls", "tapgate_calls", "LLM calls recorded."),
+          ("cost", "tapgate_cost_usd", "Cost in US dollars at the price table."))
+ONCE_COUNTED = (
+    ("cache_hits", "tapgate_cache_hits", "Calls answered from the response cache."),
+    ("shadow_cost", "tapgate_shadow_cost_usd", "What calls paid by a subscription login would cost at API prices."),
+    ("cost_saved", "tapgate_cost_saved_usd", "What cache hits would have cost."),
+    ("retries", "tapgate_retries", "Router attempts beyond the first."),
+    ("fallbacks", "tapgate_fallbacks", "Router calls answered by another deployment than the first one tried."),
+)
+
+
 class Metrics:
-    """The collectors, fed by `observe(row, call)` (a Recorder listener). `caller` is "key" (the
-    gateway key id), "customer" or "" (no caller label); `gauges` are read at each scrape."""
+    """The tallies, fed by `observe(row, call)` (a Recorder listener), and the registry a scrape reads.
+    `caller` is "key" (the gateway key id), "customer" or "" (no caller label). `gauges` are callables
+    returning metric families, read at each scrape: append one to add a gauge."""
 
     def __init__(self, caller: str = "", cap: int = 100, models_cap: int = 200) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
         self.caller = caller
         self.callers = CappedLabel(cap)
         self.models = CappedLabel(models_cap)  # model names come from clients: capped as well
-        self.gauges: list[Callable[[], Iterable[GaugeMetricFamily]]] = []
-        r = self.registry
-        self.calls = Counter("tapgate_calls", "LLM calls recorded.", LABELS, registry=r)
-        self.tokens = Counter("tapgate_tokens", "Tokens by kind (input, output, cache_read, cache_write, "
-                              "reasoning).", (*LABELS, "kind"), registry=r)
-        self.cost = Counter("tapgate_cost_usd", "Cost in US dollars at the price table.", LABELS, registry=r)
-        self.latency = Histogram("tapgate_call_duration_seconds", "Whole-call latency.", LABELS,
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.ttft = Histogram("tapgate_time_to_first_token_seconds", "Time to the first chunk of a stream.",
-                              LABELS, buckets=TTFT_BUCKETS, registry=r)
-        self.errors = Counter("tapgate_errors", "Calls that did not end ok, by kind (the refusal's code, "
-                              "the HTTP status class, client_disconnected).", (*LABELS, "kind"), registry=r)
-        self.cache_hits = Counter("tapgate_cache_hits", "Calls answered from the response cache.", LABELS,
-                                  registry=r)
-        self.shadow_cost = Counter("tapgate_shadow_cost_usd", "What calls paid by a subscription login would "
-                                   "cost at API prices.", LABELS, registry=r)
-        self.cost_saved = Counter("tapgate_cost_saved_usd", "What cache hits would have cost.", LABELS, registry=r)
-        self.retries = Counter("tapgate_retries", "Router attempts beyond the first.", LABELS, registry=r)
-        self.fallbacks = Counter("tapgate_fallbacks", "Router calls answered by another deployment than the "
-                                 "first one tried.", LABELS, registry=r)
-        self.registry.register(_Gauges(self.gauges))
-        self._children: dict[tuple[str, ...], tuple] = {}  # per label set: the children every call touches
-
-    def children(self, labels: tuple[str, ...]) -> tuple:
-        """(calls, cost, latency, ttft, tokens by kind) for one label set, looked up once: the client's
-        labels() takes a lock and builds a key on every call."""
-        found = self._children.get(labels)
-        if found is None:
-            found = self._children[labels] = (
-                self.calls.labels(*labels), self.cost.labels(*labels), self.latency.labels(*labels),
-                self.ttft.labels(*labels), {kind: self.tokens.labels(*labels, kind) for kind in TOKEN_KINDS})
-        return found
+        self.gauges: list[Callable[[], Iterable[Any]]] = []
+        self.tallies: dict[tuple[str, ...], Tally] = {}
+        self.errors: dict[tuple[str, ...], int] = {}  # by the labels plus the error's kind
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Families(self))
 
     def labels(self, row: dict[str, Any]) -> tuple[str, ...]:
         who = self.callers(row.get("key_id") if self.caller == "key" else
@@ -88,33 +115,87 @@ class Metrics:
     def observe(self, row: dict[str, Any], call: Any = None) -> None:
         """Count one recorded call (a Recorder listener: runs where the call was recorded, in microseconds)."""
         labels = self.labels(row)
-        calls, costs, latency, ttft_seconds, tokens = self.children(labels)
-        calls.inc()
-        for kind, counter in tokens.items():
-            if n := row.get(f"{kind}_tokens"):
-                counter.inc(n)
+        tally = self.tallies.get(labels)
+        if tally is None:
+            tally = self.tallies[labels] = Tally()
+        tally.calls += 1
+        tokens = tally.tokens
+        for i, field in enumerate(TOKEN_FIELDS):
+            if n := row.get(field):
+                tokens[i] += n
         if cost := row.get("cost_usd"):
-            costs.inc(cost)
+            tally.cost += cost
         if shadow := row.get("shadow_cost_usd"):
-            self.shadow_cost.labels(*labels).inc(shadow)
+            tally.shadow_cost += shadow
         if (duration := row.get("duration_ms")) is not None:
-            latency.observe(duration / 1000)
+            tally.latency.observe(duration / 1000)
         if (ttft := row.get("ttft_ms")) is not None:
-            ttft_seconds.observe(ttft / 1000)
+            tally.ttft.observe(ttft / 1000)
         if row.get("status") != "ok":
-            self.errors.labels(*labels, error_kind(row, call)).inc()
+            key = (*labels, error_kind(row, call))
+            self.errors[key] = self.errors.get(key, 0) + 1
         if row.get("cache_hit"):
-            self.cache_hits.labels(*labels).inc()
+            tally.cache_hits += 1
             if saved := row.get("cost_saved_usd"):
-                self.cost_saved.labels(*labels).inc(saved)
-        if (attempts := row.get("attempts")) and attempts > 1:
-            self.retries.labels(*labels).inc(attempts - 1)
-        if call is not None and len(tried := deployments_tried(call)) > 1 and row.get("routed_to") != tried[0]:
-            self.fallbacks.labels(*labels).inc()
+                tally.cost_saved += saved
+        if (attempts := row.get("attempts")) and attempts > 1:  # a fallback takes a second attempt too
+            tally.retries += attempts - 1
+            if call is not None and len(tried := deployments_tried(call)) > 1 and row.get("routed_to") != tried[0]:
+                tally.fallbacks += 1
 
     def exposition(self) -> bytes:
         """The text format a Prometheus server scrapes."""
         return generate_latest(self.registry)
+
+    def families(self) -> Iterable[Any]:
+        """The tallies as the client's metric families (at scrape time), then the gauges."""
+        tallies = list(self.tallies.items())  # a snapshot: calls may be counted meanwhile on another thread
+        for attr, name, help in ALWAYS:
+            family = CounterMetricFamily(name, help, labels=LABELS)
+            for labels, tally in tallies:
+                family.add_metric(labels, getattr(tally, attr))
+            yield family
+            if attr == "calls":
+                yield self._tokens(tallies)
+        for attr, name, help in (("latency", "tapgate_call_duration_seconds", "Whole-call latency."),
+                                 ("ttft", "tapgate_time_to_first_token_seconds", "Time to the first chunk of a stream.")):
+            family = HistogramMetricFamily(name, help, labels=LABELS)
+            for labels, tally in tallies:
+                buckets = getattr(tally, attr)
+                family.add_metric(labels, buckets.cumulative(), buckets.sum)
+            yield family
+        errors = CounterMetricFamily("tapgate_errors", "Calls that did not end ok, by kind (the refusal's code, the "
+                                     "HTTP status class, client_disconnected).", labels=(*LABELS, "kind"))
+        for labels, n in list(self.errors.items()):
+            errors.add_metric(labels, n)
+        yield errors
+        for attr, name, help in ONCE_COUNTED:
+            family = CounterMetricFamily(name, help, labels=LABELS)
+            for labels, tally in tallies:
+                if n := getattr(tally, attr):
+                    family.add_metric(labels, n)
+            yield family
+        for source in self.gauges:
+            yield from source()
+
+    @staticmethod
+    def _tokens(tallies: list) -> CounterMetricFamily:
+        family = CounterMetricFamily("tapgate_tokens", "Tokens by kind (input, output, cache_read, cache_write, "
+                                     "reasoning).", labels=(*LABELS, "kind"))
+        for labels, tally in tallies:
+            for kind, n in zip(TOKEN_KINDS, tally.tokens, strict=True):
+                family.add_metric((*labels, kind), n)
+        return family
+
+
+class _Families:
+    """The registry's one collector: everything /metrics shows, built when it is asked."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self):
+        return self.metrics.families()
 
 
 def error_kind(row: dict[str, Any], call: Any) -> str:
@@ -143,20 +224,6 @@ def deployments_tried(call: Any) -> list[str]:
 
 def gauge(name: str, help: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, help, labels=list(labels))
-
-
-class _Gauges:
-    """A custom collector: asks each gauge source at scrape time (never on a call's path)."""
-
-    def __init__(self, sources: list[Callable[[], Iterable[GaugeMetricFamily]]]) -> None:
-        self.sources = sources
-
-    def describe(self) -> list:
-        return []
-
-    def collect(self):
-        for source in self.sources:
-            yield from source()
 
 
 def writer_gauges(storage: Any) -> Callable[[], Iterable]:

@@ -1,34 +1,45 @@
 """OTLP export: every recorded call becomes OpenTelemetry spans (GenAI semantic conventions plus tapgate's
 attributes) sent to the operator's collector, so tapgate's traces join the ones they already keep.
 
-The Recorder listener only appends to a bounded queue; one thread builds the spans with the SDK and
-exports them in batches. A collector that is down or slow fills the queue, and what does not fit is
-dropped and counted: a call never waits on it."""
+The gateway's side is cheap on purpose. The Recorder listener encodes the call as a compact record (the
+row's values in FIELDS' order, a few microseconds with orjson) and appends it to a bounded queue; one
+thread writes what is queued, one JSON line per batch, to a worker process (core/otlp_worker.py) that
+builds the spans with the SDK, encodes and exports them. That part costs tens to hundreds of microseconds
+of CPU a call: in the gateway it ran under the same GIL as the event loop and took it from throughput.
+
+One batch at most is with the worker at a time (it acknowledges each), so a collector that is down
+or slow holds the worker, then fills the queue, and what does not fit is dropped and counted: a
+call never waits on it. A worker that dies is started again; the calls it held count as dropped."""
 
 from __future__ import annotations
 
 import collections
-import json
 import logging
+import operator
+import os
+import subprocess
+import sys
 import threading
-from dataclasses import dataclass, field
-from datetime import datetime
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+import orjson
 
 log = logging.getLogger(__name__)
 
-# gen_ai.provider.name values of the semantic conventions (registry: gen_ai.provider.name); others as named.
-PROVIDER_NAMES = {"gemini": "gcp.gemini", "vertex": "gcp.vertex_ai", "azure": "azure.ai.openai", "xai": "x_ai",
-                  "mistral": "mistral_ai", "bedrock": "aws.bedrock"}
-OPERATIONS = {"embeddings": "embeddings", "embedContent": "embeddings", "completions": "text_completion"}
 BODY_LIMIT = 64 * 1024  # a span attribute, not a store: bodies past this are cut
-SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+RESTART_DELAY = 1.0  # seconds between starts of a worker that keeps dying
+# The row's fields a span reads, in the order a compact record carries them; bodies last (only on option).
+FIELDS = ("id", "trace_id", "span_id", "started_at", "duration_ms", "status", "error", "endpoint", "model",
+          "provider", "response_model", "input_tokens", "output_tokens", "host", "status_code", "mode", "cost_usd",
+          "cost_saved_usd", "shadow_cost_usd", "customer_identifier", "thread_identifier", "key_id", "cache_hit",
+          "attempts", "routed_to", "ttft_ms", "usage_estimated", "client", "program", "repo", "branch",
+          "request_body", "response_body")
+ROW_FIELDS = FIELDS[:-2]
+row_values = operator.itemgetter(*ROW_FIELDS)  # one C call for a recorded row, which has every field
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -40,6 +51,12 @@ class ExportSettings:
     queue_size: int = 4096
     batch_size: int = 512
     timeout: float = 10.0
+
+    @property
+    def window(self) -> int:
+        """Calls the worker may hold at once: one batch. The next is written only once it acknowledged
+        the last, while it waits to read, so a write to its pipe never blocks on a stuck export."""
+        return self.batch_size
 
 
 def parse_headers(text: str) -> dict[str, str]:
@@ -53,33 +70,56 @@ def parse_headers(text: str) -> dict[str, str]:
     return headers
 
 
-def make_exporter(settings: ExportSettings) -> SpanExporter:
-    """The official OTLP exporter for the protocol asked for."""
-    if settings.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+def compact(item: tuple, bodies: bool) -> list:
+    """A queued call as the worker reads it: [row values in FIELDS' order, parent span id, the call's
+    spans, finish reason]."""
+    row, parent, spans, reason = item
+    try:
+        values = list(row_values(row))
+    except KeyError:  # a partial row (tests, older callers): missing fields are None
+        values = list(map(row.get, ROW_FIELDS))
+    if bodies:
+        values += [(row.get("request_body") or "")[:BODY_LIMIT] or None,
+                   (row.get("response_body") or "")[:BODY_LIMIT] or None]
+    else:
+        values += [None, None]
+    return [values, parent, spans, reason]
 
-        return GrpcExporter(endpoint=settings.endpoint, headers=tuple(settings.headers.items()) or None,
-                            timeout=settings.timeout, insecure=settings.endpoint.startswith("http://"))
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
-    return HttpExporter(endpoint=settings.endpoint, headers=settings.headers or None, timeout=settings.timeout)
+class Worker:
+    """One worker process, and what it holds: batches sent and not yet acknowledged, in order."""
+
+    def __init__(self, command: list[str], settings: ExportSettings) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))}
+        self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, close_fds=True)
+        self.batches: collections.deque[tuple[int, int]] = collections.deque()  # (calls, spans) per batch
+        self.calls = self.spans = 0  # held: sent and not acknowledged
+        self.reader: threading.Thread | None = None
+        # The settings travel on the pipe, not the command line: headers may hold the backend's API key.
+        self.proc.stdin.write(orjson.dumps(asdict(settings)) + b"\n")
+        self.proc.stdin.flush()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
 
 class OtlpExport:
-    """A Recorder listener (`submit`) and the thread that exports; `dropped` counts spans that never
-    reached the collector (queue full, export failed), `exported` those it accepted."""
+    """A Recorder listener (`submit`), the thread that feeds the worker and the one that reads its
+    acknowledgements; `dropped` counts spans that never reached the collector (queue full, export
+    failed, worker died), `exported` those it accepted."""
 
-    def __init__(self, settings: ExportSettings, exporter: SpanExporter | None = None) -> None:
+    def __init__(self, settings: ExportSettings, command: list[str] | None = None) -> None:
         self.settings = settings
-        self.exporter = exporter or make_exporter(settings)
+        self.command = command or [sys.executable, "-m", "core.otlp_worker"]
         self.queue: collections.deque = collections.deque()
         self.overflowed = 0  # counted by the calls' thread only
-        self.failed = 0  # counted by the exporting thread only
+        self.failed = 0  # the rest under `changed`
         self.exported = 0
-        self.resource = Resource.create({"service.name": "tapgate"})
-        self.scope = InstrumentationScope("tapgate")
+        self.started = 0  # workers started
+        self.worker: Worker | None = None
+        self.last_start = -RESTART_DELAY
+        self.changed = threading.Condition()  # acknowledgements, batches sent, workers gone
         self.wake = threading.Event()
-        self.flushing = threading.Lock()  # one batch built at a time (the thread, or a test calling flush)
         self.stopping = False
         self.thread = threading.Thread(target=self._run, name="tapgate-otlp", daemon=True)
         self.thread.start()
@@ -87,143 +127,160 @@ class OtlpExport:
     # -- the call's side: append and return --------------------------------------------------------
 
     def submit(self, row: dict[str, Any], call: Any = None) -> None:
+        spans = getattr(call, "spans", ())
         if len(self.queue) >= self.settings.queue_size:
-            self.overflowed += 1 + len(getattr(call, "spans", ()))
+            self.overflowed += 1 + len(spans)
             return
-        self.queue.append((row, getattr(call, "parent_span_id", None), list(getattr(call, "spans", ())),
-                           finish_reason(call)))
+        item = (row, getattr(call, "parent_span_id", None), spans, finish_reason(call))
+        try:
+            # Encoded now: the queue holds bytes, which the garbage collector never walks, not the call's
+            # row and spans (kept for up to a second, they made every collection of the gateway longer).
+            record = orjson.dumps(compact(item, self.settings.bodies), default=str)
+        except (TypeError, orjson.JSONEncodeError):
+            log.exception("tapgate: cannot encode the OTLP record of call %s", row.get("id"))
+            with self.changed:
+                self.failed += 1 + len(spans)
+            return
+        self.queue.append((record, 1 + len(spans)))
         if len(self.queue) >= self.settings.batch_size and not self.wake.is_set():
             self.wake.set()
 
-    # -- the exporting thread ------------------------------------------------------------------------
+    # -- the feeding thread --------------------------------------------------------------------------
 
     def _run(self) -> None:
         while not self.stopping:
             self.wake.wait(1.0)
             self.wake.clear()
-            self.flush()
-        self.flush()
+            self._send(deadline=None)
 
-    def flush(self) -> None:
-        """Export what is queued, a batch at a time (the exporting thread; tests call it directly)."""
-        with self.flushing:
-            self._flush()
-
-    def _flush(self) -> None:
+    def _send(self, deadline: float | None) -> None:
+        """Send what is queued to the worker, a batch at a time, as the window allows."""
         while self.queue:
-            items = [self.queue.popleft() for _ in range(min(self.settings.batch_size, len(self.queue)))]
-            spans = self._build(items)
+            if self.stopping and deadline is None:  # stop() sends the rest, within its timeout
+                return
+            worker = self._worker(deadline)
+            if worker is None:
+                return
+            with self.changed:
+                room = self.changed.wait_for(lambda w=worker: w.calls < self.settings.window or not w.alive(),
+                                             timeout=0.5 if deadline is None else max(deadline - time.monotonic(), 0))
+            if not room or not worker.alive():
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                continue
+            n = min(self.settings.batch_size, self.settings.window - worker.calls, len(self.queue))
+            items = [self.queue.popleft() for _ in range(n)]
+            line = b"[" + b",".join(record for record, _ in items) + b"]\n"
+            spans = sum(count for _, count in items)
+            with self.changed:
+                worker.batches.append((n, spans))
+                worker.calls += n
+                worker.spans += spans
             try:
-                result = self.exporter.export(spans)
-            except Exception as e:  # an exporter bug must not stop the thread
-                log.debug("tapgate: OTLP export failed: %s", e)
-                result = SpanExportResult.FAILURE
-            if result is SpanExportResult.SUCCESS:
-                self.exported += len(spans)
-            else:
-                self.failed += len(spans)
+                worker.proc.stdin.write(line)
+                worker.proc.stdin.flush()
+            except (OSError, ValueError):  # the worker is gone: its reader counts what it held
+                worker.proc.kill()
+            with self.changed:
+                self.changed.notify_all()
 
-    def _build(self, items: list) -> list[ReadableSpan]:
-        spans: list[ReadableSpan] = []
-        for row, parent, attempts, reason in items:
+    def _worker(self, deadline: float | None) -> Worker | None:
+        """The running worker, started (again) if need be, at most once per RESTART_DELAY."""
+        worker = self.worker
+        if worker is not None and worker.alive():
+            return worker
+        while (wait := self.last_start + RESTART_DELAY - time.monotonic()) > 0:
+            if self.stopping and (deadline is None or time.monotonic() + wait > deadline):
+                return None
+            time.sleep(min(wait, 0.1))
+        self.last_start = time.monotonic()
+        try:
+            worker = Worker(self.command, self.settings)
+        except OSError as e:
+            log.warning("tapgate: cannot start the OTLP export worker: %s", e)
+            return None
+        self.started += 1
+        if self.started > 1:
+            log.warning("tapgate: the OTLP export worker stopped; started it again")
+        self.worker = worker
+        worker.reader = threading.Thread(target=self._read, args=(worker,), name="tapgate-otlp-acks", daemon=True)
+        worker.reader.start()
+        return worker
+
+    def _read(self, worker: Worker) -> None:
+        """The worker's acknowledgements, one line per batch in order: how many spans were exported."""
+        for line in worker.proc.stdout:
             try:
-                spans += self._spans_of(row, parent, attempts, reason)
-            except Exception:  # a malformed row is one call's trace lost, not the exporter
-                log.exception("tapgate: cannot build the OTLP span of call %s", row.get("id"))
-                self.failed += 1
-        return spans
+                exported = int(orjson.loads(line)["exported"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            with self.changed:
+                if not worker.batches:
+                    continue
+                calls, spans = worker.batches.popleft()
+                worker.calls -= calls
+                worker.spans -= spans
+                self.exported += exported
+                self.failed += spans - exported
+                self.changed.notify_all()
+        worker.proc.wait()
+        with self.changed:  # gone: what it still held never reached the collector
+            self.failed += worker.spans
+            worker.batches.clear()
+            worker.calls = worker.spans = 0
+            self.changed.notify_all()
 
-    def _spans_of(self, row: dict[str, Any], parent_id: str | None, attempts: list[dict],
-                  reason: str | None) -> list[ReadableSpan]:
-        """The call's span, parented on the caller's traceparent when it sent one, and one per attempt.
-        Built as the SDK's finished spans directly, with the store's ids: a tracer would make new ids and
-        validate every attribute again, for spans that are already over."""
-        trace_id = int(row["trace_id"], 16)
-        context = SpanContext(trace_id, int(row["span_id"], 16), is_remote=False, trace_flags=SAMPLED)
-        parent = SpanContext(trace_id, int(parent_id, 16), is_remote=True, trace_flags=SAMPLED) if parent_id else None
-        start = nanos(row["started_at"])
-        status = (Status(StatusCode.ERROR, (row.get("error") or row.get("status") or "")[:1024])
-                  if row.get("status") != "ok" else Status(StatusCode.UNSET))
-        spans = [self._span(span_name(row), context, parent, attributes(row, reason, self.settings.bodies), status,
-                            start, start + int((row.get("duration_ms") or 0) * 1e6))]
-        for attempt in attempts:
-            info = json.loads(attempt.get("attributes") or "{}")
-            begun = nanos(attempt["started_at"])
-            failed = attempt.get("status") != "ok"
-            spans.append(self._span(
-                attempt["name"], SpanContext(trace_id, int(attempt["span_id"], 16), False, SAMPLED), context,
-                clean({"tapgate.attempt": info.get("attempt"), "tapgate.deployment": info.get("deployment"),
-                       "http.response.status_code": info.get("http.status_code"), "error.type": info.get("failure")}),
-                Status(StatusCode.ERROR, (info.get("error") or "")[:1024]) if failed else Status(StatusCode.UNSET),
-                begun, begun + int((attempt.get("duration_ms") or 0) * 1e6)))
-        return spans
+    # -- for /metrics, tests and shutdown --------------------------------------------------------------
 
-    def _span(self, name: str, context: SpanContext, parent: SpanContext | None, attrs: dict[str, Any],
-              status: Status, start: int, end: int) -> ReadableSpan:
-        return ReadableSpan(name, context, parent, self.resource, attrs, kind=SpanKind.CLIENT, status=status,
-                            start_time=start, end_time=end, instrumentation_scope=self.scope)
+    @property
+    def depth(self) -> int:
+        """Calls waiting: queued here, or with the worker and not yet acknowledged."""
+        worker = self.worker
+        return len(self.queue) + (worker.calls if worker is not None else 0)
 
     @property
     def dropped(self) -> int:
         return self.overflowed + self.failed
 
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Wait until everything queued so far was exported or counted as failed."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while self.depth:
+                if time.monotonic() >= deadline:
+                    return False
+                self.wake.set()
+                self.changed.wait(0.2)
+        return True
+
     def stop(self, timeout: float = 5.0) -> None:
-        """Export what is queued (waiting at most `timeout` seconds), then stop."""
+        """Export what is queued (waiting at most `timeout` seconds in all), then stop the worker."""
+        deadline = time.monotonic() + timeout
         self.stopping = True
         self.wake.set()
         self.thread.join(timeout)
-        self.exporter.shutdown()
-
-
-def nanos(iso_text: str) -> int:
-    return int(datetime.fromisoformat(iso_text.replace("Z", "+00:00")).timestamp() * 1e9)
-
-
-def operation(row: dict[str, Any]) -> str:
-    return OPERATIONS.get(row.get("endpoint") or "", "chat")
-
-
-def span_name(row: dict[str, Any]) -> str:
-    """`{operation} {model}`, as the GenAI conventions name a client span."""
-    return f"{operation(row)} {row.get('model') or ''}".strip()
-
-
-def clean(attrs: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in attrs.items() if v is not None}
-
-
-def attributes(row: dict[str, Any], reason: str | None, bodies: bool) -> dict[str, Any]:
-    provider = row.get("provider") or ""
-    attrs = {
-        "gen_ai.operation.name": operation(row),
-        "gen_ai.provider.name": PROVIDER_NAMES.get(provider, provider),
-        "gen_ai.request.model": row.get("model"),
-        "gen_ai.response.model": row.get("response_model"),
-        "gen_ai.usage.input_tokens": row.get("input_tokens"),
-        "gen_ai.usage.output_tokens": row.get("output_tokens"),
-        "gen_ai.response.finish_reasons": (reason,) if reason else None,
-        "server.address": row.get("host"),
-        "http.response.status_code": row.get("status_code"),
-        "error.type": row.get("status") if row.get("status") != "ok" else None,
-        "tapgate.mode": row.get("mode"),
-        "tapgate.cost_usd": row.get("cost_usd"),
-        "tapgate.cost_saved_usd": row.get("cost_saved_usd"),
-        "tapgate.shadow_cost_usd": row.get("shadow_cost_usd"),
-        "tapgate.customer": row.get("customer_identifier"),
-        "tapgate.thread": row.get("thread_identifier"),
-        "tapgate.key_id": row.get("key_id"),
-        "tapgate.cache_hit": bool(row["cache_hit"]) if row.get("cache_hit") is not None else None,
-        "tapgate.attempts": row.get("attempts"),
-        "tapgate.routed_to": row.get("routed_to"),
-        "tapgate.ttft_ms": row.get("ttft_ms"),
-        "tapgate.usage_estimated": True if row.get("usage_estimated") else None,
-    }
-    for name in ("client", "program", "repo", "branch"):
-        attrs[f"tapgate.{name}"] = row.get(name)
-    if bodies:
-        attrs["tapgate.request.body"] = (row.get("request_body") or None) and row["request_body"][:BODY_LIMIT]
-        attrs["tapgate.response.body"] = (row.get("response_body") or None) and row["response_body"][:BODY_LIMIT]
-    return clean(attrs)
+        if self.thread.is_alive():  # still writing to a worker that does not read: nothing more can go
+            if self.worker is not None:
+                self.worker.proc.kill()
+            self.thread.join(1.0)
+        else:
+            self._send(deadline)
+        worker = self.worker  # perhaps started just now, by _send
+        if worker is not None:
+            try:
+                worker.proc.stdin.close()  # the worker exports what it has, acknowledges and exits
+            except OSError:
+                pass
+            try:
+                worker.proc.wait(max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                worker.proc.kill()
+                worker.proc.wait()
+            if worker.reader is not None:
+                worker.reader.join(1.0)  # its last acknowledgements counted
+        with self.changed:
+            self.failed += sum(n for _, n in self.queue)  # never sent: counted
+            self.queue.clear()
 
 
 def finish_reason(call: Any) -> str | None:

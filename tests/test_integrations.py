@@ -31,7 +31,7 @@ def exposed() -> set[str]:
     admission = SimpleNamespace(ledger=SimpleNamespace(now=lambda: None, standing=lambda *a: (0.5, 0, None)),
                                 in_force=lambda: {(("global", ""), "usd/day"): budget})
     telemetry = Telemetry()
-    telemetry.export = SimpleNamespace(queue=[], exported=3, dropped=0)
+    telemetry.export = SimpleNamespace(depth=0, exported=3, dropped=0)
     m.gauges += [writer_gauges(SimpleNamespace(writer=SimpleNamespace(pending=lambda: (0, 0), lost=0))),
                  budget_gauges(admission, 10), telemetry.gauges]
     text = m.exposition().decode()

@@ -105,3 +105,16 @@ def test_writer_and_budget_gauges_read_at_scrape():
     assert value(found, "tapgate_budget_cap", budget="key k1 usd/month") == 10.0
     writer.lost = 5
     assert value(samples(m), "tapgate_writer_dropped_rows_total") == 5
+
+
+def test_histograms_count_a_value_on_a_bound_in_that_bucket():
+    """As prometheus_client's own Histogram: le is "less than or equal"; buckets are cumulative."""
+    m = Metrics()
+    m.observe(row(duration_ms=1000.0, ttft_ms=None))
+    m.observe(row(duration_ms=400_000.0, ttft_ms=None))  # past the last bound: only +Inf
+    found = samples(m)
+    assert value(found, "tapgate_call_duration_seconds_bucket", le="0.5") == 0
+    assert value(found, "tapgate_call_duration_seconds_bucket", le="1.0") == 1
+    assert value(found, "tapgate_call_duration_seconds_bucket", le="320.0") == 1
+    assert value(found, "tapgate_call_duration_seconds_bucket", le="+Inf") == 2
+    assert value(found, "tapgate_call_duration_seconds_sum") == 401.0

@@ -1,0 +1,126 @@
+"""OTLP spans: one recorded call (as core/otlp.py's compact record) becomes OpenTelemetry spans with the
+GenAI semantic conventions plus tapgate's attributes, and the official exporter that sends them. Runs in
+the export worker process (core/otlp_worker.py), never on the gateway's GIL."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from core.otlp import FIELDS, ExportSettings
+
+# gen_ai.provider.name values of the semantic conventions (registry: gen_ai.provider.name); others as named.
+PROVIDER_NAMES = {"gemini": "gcp.gemini", "vertex": "gcp.vertex_ai", "azure": "azure.ai.openai", "xai": "x_ai",
+                  "mistral": "mistral_ai", "bedrock": "aws.bedrock"}
+OPERATIONS = {"embeddings": "embeddings", "embedContent": "embeddings", "completions": "text_completion"}
+SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
+def make_exporter(settings: ExportSettings) -> SpanExporter:
+    """The official OTLP exporter for the protocol asked for."""
+    if settings.protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter(endpoint=settings.endpoint, headers=tuple(settings.headers.items()) or None,
+                            timeout=settings.timeout, insecure=settings.endpoint.startswith("http://"))
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    return HttpExporter(endpoint=settings.endpoint, headers=settings.headers or None, timeout=settings.timeout)
+
+
+class SpanBuilder:
+    """Records to the SDK's finished spans, with the store's ids: a tracer would make new ids and validate
+    every attribute again, for spans that are already over."""
+
+    def __init__(self, bodies: bool = False) -> None:
+        self.bodies = bodies
+        self.resource = Resource.create({"service.name": "tapgate"})
+        self.scope = InstrumentationScope("tapgate")
+
+    def spans(self, record: list) -> list[ReadableSpan]:
+        """The call's span, parented on the caller's traceparent when it sent one, and one per attempt.
+        `record` is [row values in FIELDS' order, parent span id, the call's spans, finish reason]."""
+        values, parent_id, attempts, reason = record
+        row = dict(zip(FIELDS, values, strict=True))
+        trace_id = int(row["trace_id"], 16)
+        context = SpanContext(trace_id, int(row["span_id"], 16), is_remote=False, trace_flags=SAMPLED)
+        parent = SpanContext(trace_id, int(parent_id, 16), is_remote=True, trace_flags=SAMPLED) if parent_id else None
+        start = nanos(row["started_at"])
+        status = (Status(StatusCode.ERROR, (row.get("error") or row.get("status") or "")[:1024])
+                  if row.get("status") != "ok" else Status(StatusCode.UNSET))
+        spans = [self._span(span_name(row), context, parent, attributes(row, reason, self.bodies), status,
+                            start, start + int((row.get("duration_ms") or 0) * 1e6))]
+        for attempt in attempts:
+            info = json.loads(attempt.get("attributes") or "{}")
+            begun = nanos(attempt["started_at"])
+            failed = attempt.get("status") != "ok"
+            spans.append(self._span(
+                attempt["name"], SpanContext(trace_id, int(attempt["span_id"], 16), False, SAMPLED), context,
+                clean({"tapgate.attempt": info.get("attempt"), "tapgate.deployment": info.get("deployment"),
+                       "http.response.status_code": info.get("http.status_code"), "error.type": info.get("failure")}),
+                Status(StatusCode.ERROR, (info.get("error") or "")[:1024]) if failed else Status(StatusCode.UNSET),
+                begun, begun + int((attempt.get("duration_ms") or 0) * 1e6)))
+        return spans
+
+    def _span(self, name: str, context: SpanContext, parent: SpanContext | None, attrs: dict[str, Any],
+              status: Status, start: int, end: int) -> ReadableSpan:
+        return ReadableSpan(name, context, parent, self.resource, attrs, kind=SpanKind.CLIENT, status=status,
+                            start_time=start, end_time=end, instrumentation_scope=self.scope)
+
+
+def nanos(iso_text: str) -> int:
+    return int(datetime.fromisoformat(iso_text.replace("Z", "+00:00")).timestamp() * 1e9)
+
+
+def operation(row: dict[str, Any]) -> str:
+    return OPERATIONS.get(row.get("endpoint") or "", "chat")
+
+
+def span_name(row: dict[str, Any]) -> str:
+    """`{operation} {model}`, as the GenAI conventions name a client span."""
+    return f"{operation(row)} {row.get('model') or ''}".strip()
+
+
+def clean(attrs: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in attrs.items() if v is not None}
+
+
+def attributes(row: dict[str, Any], reason: str | None, bodies: bool) -> dict[str, Any]:
+    provider = row.get("provider") or ""
+    attrs = {
+        "gen_ai.operation.name": operation(row),
+        "gen_ai.provider.name": PROVIDER_NAMES.get(provider, provider),
+        "gen_ai.request.model": row.get("model"),
+        "gen_ai.response.model": row.get("response_model"),
+        "gen_ai.usage.input_tokens": row.get("input_tokens"),
+        "gen_ai.usage.output_tokens": row.get("output_tokens"),
+        "gen_ai.response.finish_reasons": (reason,) if reason else None,
+        "server.address": row.get("host"),
+        "http.response.status_code": row.get("status_code"),
+        "error.type": row.get("status") if row.get("status") != "ok" else None,
+        "tapgate.mode": row.get("mode"),
+        "tapgate.cost_usd": row.get("cost_usd"),
+        "tapgate.cost_saved_usd": row.get("cost_saved_usd"),
+        "tapgate.shadow_cost_usd": row.get("shadow_cost_usd"),
+        "tapgate.customer": row.get("customer_identifier"),
+        "tapgate.thread": row.get("thread_identifier"),
+        "tapgate.key_id": row.get("key_id"),
+        "tapgate.cache_hit": bool(row["cache_hit"]) if row.get("cache_hit") is not None else None,
+        "tapgate.attempts": row.get("attempts"),
+        "tapgate.routed_to": row.get("routed_to"),
+        "tapgate.ttft_ms": row.get("ttft_ms"),
+        "tapgate.usage_estimated": True if row.get("usage_estimated") else None,
+    }
+    for name in ("client", "program", "repo", "branch"):
+        attrs[f"tapgate.{name}"] = row.get(name)
+    if bodies:
+        attrs["tapgate.request.body"] = row.get("request_body") or None
+        attrs["tapgate.response.body"] = row.get("response_body") or None
+    return clean(attrs)
