@@ -147,8 +147,10 @@ def test_gateway_keys_as_bearer_tokens(gov):
 def test_the_x_tapgate_key_header_names_the_key_as_in_passthrough(gov):
     """An app set up for passthrough sends its gateway key as X-Tapgate-Key beside a provider key."""
     key_id, secret = gov[3]["mini"]
-    assert chat(gov, "openai/gpt-4o-mini", "sk-a-provider-key", extra_headers={"X-Tapgate-Key": secret}).choices
-    assert rows(gov, "key_id = ?", (key_id,))[-1]["status"] == "ok"
+    tag = f"xkey-{uuid.uuid4().hex[:6]}"  # this call's row, not an earlier test's under the same key
+    assert chat(gov, "openai/gpt-4o-mini", "sk-a-provider-key",
+                extra_headers={"X-Tapgate-Key": secret, "X-Tapgate-Customer-Identifier": tag}).choices
+    assert [r["status"] for r in rows(gov, "key_id = ? AND customer_identifier = ?", (key_id, tag))] == ["ok"]
     with pytest.raises(openai.AuthenticationError, match="revoked"):
         chat(gov, "openai/gpt-4o-mini", MASTER, extra_headers={"X-Tapgate-Key": gov[3]["gone"][1]})
 
