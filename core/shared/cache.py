@@ -17,6 +17,7 @@ from collections import Counter
 from redis.exceptions import ConnectionError as Refused
 
 from core.cachestore import Entry
+from core.shared.channel import follow
 
 log = logging.getLogger(__name__)
 
@@ -272,19 +273,8 @@ class SharedCache:
 
     # -- the done channel ------------------------------------------------------------------------------
 
-    async def _listen(self) -> None:
-        while True:
-            try:
-                async with self.client.pubsub() as pubsub:
-                    await pubsub.subscribe(self.channel)
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self.wake(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # waiters poll meanwhile; lookups report Redis being away
-                log.debug("tapgate: the shared cache's channel was lost: %s", e)
-                await asyncio.sleep(RETRY_SECONDS)
+    async def _listen(self) -> None:  # waiters poll while it is lost; lookups report Redis being away
+        await follow(self.client, self.channel, self.wake, "the shared cache's channel", RETRY_SECONDS)
 
     def wake(self, data: bytes | str) -> None:
         """A leader stored or released `data` (a cache key): its waiters here look again."""

@@ -10,6 +10,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from core.shared.channel import follow
+
 log = logging.getLogger(__name__)
 
 BACKLOG = 10_000  # events waiting to be published; past this the oldest are dropped
@@ -61,19 +63,8 @@ class SharedHealth:
             except Exception as e:  # Redis away: this process's cooldowns still work on their own
                 log.debug("tapgate: deployment health not shared: %s", e)
 
-    async def _listen(self) -> None:
-        while True:
-            try:
-                async with self.client.pubsub() as pubsub:
-                    await pubsub.subscribe(self.channel)
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            self.apply(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # reconnect: the heartbeat reports Redis being away
-                log.debug("tapgate: deployment health channel lost: %s", e)
-                await asyncio.sleep(1)
+    async def _listen(self) -> None:  # the heartbeat reports Redis being away
+        await follow(self.client, self.channel, self.apply, "deployment health channel")
 
     def apply(self, data: bytes | str) -> None:
         """Another process's failure or recovery, counted in this one's cooldowns."""
