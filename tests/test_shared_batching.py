@@ -79,3 +79,17 @@ async def test_an_unreachable_server_fails_every_caller_of_the_batch(shared):
     results = await asyncio.gather(*(calls.run(incr, ["k"], [1]) for _ in range(3)), return_exceptions=True)
     assert all(isinstance(r, Exception) for r in results), results
     await client.aclose()
+
+
+@pytest.mark.anyio
+async def test_a_call_alone_in_its_turn_gets_its_answer_or_its_error(shared):
+    url, prefix = shared
+    client = aredis.from_url(url)
+    calls = Counted(client)
+    incr = client.register_script(INCR + " -- alone " + prefix)  # unknown to the server: NOSCRIPT first
+    assert await calls.run(incr, [f"{prefix}j"], [5]) == 5
+    assert await calls.run(incr, [f"{prefix}j"], [1]) == 6
+    with pytest.raises(Exception, match="no such thing: y"):
+        await calls.run(client.register_script(FAIL), [f"{prefix}j"], ["y"])
+    assert calls.pipelines == [1, 1, 1, 1]  # the first twice: NOSCRIPT, then loaded and sent again
+    await client.aclose()
