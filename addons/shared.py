@@ -11,7 +11,8 @@ from mitmproxy import ctx, exceptions
 from addons.spend import Spend
 from addons.store import store_location
 from core.keys import KeyRing
-from core.shared.gate import SharedGate, redacted
+from core.secrets import redact_password
+from core.shared.gate import SharedGate
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class Shared:
         if "tapgate_redis" in updated and ctx.options.tapgate_redis:
             if not ctx.options.tapgate_redis.startswith(("redis://", "rediss://", "unix://")):
                 raise exceptions.OptionsError(
-                    f"tapgate_redis must be a redis:// URL, got {redacted(ctx.options.tapgate_redis)!r}")
+                    f"tapgate_redis must be a redis:// URL, got {redact_password(ctx.options.tapgate_redis)!r}")
         if "tapgate_redis_failure" in updated and ctx.options.tapgate_redis_failure not in ("closed", "open"):
             raise exceptions.OptionsError(
                 f"tapgate_redis_failure must be closed or open, got {ctx.options.tapgate_redis_failure!r}")
@@ -93,7 +94,7 @@ class Shared:
             self.health.start()
         self.ring.refresh = SHARED_KEY_REFRESH
         log.info("tapgate: budgets and rate limits shared through %s (prefix %r, fail-%s)",
-                 redacted(ctx.options.tapgate_redis), ctx.options.tapgate_redis_prefix, self.gate.failure)
+                 redact_password(ctx.options.tapgate_redis), ctx.options.tapgate_redis_prefix, self.gate.failure)
 
     async def done(self) -> None:
         if self.health is not None:

@@ -8,7 +8,7 @@ import logging
 from mitmproxy import ctx, exceptions
 
 from core.cache import Caching
-from core.shared.gate import redacted
+from core.secrets import redact_password
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class CacheSharing:
                              max_entry_bytes=ctx.options.tapgate_redis_cache_max_entry_bytes)
         shared.start()
         self.caching.shared = shared
-        log.info("tapgate: response cache shared through %s (prefix %r)", redacted(ctx.options.tapgate_redis),
+        log.info("tapgate: response cache shared through %s (prefix %r)", redact_password(ctx.options.tapgate_redis),
                  ctx.options.tapgate_redis_prefix)
 
     async def done(self) -> None:

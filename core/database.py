@@ -35,9 +35,9 @@ def location(db: str, postgres: str = "") -> str | Path:
 def shown(location: str | Path) -> str:
     """A store's location for messages and logs: a URL without its password."""
     if isinstance(location, str) and "://" in location:
-        from core.pg.reading import redacted
+        from core.secrets import redact_password
 
-        return redacted(location)
+        return redact_password(location)
     return str(location)
 
 

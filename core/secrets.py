@@ -31,6 +31,21 @@ def key_from(headers, query: str = "") -> str | None:
     return match.group(1) if match else None
 
 
+_URL_PASSWORD = re.compile(r"(://[^:/?#@]*:)([^@/?#]*)(@)")  # the password between "user:" and "@"
+_QUERY_PASSWORD = re.compile(r"((?:[?&]|\b)password=)([^&#\s]*)", re.IGNORECASE)  # URL query or key=value
+
+
+def redact_password(text: str, url: str | None = None) -> str:
+    """text with the password of a server's URL (`url`, or the URL `text` is) replaced by ***: what
+    logs, errors and status show of a redis:// or postgresql:// URL."""
+    found = _URL_PASSWORD.search(url if url is not None else text) or _QUERY_PASSWORD.search(
+        url if url is not None else text)
+    secret = found.group(2) if found else ""
+    text = _QUERY_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***\3", text))
+    # A very short password would match everywhere; the URL forms above still hide it.
+    return text.replace(secret, "***") if len(secret) >= 3 else text
+
+
 def redact_url(path: str) -> str:
     """The path with `key=` query values replaced, safe to store and print."""
     return _KEY_QUERY.sub(r"\1REDACTED", path)

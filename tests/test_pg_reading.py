@@ -18,8 +18,9 @@ from core import database
 from core.admission import Admission
 from core.config import TapgateConfig
 from core.keys import KeyRing
-from core.pg.reading import Row, redacted, translate
+from core.pg.reading import Row, translate
 from core.prompts import PromptBook
+from core.secrets import redact_password
 
 
 def test_marks_and_sqlite_words_are_translated():
@@ -36,8 +37,8 @@ def test_marks_and_sqlite_words_are_translated():
 def test_rows_index_by_name_and_position_and_passwords_are_redacted():
     row = Row(("a", "b"), (1, None))
     assert (row[0], row["a"], row["b"], dict(row), list(row)) == (1, 1, None, {"a": 1, "b": None}, [1, None])
-    assert redacted("postgresql://u:hunter2@h:5/db") == "postgresql://u:***@h:5/db"
-    assert redacted("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert redact_password("postgresql://u:hunter2@h:5/db") == "postgresql://u:***@h:5/db"
+    assert redact_password("postgresql://u@h/db") == "postgresql://u@h/db"
     assert database.shown("postgresql://u:p%40ss@h/db") == "postgresql://u:***@h/db"
 
 

@@ -11,7 +11,7 @@ from addons.settings import Settings
 from addons.shared import Shared
 from addons.spend import Spend
 from core.keys import KeyRing
-from core.shared.gate import redacted
+from core.secrets import redact_password
 
 
 def addon() -> Shared:
@@ -42,5 +42,5 @@ def test_nothing_is_shared_without_a_url():
 
 
 def test_the_log_never_shows_a_redis_password():
-    assert redacted("redis://:s3cret@127.0.0.1:6379/0") == "redis://***@127.0.0.1:6379/0"
-    assert redacted("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+    assert redact_password("redis://:s3cret@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    assert redact_password("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"

@@ -64,4 +64,4 @@ def test_with_a_url_the_cache_is_shared_and_the_password_never_logged(caplog):
     clear_prefix(redis_server(), prefix)
     assert found[0] is None and found[1] is not None and cache.counts["miss"] == 1  # the first asks: it leads
     assert sharing.caching.shared is None  # stopped
-    assert "shared through redis://***@" in caplog.text and "hunter2" not in caplog.text
+    assert "shared through redis://:***@" in caplog.text and "hunter2" not in caplog.text

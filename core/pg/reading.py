@@ -20,6 +20,8 @@ from psycopg import ClientCursor
 from psycopg.adapt import Dumper, Loader
 from psycopg.conninfo import conninfo_to_dict
 
+from core.secrets import redact_password
+
 SCHEMES = ("postgresql://", "postgres://")
 CONNECT_TIMEOUT = 5
 
@@ -28,19 +30,12 @@ def is_url(location: object) -> bool:
     return isinstance(location, str) and location.startswith(SCHEMES)
 
 
-def redacted(url: str) -> str:
-    """The URL with any password replaced, for messages and logs (as the writer shows it)."""
-    from core.pg.url import redact
-
-    return redact(url)
-
-
 def where(url: str) -> str:
     """host:port/dbname, for one-line errors (never the password)."""
     try:
         info = conninfo_to_dict(url)
     except psycopg.ProgrammingError:
-        return redacted(url)
+        return redact_password(url)
     return f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}/{info.get('dbname') or ''}"
 
 
@@ -213,7 +208,7 @@ def open_raw(url: str) -> psycopg.Connection:
                                row_factory=row_factory)
     except psycopg.OperationalError as e:
         reason = str(e).strip().splitlines()[0].strip() if str(e).strip() else type(e).__name__
-        raise StoreUnreachable(f"cannot reach PostgreSQL at {where(url)}: {redacted(reason)}") from None
+        raise StoreUnreachable(f"cannot reach PostgreSQL at {where(url)}: {redact_password(reason)}") from None
     for kind in (int, float, bool):
         conn.adapters.register_dumper(kind, TextDumper)
     conn.adapters.register_loader("numeric", NumberLoader)

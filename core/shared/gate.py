@@ -34,13 +34,6 @@ REDIS_TIMEOUT = 5.0
 SETTLE_BATCH = 256  # settlements per round trip to Redis
 
 
-def redacted(url: str) -> str:
-    """A redis:// URL without its password, for the log."""
-    scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
-    return f"{scheme}{sep}{'***@' if at else ''}{host}"
-
-
 class SharedGate:
     def __init__(self, ledger: SharedLedger, totals: Callable[[], dict[Counter, Amount]],
                  failure: Failure = "closed", on_crossing: list | None = None) -> None:
