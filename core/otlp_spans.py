@@ -1,16 +1,25 @@
 """OTLP spans: one recorded call (as core/otlp.py's compact record) becomes OpenTelemetry spans with the
 GenAI semantic conventions plus tapgate's attributes, and the official exporter that sends them. Runs in
-the export worker process (core/otlp_worker.py), never on the gateway's GIL."""
+the export worker process (core/otlp_worker.py), never on the gateway's GIL.
+
+The worker encodes with core/otlp_wire.py, which reuses the attributes here; SpanBuilder, the SDK's
+spans, is the reference its tests compare with (and what a reader of the conventions can follow)."""
 
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http._common import RequestPayloadTooLargeError, _is_request_too_large
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -21,18 +30,52 @@ PROVIDER_NAMES = {"gemini": "gcp.gemini", "vertex": "gcp.vertex_ai", "azure": "a
                   "mistral": "mistral_ai", "bedrock": "aws.bedrock"}
 OPERATIONS = {"embeddings": "embeddings", "embedContent": "embeddings", "completions": "text_completion"}
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+log = logging.getLogger("tapgate.otlp_worker")
 
 
 def make_exporter(settings: ExportSettings) -> SpanExporter:
-    """The official OTLP exporter for the protocol asked for."""
+    """The official OTLP exporter for the protocol asked for, able to send a batch already encoded
+    (`export_encoded`, core/otlp_wire.py) through its own transport: endpoint, headers, timeout, retries."""
     if settings.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+        return GrpcEncodedExporter(endpoint=settings.endpoint, headers=tuple(settings.headers.items()) or None,
+                                   timeout=settings.timeout, insecure=settings.endpoint.startswith("http://"))
+    return HttpEncodedExporter(endpoint=settings.endpoint, headers=settings.headers or None, timeout=settings.timeout)
 
-        return GrpcExporter(endpoint=settings.endpoint, headers=tuple(settings.headers.items()) or None,
-                            timeout=settings.timeout, insecure=settings.endpoint.startswith("http://"))
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 
-    return HttpExporter(endpoint=settings.endpoint, headers=settings.headers or None, timeout=settings.timeout)
+class HttpEncodedExporter(HttpExporter):
+    """OTLPSpanExporter.export from its encoding on: the size limit, the exporter's own metrics, and its
+    client's POST with compression and retries."""
+
+    def export_encoded(self, batch) -> SpanExportResult:
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        with self._metrics.export_operation(batch.spans) as result:
+            if _is_request_too_large(batch.payload, self._max_request_size):
+                log.warning("tapgate: dropping an OTLP batch of %d bytes, over the exporter's limit of %d",
+                            len(batch.payload), self._max_request_size)
+                result.error = RequestPayloadTooLargeError(f"{len(batch.payload)} bytes")
+                return SpanExportResult.FAILURE
+            sent = self._client.export(batch.payload)
+            if not sent.success:
+                result.error = sent.error
+                return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
+
+
+class GrpcEncodedExporter(GrpcExporter):
+    """The gRPC exporter's own export loop (metadata, deadline, retries), fed a request it parses from
+    the encoded batch instead of one it encodes from SDK spans."""
+
+    def _translate_data(self, data):
+        if isinstance(data, Sequence):  # SDK spans: the exporter's ordinary path
+            return super()._translate_data(data)
+        return ExportTraceServiceRequest.FromString(data.payload)
+
+    def _count_data(self, data) -> int:
+        return len(data) if isinstance(data, Sequence) else data.spans
+
+    def export_encoded(self, batch) -> SpanExportResult:
+        return self._export(batch)
 
 
 class SpanBuilder:
