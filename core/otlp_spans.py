@@ -135,35 +135,40 @@ def clean(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in attrs.items() if v is not None}
 
 
-def attributes(row: dict[str, Any], reason: str | None, bodies: bool) -> dict[str, Any]:
-    provider = row.get("provider") or ""
-    attrs = {
+# The attributes that copy a row's field as it is, when it is set: (attribute, field).
+COPIED = (("gen_ai.request.model", "model"), ("gen_ai.response.model", "response_model"),
+          ("gen_ai.usage.input_tokens", "input_tokens"), ("gen_ai.usage.output_tokens", "output_tokens"),
+          ("server.address", "host"), ("http.response.status_code", "status_code"), ("tapgate.mode", "mode"),
+          ("tapgate.cost_usd", "cost_usd"), ("tapgate.cost_saved_usd", "cost_saved_usd"),
+          ("tapgate.shadow_cost_usd", "shadow_cost_usd"), ("tapgate.customer", "customer_identifier"),
+          ("tapgate.thread", "thread_identifier"), ("tapgate.key_id", "key_id"), ("tapgate.attempts", "attempts"),
+          ("tapgate.routed_to", "routed_to"), ("tapgate.ttft_ms", "ttft_ms"), ("tapgate.client", "client"),
+          ("tapgate.program", "program"), ("tapgate.repo", "repo"), ("tapgate.branch", "branch"))
+
+
+def derived(row: dict[str, Any], reason: str | None) -> dict[str, Any]:
+    """The call span's attributes computed from the row (None: not sent); then come COPIED's and the bodies."""
+    provider, status, cache_hit = row.get("provider") or "", row.get("status"), row.get("cache_hit")
+    return {
         "gen_ai.operation.name": operation(row),
         "gen_ai.provider.name": PROVIDER_NAMES.get(provider, provider),
-        "gen_ai.request.model": row.get("model"),
-        "gen_ai.response.model": row.get("response_model"),
-        "gen_ai.usage.input_tokens": row.get("input_tokens"),
-        "gen_ai.usage.output_tokens": row.get("output_tokens"),
         "gen_ai.response.finish_reasons": (reason,) if reason else None,
-        "server.address": row.get("host"),
-        "http.response.status_code": row.get("status_code"),
-        "error.type": row.get("status") if row.get("status") != "ok" else None,
-        "tapgate.mode": row.get("mode"),
-        "tapgate.cost_usd": row.get("cost_usd"),
-        "tapgate.cost_saved_usd": row.get("cost_saved_usd"),
-        "tapgate.shadow_cost_usd": row.get("shadow_cost_usd"),
-        "tapgate.customer": row.get("customer_identifier"),
-        "tapgate.thread": row.get("thread_identifier"),
-        "tapgate.key_id": row.get("key_id"),
-        "tapgate.cache_hit": bool(row["cache_hit"]) if row.get("cache_hit") is not None else None,
-        "tapgate.attempts": row.get("attempts"),
-        "tapgate.routed_to": row.get("routed_to"),
-        "tapgate.ttft_ms": row.get("ttft_ms"),
+        "error.type": status if status != "ok" else None,
+        "tapgate.cache_hit": bool(cache_hit) if cache_hit is not None else None,
         "tapgate.usage_estimated": True if row.get("usage_estimated") else None,
     }
-    for name in ("client", "program", "repo", "branch"):
-        attrs[f"tapgate.{name}"] = row.get(name)
+
+
+def body_attributes(row: dict[str, Any]) -> dict[str, Any]:
+    """Only with tapgate_otlp_bodies."""
+    return {"tapgate.request.body": row.get("request_body") or None,
+            "tapgate.response.body": row.get("response_body") or None}
+
+
+def attributes(row: dict[str, Any], reason: str | None, bodies: bool) -> dict[str, Any]:
+    """The call span's attributes: GenAI semantic conventions and tapgate's."""
+    attrs = derived(row, reason)
+    attrs.update((name, row.get(field)) for name, field in COPIED)
     if bodies:
-        attrs["tapgate.request.body"] = row.get("request_body") or None
-        attrs["tapgate.response.body"] = row.get("response_body") or None
+        attrs.update(body_attributes(row))
     return clean(attrs)

@@ -68,6 +68,13 @@ def test_a_batch_is_one_resource_and_scope_like_the_sdks():
     assert direct.resource_spans[0].scope_spans[0].scope.name == "tapgate"
 
 
+def test_remembered_encodings_serve_later_calls_exactly():
+    """One encoder for all the cases, twice over: the second pass is served from what it remembered."""
+    records = [record(*case, bodies=True) for case in CASES.values()] * 2
+    sdk, direct = both(records, bodies=True)
+    assert direct == sdk
+
+
 def test_remembered_attributes_keep_their_type():
     """True == 1 == 1.0 as dict keys: the memo must not hand an int the bool's encoding."""
     encoder = WireEncoder()
