@@ -112,3 +112,15 @@ def test_a_batch_over_the_exporters_size_limit_fails_without_sending():
             assert collector.arrived.is_set()
         finally:
             exporter.shutdown()
+
+
+def test_a_refused_batch_is_a_failure_the_worker_counts():
+    encoder = WireEncoder()
+    payload = encoder.request(encoder.spans(record(row(), call())))
+    with OtlpReceiver() as collector:
+        exporter = HttpEncodedExporter(endpoint=f"{collector.url}/not-traces", timeout=5)  # answered 404
+        try:
+            assert exporter.export_encoded(Encoded(payload, 1)) is SpanExportResult.FAILURE
+            assert collector.arrived.is_set()
+        finally:
+            exporter.shutdown()
