@@ -121,15 +121,18 @@ def clean(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in attrs.items() if v is not None}
 
 
-# The attributes that copy a row's field as it is, when it is set: (attribute, field).
-COPIED = (("gen_ai.request.model", "model"), ("gen_ai.response.model", "response_model"),
-          ("gen_ai.usage.input_tokens", "input_tokens"), ("gen_ai.usage.output_tokens", "output_tokens"),
-          ("server.address", "host"), ("http.response.status_code", "status_code"), ("tapgate.mode", "mode"),
-          ("tapgate.cost_usd", "cost_usd"), ("tapgate.cost_saved_usd", "cost_saved_usd"),
-          ("tapgate.shadow_cost_usd", "shadow_cost_usd"), ("tapgate.customer", "customer_identifier"),
-          ("tapgate.thread", "thread_identifier"), ("tapgate.key_id", "key_id"), ("tapgate.attempts", "attempts"),
-          ("tapgate.routed_to", "routed_to"), ("tapgate.ttft_ms", "ttft_ms"), ("tapgate.client", "client"),
-          ("tapgate.program", "program"), ("tapgate.repo", "repo"), ("tapgate.branch", "branch"))
+# The attributes that copy a row's field as it is, when it is set: (attribute, field). Labels are text
+# that repeats from call to call (the worker encodes them once, core/otlp_wire.py); measures are numbers.
+LABELS = (("gen_ai.request.model", "model"), ("gen_ai.response.model", "response_model"),
+          ("server.address", "host"), ("tapgate.mode", "mode"), ("tapgate.customer", "customer_identifier"),
+          ("tapgate.thread", "thread_identifier"), ("tapgate.key_id", "key_id"), ("tapgate.routed_to", "routed_to"),
+          ("tapgate.client", "client"), ("tapgate.program", "program"), ("tapgate.repo", "repo"),
+          ("tapgate.branch", "branch"))
+MEASURES = (("gen_ai.usage.input_tokens", "input_tokens"), ("gen_ai.usage.output_tokens", "output_tokens"),
+            ("http.response.status_code", "status_code"), ("tapgate.cost_usd", "cost_usd"),
+            ("tapgate.cost_saved_usd", "cost_saved_usd"), ("tapgate.shadow_cost_usd", "shadow_cost_usd"),
+            ("tapgate.attempts", "attempts"), ("tapgate.ttft_ms", "ttft_ms"))
+COPIED = LABELS + MEASURES
 
 
 def derived(row: dict[str, Any], reason: str | None) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from core.otlp import FIELDS
-from core.otlp_spans import COPIED, SpanBuilder, body_attributes, clean, derived, nanos, span_name
+from core.otlp_spans import LABELS, MEASURES, SpanBuilder, body_attributes, clean, derived, nanos, span_name
 
 # Span's fields (opentelemetry/proto/trace/v1/trace.proto) as tag bytes: (number << 3) | wire type.
 TRACE_ID, SPAN_ID, PARENT_ID, NAME = b"\x0a\x10", b"\x12\x08", b"\x22\x08", b"\x2a"
@@ -39,10 +39,10 @@ INT64 = 1 << 63
 SHORT = [bytes((n,)) for n in range(128)]  # lengths under 128 are one byte
 
 AT = {name: i for i, name in enumerate(FIELDS)}
-COPIED_AT = tuple((name, AT[field]) for name, field in COPIED)  # read from the record's values
-# What derived() and span_name() read: calls that agree on these share their name and derived attributes.
-SHAPE = ("endpoint", "model", "provider", "status", "cache_hit", "usage_estimated")
-shape_of = operator.itemgetter(*(AT[name] for name in SHAPE))
+# The text derived() and span_name() read, then the labels: with the two flags and the finish reason, what
+# a call's name, derived attributes and labels depend on, encoded once for the calls that share it.
+TEXTS = ("endpoint", "model", "provider", "status")
+texts_of = operator.itemgetter(*(AT[field] for field in TEXTS), *(AT[field] for _, field in LABELS))
 MEMO_SIZE, MEMO_BYTES = 8192, 256  # encodings remembered: most attributes repeat from call to call
 
 
@@ -100,13 +100,22 @@ def remember(memo: dict, known: Any, encoded: bytes) -> bytes:
     return encoded
 
 
+def double_prefix(key: str) -> bytes:
+    """An attribute's bytes up to its double value, which is always 8 bytes: a measure needs no memo."""
+    return attribute(key, 0.0)[:-8]
+
+
+# The measures, read from the record's values: (attribute, index, its bytes before a double value).
+MEASURES_AT = tuple((name, AT[field], double_prefix(name)) for name, field in MEASURES)
+
+
 class WireEncoder:
     """Records to serialized spans, then a batch of them to one request under the SDK's resource and scope."""
 
     def __init__(self, bodies: bool = False) -> None:
         self.bodies = bodies
         self.memo: dict[tuple, bytes] = {}  # (key, class, value) -> the encoded attribute
-        self.shapes: dict[tuple, tuple[bytes, bytes]] = {}  # (SHAPE's values, reason) -> (name, derived attributes)
+        self.shapes: dict[tuple, tuple[bytes, bytes]] = {}  # see `_shape`
         builder = SpanBuilder(bodies)
         template = encode_spans(builder.spans([[None, "1" * 32, "1" * 16, "2026-01-01T00:00:00Z"]
                                                + [None] * (len(FIELDS) - 4), None, [], None]))
@@ -125,22 +134,20 @@ class WireEncoder:
         start = nanos(values[AT["started_at"]])
         end = start + int((values[AT["duration_ms"]] or 0) * 1e6)
         status = values[AT["status"]]
-        shape = (shape_of(values), reason)
-        named = self.shapes.get(shape)
-        if named is None:
-            row = dict(zip(SHAPE, shape[0], strict=True))  # only SHAPE's fields: the round-trip tests notice more read
-            name = span_name(row)
-            named = remember(self.shapes, shape, (
-                delimited(NAME, name.encode()) if name else b"",
-                b"".join([attribute(k, v) for k, v in clean(derived(row, reason)).items()])))
+        cache_hit = values[AT["cache_hit"]]
+        shape = (texts_of(values), None if cache_hit is None else bool(cache_hit), bool(values[AT["usage_estimated"]]),
+                 reason)
+        name, known_attributes = self.shapes.get(shape) or self._shape(shape)
         parts = [trace, SPAN_ID, own]
         if parent_id:
             parts += (PARENT_ID, int(parent_id, 16).to_bytes(8))
-        parts += (named[0], KIND_CLIENT, START, fixed64(start), END, fixed64(end), named[1])
+        parts += (name, KIND_CLIENT, START, fixed64(start), END, fixed64(end), known_attributes)
         memo = self.memo
-        for key, i in COPIED_AT:
+        for key, i, before_double in MEASURES_AT:
             value = values[i]
-            if value is not None:
+            if value.__class__ is float:  # costs and times: seldom the same twice
+                parts += (before_double, double(value))
+            elif value is not None:
                 known = (key, value.__class__, value)  # the class too: True == 1 == 1.0 as keys
                 parts.append(memo.get(known) or remember(memo, known, attribute(key, value)))
         if self.bodies:
@@ -160,6 +167,22 @@ class WireEncoder:
                 self._error(info.get("error") or "") if attempt.get("status") != "ok" else STATUS_UNSET,
                 LOCAL_FLAGS))
         return out
+
+    def _shape(self, shape: tuple) -> tuple[bytes, bytes]:
+        """The span's name field, and its derived attributes then its labels, for the calls sharing `shape`:
+        (TEXTS' and LABELS' values, cache hit, usage estimated, finish reason)."""
+        texts, cache_hit, estimated, reason = shape
+        # Only these fields: if derived() read one more, the round-trip tests would see it missing here.
+        row = {**dict(zip(TEXTS, texts[:len(TEXTS)], strict=True)), "cache_hit": cache_hit, "usage_estimated": estimated}
+        name = span_name(row)
+        encoded = (delimited(NAME, name.encode()) if name else b"",
+                   b"".join([attribute(k, v) for k, v in clean(derived(row, reason)).items()]
+                            + [attribute(k, v) for (k, _), v in zip(LABELS, texts[len(TEXTS):], strict=True) if v is not None]))
+        if all(v is None or v.__class__ is str for v in (*texts, reason)):  # text compares exactly, 1 == True
+            if len(self.shapes) >= MEMO_SIZE:
+                self.shapes.clear()
+            self.shapes[shape] = encoded
+        return encoded
 
     def request(self, spans: list[bytes]) -> bytes:
         """One ResourceSpans holding one ScopeSpans holding the spans."""
