@@ -169,13 +169,13 @@ class OtlpExport:
                     return
                 continue
             n = min(self.settings.batch_size, self.settings.window - worker.calls, len(self.queue))
-            items = [self.queue.popleft() for _ in range(n)]
-            line = b"[" + b",".join(record for record, _ in items) + b"]\n"
-            spans = sum(count for _, count in items)
-            with self.changed:
+            with self.changed:  # taken from the queue and held by the worker at once: `depth` never dips
+                items = [self.queue.popleft() for _ in range(n)]
+                spans = sum(count for _, count in items)
                 worker.batches.append((n, spans))
                 worker.calls += n
                 worker.spans += spans
+            line = b"[" + b",".join(record for record, _ in items) + b"]\n"
             try:
                 worker.proc.stdin.write(line)
                 worker.proc.stdin.flush()
