@@ -3,10 +3,13 @@ same spans, attributes, resource and scope that core/otlp_spans.py's SDK path gi
 
 The SDK path builds a ReadableSpan and then a protobuf message per span, attribute and value: about 58 µs
 of the worker's CPU a call, which a saturated 2-core machine takes from the gateway. Here each span is
-written in protobuf's wire format directly (attribute keys encoded once), and the resource and scope come
-from one span encoded by the official encoder when the worker starts, so they are the SDK's own. The
-batch is handed to the official exporters' transport (core/otlp_spans.py), which retries and compresses
-as before; the receivers decode it with the official message types."""
+written in protobuf's wire format directly, a few µs: what repeats from call to call (the name, the
+derived attributes and the labels of calls of one shape; a token count seen before) is encoded once and
+remembered, in bounded memos; the resource and scope come from one span encoded by the official encoder
+when the worker starts, so they are the SDK's own. The batch is handed to the official exporters'
+transport (core/otlp_spans.py, core/otlp_grpc.py), which retries and compresses as before; the
+receivers decode it with the official message types, and tests/test_otlp_wire.py checks that it
+decodes to the SDK path's request."""
 
 from __future__ import annotations
 
@@ -93,8 +96,9 @@ def attribute(key: str, value: Any) -> bytes:
 
 
 def remember(memo: dict, known: Any, encoded: bytes) -> bytes:
+    """`encoded`, kept under `known` unless it is long (bodies, long errors)."""
     if len(encoded) <= MEMO_BYTES:
-        if len(memo) >= MEMO_SIZE:  # bounded: values that never repeat (costs, times) only pass through
+        if len(memo) >= MEMO_SIZE:  # bounded: values that seldom repeat cost a clear now and then
             memo.clear()
         memo[known] = encoded
     return encoded
@@ -207,5 +211,6 @@ class WireEncoder:
 
     @staticmethod
     def _error(message: str) -> bytes:
+        """An error Status message, its description cut as SpanBuilder cuts it."""
         message = message[:1024]
         return delimited(STATUS, (delimited(b"\x12", message.encode()) if message else b"") + STATUS_ERROR_CODE)
