@@ -75,6 +75,17 @@ def test_remembered_encodings_serve_later_calls_exactly():
     assert direct == sdk
 
 
+def test_calls_of_one_shape_but_values_that_compare_equal_are_encoded_each_as_itself():
+    """1 == True == 1.0: a label or flag of another type must not be served another call's encoding."""
+    records = [record(row(thread_identifier=v, cache_hit=hit), call(reason="stop"))
+               for v in (1, True, 1.0, "1") for hit in (1, True, 0, None)]
+    sdk, direct = both(records)
+    assert direct == sdk
+    threads = [a.value.WhichOneof("value") for s in direct.resource_spans[0].scope_spans[0].spans
+               for a in s.attributes if a.key == "tapgate.thread"]
+    assert threads == ["int_value"] * 4 + ["bool_value"] * 4 + ["double_value"] * 4 + ["string_value"] * 4
+
+
 def test_remembered_attributes_keep_their_type():
     """True == 1 == 1.0 as dict keys: the memo must not hand an int the bool's encoding."""
     encoder = WireEncoder()
