@@ -1,17 +1,24 @@
 """OTLP spans: one recorded call (as core/otlp.py's compact record) becomes OpenTelemetry spans with the
 GenAI semantic conventions plus tapgate's attributes, and the official exporter that sends them. Runs in
-the export worker process (core/otlp_worker.py), never on the gateway's GIL."""
+the export worker process (core/otlp_worker.py), never on the gateway's GIL.
+
+The worker encodes with core/otlp_wire.py, which reuses the attributes here; SpanBuilder, the SDK's
+spans, is the reference its tests compare with (and what a reader of the conventions can follow)."""
 
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 from typing import Any
 
+from opentelemetry.exporter.otlp.proto.http._common import RequestPayloadTooLargeError, _is_request_too_large
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.semconv.attributes.http_attributes import HTTP_RESPONSE_STATUS_CODE
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from core.otlp import FIELDS, ExportSettings
@@ -21,18 +28,40 @@ PROVIDER_NAMES = {"gemini": "gcp.gemini", "vertex": "gcp.vertex_ai", "azure": "a
                   "mistral": "mistral_ai", "bedrock": "aws.bedrock"}
 OPERATIONS = {"embeddings": "embeddings", "embedContent": "embeddings", "completions": "text_completion"}
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+log = logging.getLogger("tapgate.otlp_worker")
 
 
 def make_exporter(settings: ExportSettings) -> SpanExporter:
-    """The official OTLP exporter for the protocol asked for."""
-    if settings.protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+    """The official OTLP exporter for the protocol asked for, able to send a batch already encoded
+    (`export_encoded`, core/otlp_wire.py) through its own transport: endpoint, headers, timeout, retries."""
+    if settings.protocol == "grpc":  # grpc is imported only when asked for: 80 ms and 20 MB in the worker
+        from core.otlp_grpc import GrpcEncodedExporter
 
-        return GrpcExporter(endpoint=settings.endpoint, headers=tuple(settings.headers.items()) or None,
-                            timeout=settings.timeout, insecure=settings.endpoint.startswith("http://"))
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+        return GrpcEncodedExporter(endpoint=settings.endpoint, headers=tuple(settings.headers.items()) or None,
+                                   timeout=settings.timeout, insecure=settings.endpoint.startswith("http://"))
+    return HttpEncodedExporter(endpoint=settings.endpoint, headers=settings.headers or None, timeout=settings.timeout)
 
-    return HttpExporter(endpoint=settings.endpoint, headers=settings.headers or None, timeout=settings.timeout)
+
+class HttpEncodedExporter(HttpExporter):
+    """OTLPSpanExporter.export from its encoding on: the size limit, the exporter's own metrics, and its
+    client's POST with compression and retries."""
+
+    def export_encoded(self, batch) -> SpanExportResult:
+        if self._shutdown:
+            return SpanExportResult.FAILURE
+        with self._metrics.export_operation(batch.spans) as result:
+            if _is_request_too_large(batch.payload, self._max_request_size):
+                log.warning("tapgate: dropping an OTLP batch of %d bytes, over the exporter's limit of %d",
+                            len(batch.payload), self._max_request_size)
+                result.error = RequestPayloadTooLargeError(f"{len(batch.payload)} bytes")
+                return SpanExportResult.FAILURE
+            sent = self._client.export(batch.payload)
+            if not sent.success:
+                result.error = sent.error
+                if sent.status_code is not None:
+                    result.error_attrs = {HTTP_RESPONSE_STATUS_CODE: sent.status_code}
+                return SpanExportResult.FAILURE
+        return SpanExportResult.SUCCESS
 
 
 class SpanBuilder:
@@ -92,35 +121,43 @@ def clean(attrs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in attrs.items() if v is not None}
 
 
-def attributes(row: dict[str, Any], reason: str | None, bodies: bool) -> dict[str, Any]:
-    provider = row.get("provider") or ""
-    attrs = {
+# The attributes that copy a row's field as it is, when it is set: (attribute, field). Labels are text
+# that repeats from call to call (the worker encodes them once, core/otlp_wire.py); measures are numbers.
+LABELS = (("gen_ai.request.model", "model"), ("gen_ai.response.model", "response_model"),
+          ("server.address", "host"), ("tapgate.mode", "mode"), ("tapgate.customer", "customer_identifier"),
+          ("tapgate.thread", "thread_identifier"), ("tapgate.key_id", "key_id"), ("tapgate.routed_to", "routed_to"),
+          ("tapgate.client", "client"), ("tapgate.program", "program"), ("tapgate.repo", "repo"),
+          ("tapgate.branch", "branch"))
+MEASURES = (("gen_ai.usage.input_tokens", "input_tokens"), ("gen_ai.usage.output_tokens", "output_tokens"),
+            ("http.response.status_code", "status_code"), ("tapgate.cost_usd", "cost_usd"),
+            ("tapgate.cost_saved_usd", "cost_saved_usd"), ("tapgate.shadow_cost_usd", "shadow_cost_usd"),
+            ("tapgate.attempts", "attempts"), ("tapgate.ttft_ms", "ttft_ms"))
+COPIED = LABELS + MEASURES
+
+
+def derived(row: dict[str, Any], reason: str | None) -> dict[str, Any]:
+    """The call span's attributes computed from the row (None: not sent); then come COPIED's and the bodies."""
+    provider, status, cache_hit = row.get("provider") or "", row.get("status"), row.get("cache_hit")
+    return {
         "gen_ai.operation.name": operation(row),
         "gen_ai.provider.name": PROVIDER_NAMES.get(provider, provider),
-        "gen_ai.request.model": row.get("model"),
-        "gen_ai.response.model": row.get("response_model"),
-        "gen_ai.usage.input_tokens": row.get("input_tokens"),
-        "gen_ai.usage.output_tokens": row.get("output_tokens"),
         "gen_ai.response.finish_reasons": (reason,) if reason else None,
-        "server.address": row.get("host"),
-        "http.response.status_code": row.get("status_code"),
-        "error.type": row.get("status") if row.get("status") != "ok" else None,
-        "tapgate.mode": row.get("mode"),
-        "tapgate.cost_usd": row.get("cost_usd"),
-        "tapgate.cost_saved_usd": row.get("cost_saved_usd"),
-        "tapgate.shadow_cost_usd": row.get("shadow_cost_usd"),
-        "tapgate.customer": row.get("customer_identifier"),
-        "tapgate.thread": row.get("thread_identifier"),
-        "tapgate.key_id": row.get("key_id"),
-        "tapgate.cache_hit": bool(row["cache_hit"]) if row.get("cache_hit") is not None else None,
-        "tapgate.attempts": row.get("attempts"),
-        "tapgate.routed_to": row.get("routed_to"),
-        "tapgate.ttft_ms": row.get("ttft_ms"),
+        "error.type": status if status != "ok" else None,
+        "tapgate.cache_hit": bool(cache_hit) if cache_hit is not None else None,
         "tapgate.usage_estimated": True if row.get("usage_estimated") else None,
     }
-    for name in ("client", "program", "repo", "branch"):
-        attrs[f"tapgate.{name}"] = row.get(name)
+
+
+def body_attributes(row: dict[str, Any]) -> dict[str, Any]:
+    """Only with tapgate_otlp_bodies."""
+    return {"tapgate.request.body": row.get("request_body") or None,
+            "tapgate.response.body": row.get("response_body") or None}
+
+
+def attributes(row: dict[str, Any], reason: str | None, bodies: bool) -> dict[str, Any]:
+    """The call span's attributes: GenAI semantic conventions and tapgate's."""
+    attrs = derived(row, reason)
+    attrs.update((name, row.get(field)) for name, field in COPIED)
     if bodies:
-        attrs["tapgate.request.body"] = row.get("request_body") or None
-        attrs["tapgate.response.body"] = row.get("response_body") or None
+        attrs.update(body_attributes(row))
     return clean(attrs)

@@ -1,6 +1,6 @@
-"""The OTLP export worker: a process of its own that reads compact call records (core/otlp.py), builds
-their spans with the OpenTelemetry SDK (core/otlp_spans.py) and exports them with the official exporter,
-so none of that runs under the gateway's GIL.
+"""The OTLP export worker: a process of its own that reads compact call records (core/otlp.py), encodes
+their spans straight to OTLP's wire format (core/otlp_wire.py) and exports them with the official
+exporter's transport (core/otlp_spans.py), so none of that runs under the gateway's GIL.
 
     python -m core.otlp_worker    stdin: the settings (one JSON line), then one JSON line per batch
                                   stdout: one line per batch, {"exported": spans the collector accepted}
@@ -20,24 +20,25 @@ import orjson
 from opentelemetry.sdk.trace.export import SpanExportResult
 
 from core.otlp import ExportSettings
-from core.otlp_spans import SpanBuilder, make_exporter
+from core.otlp_spans import make_exporter
+from core.otlp_wire import Encoded, WireEncoder
 
 log = logging.getLogger("tapgate.otlp_worker")
 NICENESS = 10  # background work: yields the CPU to the gateway's calls when both want it
 
 
-def export_batch(records: list, builder: SpanBuilder, exporter) -> int:
+def export_batch(records: list, encoder: WireEncoder, exporter) -> int:
     """Spans of the batch the collector accepted (a call whose spans cannot be built is skipped)."""
     spans = []
     for record in records:
         try:
-            spans += builder.spans(record)
+            spans += encoder.spans(record)
         except Exception:  # a malformed record is one call's trace lost, not the batch
             log.exception("tapgate: cannot build the OTLP spans of call %s", record[0][0] if record else None)
     if not spans:
         return 0
     try:
-        result = exporter.export(spans)
+        result = exporter.export_encoded(Encoded(encoder.request(spans), len(spans)))
     except Exception as e:  # an exporter bug must not stop the worker
         log.warning("tapgate: OTLP export failed: %s", e)
         return 0
@@ -54,7 +55,7 @@ def main() -> int:
     source, answers = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the acknowledgements
     settings = ExportSettings(**orjson.loads(source.readline()))
-    builder, exporter = SpanBuilder(settings.bodies), make_exporter(settings)
+    encoder, exporter = WireEncoder(settings.bodies), make_exporter(settings)
     try:
         for line in source:
             try:
@@ -62,7 +63,7 @@ def main() -> int:
             except orjson.JSONDecodeError:
                 log.error("tapgate: the OTLP export worker read a line that is not JSON; its calls are lost")
                 records = []
-            exported = export_batch(records, builder, exporter)
+            exported = export_batch(records, encoder, exporter)
             try:
                 answers.write(b'{"exported":%d}\n' % exported)
                 answers.flush()
