@@ -70,7 +70,7 @@ def upstream(mock: int, msgs: list[dict]) -> int:
 
 def recorded(trio, msgs: list[dict], n: int) -> list[dict]:
     marker = msgs[0]["content"].split()[-1]
-    return wait_rows(trio["db"], "SELECT * FROM requests WHERE request_body LIKE ? ORDER BY rowid", (f"%{marker}%",), n)
+    return wait_rows(trio["db"], "SELECT * FROM requests WHERE request_body LIKE ? ORDER BY started_at, rowid", (f"%{marker}%",), n)
 
 
 def router(url: str) -> openai.OpenAI:
