@@ -16,12 +16,11 @@ from addons.sockets import SOCKET
 from addons.store import store_location
 from core import database
 from core.errors import Refusal
-from core.keys import KeyRing, hash_secret
+from core.keys import SHARED_REFRESH, KeyRing, hash_secret
 from core.pipeline import Credential
 from core.stages.identify import HOW, Identify
 
 KEY_HEADER = "x-tapgate-key"
-SHARED_STORE_REFRESH = 0.25  # seconds between the key ring's reads of PostgreSQL (one small query)
 
 
 class Auth:
@@ -47,7 +46,7 @@ class Auth:
     def _open(self) -> None:
         where = store_location()
         if database.is_postgres(where):  # several gateways share it: a revoke is seen by all within a second
-            self.ring.refresh = min(self.ring.refresh, SHARED_STORE_REFRESH)
+            self.ring.refresh = min(self.ring.refresh, SHARED_REFRESH)
         self.ring.open(where)
 
     def done(self) -> None:

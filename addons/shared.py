@@ -10,14 +10,13 @@ from mitmproxy import ctx, exceptions
 
 from addons.spend import Spend
 from addons.store import store_location
-from core.keys import KeyRing
+from core.keys import SHARED_REFRESH, KeyRing
 from core.secrets import redact_password
 from core.shared.gate import SharedGate
 
 log = logging.getLogger(__name__)
 
-SHARED_KEY_REFRESH = 0.25
-POOL = 16  # connections to Redis per process  # a key revoked through any process is refused by every other within a second
+POOL = 16  # connections to Redis per process
 
 
 class Shared:
@@ -92,7 +91,7 @@ class Shared:
             self.health = SharedHealth(client, ctx.options.tapgate_redis_prefix, self.gate.ident,
                                        lambda: router.routes.cooling if router.routes is not None else None)
             self.health.start()
-        self.ring.refresh = SHARED_KEY_REFRESH
+        self.ring.refresh = SHARED_REFRESH
         log.info("tapgate: budgets and rate limits shared through %s (prefix %r, fail-%s)",
                  redact_password(ctx.options.tapgate_redis), ctx.options.tapgate_redis_prefix, self.gate.failure)
 

@@ -36,14 +36,14 @@ class StoreFollower:
         """Load now and keep following the store (a file's path or a postgresql:// URL)."""
         self.close()
         self._path, self._version, self._stop = path, None, threading.Event()
-        if not database.is_postgres(path):
+        try:
             self.reload()
-        else:
-            try:
-                self.reload()
-            except database.read_errors() as e:  # the server may come back: the thread keeps trying
-                log.warning("tapgate: could not read %s from %s: %s; retrying every %g s", self.what, self.shown, e,
-                            self.refresh)
+        except database.read_errors() as e:
+            if not database.is_postgres(path):
+                raise
+            # a server may come back: the thread keeps trying
+            log.warning("tapgate: could not read %s from %s: %s; retrying every %g s", self.what, self.shown, e,
+                        self.refresh)
         self._thread = threading.Thread(target=self._follow, name=f"tapgate-{self.what}", daemon=True)
         self._thread.start()
 

@@ -20,6 +20,9 @@ from core.ledger import plural
 from providers.safe_json import loads
 
 log = logging.getLogger(__name__)
+# How often the key ring re-reads the store when other gateway processes share it (through Redis or
+# PostgreSQL): a key revoked or rotated through any of them is refused by all within a second.
+SHARED_REFRESH = 0.25
 
 KEY_PREFIX = "tg-"
 # The columns of a key that the gateway acts on: a change to any of them is re-read.
