@@ -75,6 +75,7 @@ class SharedGate:
                 await asyncio.wait_for(self._drain_once(), REDIS_TIMEOUT)
             except Exception as e:
                 log.warning("tapgate: %d settlements not written to Redis at shutdown: %s", len(self.backlog), e)
+        await self.ledger.calls.close()
         await self.ledger.client.aclose()
 
     # -- admit ---------------------------------------------------------------------------------------

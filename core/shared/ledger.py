@@ -57,7 +57,7 @@ class SharedLedger:
         self._renew = client.register_script(scripts.RENEW)
         self._load = client.register_script(scripts.LOAD)
         self._sweep = client.register_script(scripts.SWEEP)
-        self.calls = ScriptCalls(client)  # admissions and settlements of one loop turn: one round trip
+        self.calls = ScriptCalls(client)  # admissions, and settlements riding with them: one round trip
 
     def now(self) -> datetime:
         return datetime.now(self.tz)
@@ -127,8 +127,8 @@ class SharedLedger:
         return (await self.settle_many([(held, actual)]))[0]
 
     async def settle_many(self, settlements: list[tuple[Held, Amount]]) -> list[list[Crossing]]:
-        """Several settlements in one round trip (batched with whatever else this turn sends): what a
-        busy process has queued goes to Redis together. Per settlement, the thresholds it crossed."""
+        """Several settlements in one round trip, riding with the next admission (core/shared/batching.py):
+        what a busy process has queued goes to Redis together. Per settlement, the thresholds it crossed."""
         calls = []
         for held, actual in settlements:
             keys = []
@@ -136,7 +136,7 @@ class SharedLedger:
                 keys += [self.key(c), self.key(c) + ":held"]
             keys += [self.window(scope, "tok") for scope in held.limited]
             usd, tokens = held.member.split("|")[1:]
-            calls.append(self.calls.run(self._settle, keys, [len(held.counters), held.member, repr(float(actual.usd)),
+            calls.append(self.calls.ride(self._settle, keys, [len(held.counters), held.member, repr(float(actual.usd)),
                                                             int(actual.tokens), int(actual.requests), usd, tokens,
                                                             held.id]))
         results = await asyncio.gather(*calls)
