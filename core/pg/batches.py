@@ -75,16 +75,19 @@ class Batches:
     def insert(self, conn: psycopg.Connection, data: bytes) -> int:
         """Whole lines in one transaction; raises what PostgreSQL raised, having written nothing.
         Returns the records written."""
-        lines = data.count(b"\n")
-        counts = {t: n for t in self.tables if (n := data.count(b'["%s",' % t.encode()))}
-        if sum(counts.values()) != lines:
-            raise ValueError("a record names a table the store does not have, or is not a journal line")
-        doc = (b"[" + data[:-1].replace(b"\n", b",") + b"]").decode()
+        lines = data[:-1].split(b"\n")
+        by_table: dict[str, list[bytes]] = {}
+        for line in lines:  # each table is sent only its own lines: PostgreSQL parses each line once
+            table = line[2:line.find(b'"', 2)].decode() if line.startswith(b'["') else ""
+            if table not in self.tables:
+                raise ValueError("a record names a table the store does not have, or is not a journal line")
+            by_table.setdefault(table, []).append(line)
         with conn.transaction():
-            for table in counts:
+            for table, rows in by_table.items():
+                doc = (b"[" + b",".join(rows) + b"]").decode()
                 # Not prepared: a pooler in transaction mode (PgBouncer) would lose named statements.
                 conn.execute(self.sql[table], (doc, table), prepare=False)
-        return lines
+        return len(lines)
 
     def insert_each(self, conn: psycopg.Connection, data: bytes) -> list[tuple[bytes, Exception]]:
         """A batch that failed as a whole, one line at a time (U+0000 dropped from a line that needs it):
