@@ -128,6 +128,14 @@ def replay(path: Path, db: Database, directory: Path) -> int:
     return total
 
 
+def gathering(data: bytes) -> bool:
+    """After committing `data`: whether to gather the next batch before committing again. A part batch
+    means the journal has caught up, and what is in it now arrived during that commit: committing it at
+    once would be a commit per few calls (each with its fsync and its per-statement work), so the writer
+    waits FLUSH_SECONDS for a batch instead. A whole batch means a backlog: it drains without pause."""
+    return len(data) < BATCH_BYTES // 2
+
+
 class Writer(threading.Thread):
     """Tails the journal and commits it; keeps counts of what is pending, stalls and losses in a
     status file beside the store (read by the dashboard and `tapgate top`)."""
@@ -175,6 +183,8 @@ class Writer(threading.Thread):
                     tail.commit()
                     self._recovered()
                     tries = 0
+                    if not stopping and gathering(data):
+                        break
                 self._status()
                 if stopping:
                     self._finish(tail)

@@ -21,7 +21,7 @@ from core.pg.batches import DATA_ERRORS, Batches
 from core.pg.schema import install
 from core.pg.upkeep import EVERY_SECONDS, upkeep
 from core.pg.url import redact
-from core.writer import BATCH_BYTES, FLUSH_SECONDS, STATUS_SECONDS, Writer, whole_lines
+from core.writer import BATCH_BYTES, FLUSH_SECONDS, STATUS_SECONDS, Writer, gathering, whole_lines
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,8 @@ class PgWriter(Writer):
                     tail.commit()
                     self.written += data.count(b"\n")
                     self.written_bytes += len(data)
+                    if not stopping and gathering(data):
+                        break
                 if time.monotonic() >= self._upkeep_at:  # also reconnects an idle writer, so status is true
                     conn = self._maintain(conn)
                 self._status()
