@@ -1,4 +1,5 @@
-"""The pieces the benchmarks share: an HTTP/1.1 load generator, nearest-rank percentiles, /proc CPU and RSS.
+"""The pieces the benchmarks share: an HTTP/1.1 load generator (and wrk, where installed), nearest-rank
+percentiles, /proc CPU and RSS.
 
 The load generator runs in its own process per cell (`python scripts/bench_common.py SPEC`, started by
 run_cell) so that its event loop never shares a GIL with the orchestrator's output-draining threads. A spec
@@ -14,10 +15,13 @@ import json
 import math
 import os
 import platform
+import re
+import shutil
 import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,6 +178,48 @@ def run_cell(spec: dict) -> dict:
     if out.returncode != 0:
         raise RuntimeError(f"load generator failed:\n{out.stderr}")
     return json.loads(out.stdout)
+
+
+
+def wrk_available() -> bool:
+    return shutil.which("wrk") is not None
+
+
+def run_wrk(spec: dict) -> dict:
+    """One plain-HTTP cell measured by wrk (Debian's `wrk`): the same request, keep-alive connections and
+    result keys as run_cell, from a load generator in C that spends a fraction of the CPU of the Python
+    one (0.13 ms a call), which on a two-core machine is CPU the gateways under test do not get."""
+    head, _, body = request_bytes(spec).partition(b"\r\n\r\n")
+    headers = [line.split(": ", 1) for line in head.decode().split("\r\n")[1:]]
+    lua = "wrk.method = 'POST'\n" + f"wrk.body = {json.dumps(body.decode())}\n" + "".join(
+        f"wrk.headers[{json.dumps(name)}] = {json.dumps(value)}\n" for name, value in headers
+        if name.lower() not in ("content-length", "host"))
+    url = f"http://127.0.0.1:{spec['port']}{spec.get('path', '/v1/chat/completions')}"
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(lua)
+        script.flush()
+
+        def wrk(seconds: float, latency: bool) -> str:
+            args = ["wrk", "-t1", f"-c{spec['concurrency']}", f"-d{max(1, round(seconds))}s", "-s", script.name, url]
+            out = subprocess.run(args + (["--latency"] if latency else []), capture_output=True, text=True,
+                                 timeout=seconds + 60)
+            if out.returncode != 0:
+                raise RuntimeError(f"wrk failed:\n{out.stderr}")
+            return out.stdout
+
+        if spec["warmup"]:
+            wrk(spec["warmup"], False)
+        text = wrk(spec["duration"], True)
+    def ms(label: str) -> float | None:
+        found = re.search(rf"^\s+{label}\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        return float(found.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[found.group(2)] if found else None
+
+    requests = re.search(r"(\d+) requests in", text)
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    bad = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", text))
+    bad += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", text))
+    return {"requests": int(requests.group(1)) if requests else 0, "rps": float(rps.group(1)) if rps else 0.0,
+            "p50_ms": ms("50%"), "p99_ms": ms("99%"), "errors": bad, "loadgen": "wrk"}
 
 
 # -- numbers -----------------------------------------------------------------------------------------
