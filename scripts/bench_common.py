@@ -218,7 +218,8 @@ def run_wrk(spec: dict) -> dict:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", text)
     bad = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", text))
     bad += sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", text))
-    return {"requests": int(requests.group(1)) if requests else 0, "rps": float(rps.group(1)) if rps else 0.0,
+    done = int(requests.group(1)) if requests else 0
+    return {"requests": done, "done": done, "rps": float(rps.group(1)) if rps else 0.0,
             "p50_ms": ms("50%"), "p99_ms": ms("99%"), "errors": bad, "loadgen": "wrk"}
 
 

@@ -3,6 +3,7 @@ both off, in one interleaved run on the loopback mock.
 
     python scripts/bench_observability.py [--duration 5] [--warmup 1] [--repeat 1] [--quick] [--json out.json]
                                           [--modes passthrough,router] [--control] [--root OTHER_TREE]
+                                          [--loadgen wrk|python]
 
 Two gateways run side by side on the same mock: "off" (tapgate_metrics=false, no OTLP endpoint) and "on"
 (OTLP/HTTP export to a loopback collector that accepts every batch, and /metrics scraped every second by
@@ -15,7 +16,9 @@ spends per request is reported beside throughput (the export worker's own CPU ap
 a second "off" gateway, measured the same way: its ratio to "off" is the run's noise floor. A probe
 (scripts/bench_probe.py) inside the "on" gateway measures the CPU its observability code takes there,
 as a share of the process's: the figure a loaded machine moves least. `--root` runs both gateways on
-another checkout's code (before a change), probe included.
+another checkout's code (before a change), probe included. The router's cells are loaded by wrk where it
+is installed (the passthrough's need CONNECT and TLS: the Python load generator): on two cores the
+Python generator's own CPU, most of all reading streams, is taken from the gateway it measures.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ from bench_common import (  # noqa: E402
     parse_bench_args,
     proc_stats,
     run_cell,
+    run_wrk,
+    wrk_available,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default=",".join(MODES), help="modes to measure (default passthrough,router)")
     parser.add_argument("--control", action="store_true", help="add a second 'off' gateway: the noise floor")
     parser.add_argument("--root", type=Path, default=ROOT, help="the checkout whose gateway code runs (default: this one)")
+    parser.add_argument("--loadgen", choices=("wrk", "python"), default="wrk" if wrk_available() else "python",
+                        help="load generator of the router's cells (default: wrk where installed)")
     args = parse_bench_args(parser, argv)
     modes = [m for m in args.modes.split(",") if m]
     if not modes or set(modes) - set(MODES):
@@ -196,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.root.resolve() != ROOT:
         print(f"gateways run the code in {args.root} (per-call costs below are this tree's)")
     print(f"{args.duration:g} s per cell after {args.warmup:g} s warm-up, {args.repeat} round(s); "
-          "configs interleaved per cell\n", flush=True)
+          f"configs interleaved per cell; router cells loaded by {args.loadgen}\n", flush=True)
     collector = Collector()
     with tempfile.TemporaryDirectory(prefix="tapgate-bench-obs-") as tmp_name:
         tmp = Path(tmp_name)
@@ -240,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                     for config in order:
                         pid = gateways[config][0].proc.pid
                         (cpu0, _), own0 = proc_stats(pid), own_cpu(pid)
-                        r = run_cell(spec(config, mode, cell, args.warmup, args.duration))
+                        load = run_wrk if mode == "router" and args.loadgen == "wrk" else run_cell
+                        r = load(spec(config, mode, cell, args.warmup, args.duration))
                         (cpu1, _), own1 = proc_stats(pid), own_cpu(pid)
                         r["cpu_ms_per_req"] = 1000 * (cpu1 - cpu0) / max(1, r["done"])
                         r["own_cpu_ms_per_req"] = 1000 * (own1 - own0) / max(1, r["done"])
