@@ -2,7 +2,8 @@
 one (one write, one read for all of them), and settlements ride along with the next admission instead
 of making a round trip of their own. On these machines a round trip costs far more CPU than the scripts
 themselves: redis-py spends about 110 µs on a lone EVALSHA through its pool, a batch on a connection of
-its own about 50 µs plus a few per call, so this is what sharing state costs per call.
+its own about 50 µs plus a few per call (packed by hiredis: redis-py's own packing takes 21 µs a
+command, hiredis's 1.5), so this is what sharing state costs per call.
 
 The connection is redis-py's own (the pool's settings: address, password, TLS, database, timeouts), used
 without the pool: one batch at a time is in flight on it, which is what makes the next one gather.
@@ -17,6 +18,7 @@ import asyncio
 import math
 from typing import Any
 
+from hiredis import pack_command
 from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeout
 
@@ -112,8 +114,8 @@ class ScriptCalls:
         conn = self._conn
         try:
             async with asyncio.timeout(TIMEOUT_SECONDS):
-                await conn.send_packed_command(conn.pack_commands(
-                    [("EVALSHA", script.sha, len(keys), *keys, *args) for script, keys, args, _ in batch]),
+                await conn.send_packed_command(b"".join(  # hiredis packs in C, some 15x faster than redis-py
+                    pack_command(("EVALSHA", script.sha, len(keys), *keys, *args)) for script, keys, args, _ in batch),
                     check_health=False)
                 results: list = []
                 for _ in batch:
