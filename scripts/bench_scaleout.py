@@ -135,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             order = list(configs) if i % 2 == 0 else list(reversed(configs))  # alternate, against drift
             for name in order:
                 n, shared = configs[name]
-                rounds[name].append(run(name.replace(" ", "-"), mock_port, n, shared, args.warmup, args.duration,
-                                        args.loadgen))
+                r = run(name.replace(" ", "-"), mock_port, n, shared, args.warmup, args.duration, args.loadgen)
+                rounds[name].append(r)
+                print(f"  round {i + 1} {name:<10} {r['rps']:>6.0f} req/s  c16 p50 {fmt(r['p50_ms'], '.2f')} ms  "
+                      f"c1 p50 {fmt(r['c1_p50_ms'], '.2f')} ms  load {os.getloadavg()[0]:.2f}", flush=True)
     finally:
         mock.stop()
     results = {name: {k: statistics.median(r[k] or 0 for r in rs) for k in ("rps", "p50_ms", "p99_ms", "c1_p50_ms")}
@@ -153,6 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     scale = two["rps"] / shared["rps"] if shared["rps"] else None
     print(f"\nshared state adds {fmt(lone, '.2f')} ms at p50 one call at a time and {fmt(added, '.2f')} ms at c16 "
           f"(goal <= 0.5); two processes serve {fmt(scale, '.2f')}x one (goal >= 1.7)")
+    # The same figures paired within each round (its configs ran back to back): a shared machine's speed
+    # drifts by more than the effects measured here between rounds, less within one.
+    deltas = [s["c1_p50_ms"] - b["c1_p50_ms"] for b, s in zip(rounds["sqlite"], rounds["shared"], strict=True)
+              if s["c1_p50_ms"] and b["c1_p50_ms"]]
+    scales = [t["rps"] / s["rps"] for s, t in zip(rounds["shared"], rounds["shared x2"], strict=True) if s["rps"]]
+    if deltas and scales:
+        print(f"paired by round: adds {statistics.median(deltas):.2f} ms one call at a time "
+              f"({', '.join(f'{d:.2f}' for d in deltas)}); two processes {statistics.median(scales):.2f}x one "
+              f"({', '.join(f'{x:.2f}' for x in scales)})")
     return 0
 
 
