@@ -58,15 +58,11 @@ class Batches:
     def insert(self, data: bytes) -> int:
         """Whole lines in one transaction; raises what SQLite raised, having written nothing. Returns
         the records written."""
-        lines = data.count(b"\n")
-        counts = {t: n for t in self.tables if (n := data.count(b'["%s",' % t.encode()))}
-        if sum(counts.values()) != lines:
-            raise ValueError("a record names a table the store does not have, or is not a journal line")
-        doc = (b"[" + data[:-1].replace(b"\n", b",") + b"]").decode()
+        by_table = lines_by_table(data, self.tables)
         with self.db.conn:
-            for table in counts:
-                self.db.conn.execute(self.statement(table), (doc, table))
-        return lines
+            for table, rows in by_table.items():
+                self.db.conn.execute(self.statement(table), ((b"[" + b",".join(rows) + b"]").decode(), table))
+        return sum(len(rows) for rows in by_table.values())
 
     def insert_each(self, data: bytes) -> list[tuple[bytes, Exception]]:
         """A batch that failed as a whole, one line at a time: the lines that still fail, with why."""
@@ -79,6 +75,19 @@ class Batches:
                     raise
                 bad.append((line, e))
         return bad
+
+
+def lines_by_table(data: bytes, tables) -> dict[str, list[bytes]]:
+    """Whole journal lines grouped by the table each names, so that each table's statement is sent (and
+    its database parses) only its own lines; ValueError for a line naming no table in `tables`."""
+    by_table: dict[str, list[bytes]] = {}
+    for line in data[:-1].split(b"\n"):
+        end = line.find(b'",', 2)  # a line is ["<table>",{...}]
+        table = line[2:end].decode() if line.startswith(b'["') and end > 2 else ""
+        if table not in tables:
+            raise ValueError("a record names a table the store does not have, or is not a journal line")
+        by_table.setdefault(table, []).append(line)
+    return by_table
 
 
 def whole_lines(data: bytes, size: int):

@@ -2,6 +2,7 @@
 
 import sqlite3
 
+import pytest
 from mitmproxy.test import taddons
 from sqlite_utils import Database
 from sqlite_utils.migrations import Migrations
@@ -92,3 +93,14 @@ def test_rows_orjson_cannot_write_and_what_it_writes_differently_all_reach_the_s
     assert got["big"][0] == 2**70 and got["nan"][1] is None
     assert got["text"][2] == 'é € \u2028 "["requests",{" \n'
     assert conn.execute("SELECT count(*) FROM spans").fetchone() == (1,)
+
+
+def test_a_batch_is_split_by_table_and_a_line_naming_no_table_refused():
+    from core.writer import lines_by_table
+
+    data = b'["requests",{"id":"a"}]\n["spans",{"span_id":"s"}]\n["requests",{"id":"b"}]\n'
+    assert lines_by_table(data, {"requests", "spans"}) == {
+        "requests": [b'["requests",{"id":"a"}]', b'["requests",{"id":"b"}]'], "spans": [b'["spans",{"span_id":"s"}]']}
+    for bad in (b'["nope",{}]\n', b'{"id":"a"}\n', b'["requests"\n'):
+        with pytest.raises(ValueError, match="names a table the store does not have"):
+            lines_by_table(data + bad, {"requests", "spans"})

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg
 
 from core.pg.schema import Table, sqlite_shape
+from core.writer import lines_by_table
 
 # Errors of a batch's data (not of the connection): the batch is then written line by line.
 DATA_ERRORS = (psycopg.DataError, psycopg.IntegrityError, psycopg.ProgrammingError, psycopg.InternalError,
@@ -75,19 +76,13 @@ class Batches:
     def insert(self, conn: psycopg.Connection, data: bytes) -> int:
         """Whole lines in one transaction; raises what PostgreSQL raised, having written nothing.
         Returns the records written."""
-        lines = data[:-1].split(b"\n")
-        by_table: dict[str, list[bytes]] = {}
-        for line in lines:  # each table is sent only its own lines: PostgreSQL parses each line once
-            table = line[2:line.find(b'"', 2)].decode() if line.startswith(b'["') else ""
-            if table not in self.tables:
-                raise ValueError("a record names a table the store does not have, or is not a journal line")
-            by_table.setdefault(table, []).append(line)
+        by_table = lines_by_table(data, self.tables)  # PostgreSQL parses each line once, not once per table
         with conn.transaction():
             for table, rows in by_table.items():
                 doc = (b"[" + b",".join(rows) + b"]").decode()
                 # Not prepared: a pooler in transaction mode (PgBouncer) would lose named statements.
                 conn.execute(self.sql[table], (doc, table), prepare=False)
-        return len(lines)
+        return sum(len(rows) for rows in by_table.values())
 
     def insert_each(self, conn: psycopg.Connection, data: bytes) -> list[tuple[bytes, Exception]]:
         """A batch that failed as a whole, one line at a time (U+0000 dropped from a line that needs it):
