@@ -39,7 +39,6 @@ class ScriptCalls:
         self._riders: list[tuple[Any, list, list, asyncio.Future]] = []
         self._conn = None
         self._sender: asyncio.Task | None = None
-        self._scheduled = False
         self._timer: asyncio.TimerHandle | None = None
 
     def run(self, script, keys: list, args: list) -> asyncio.Future:
@@ -52,20 +51,14 @@ class ScriptCalls:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._riders.append((script, keys, args, future))
-        if self._timer is None and self._sender is None and not self._scheduled:
+        if self._timer is None and self._sender is None:
             self._timer = loop.call_later(self.linger, self._schedule)
         return future
 
     def _schedule(self) -> None:
-        """Start the sender once this turn's other calls are queued (unless it is running: then the
-        calls go as its next batch)."""
-        if self._sender is None and not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._start)
-
-    def _start(self) -> None:
-        self._scheduled = False
-        if self._sender is None and (self._queued or self._riders):
+        """Start the sender unless it is running (then the calls go as its next batch). Its first step
+        runs on the loop's next turn, so this turn's other calls are queued by then and go with it."""
+        if self._sender is None:
             self._sender = asyncio.get_running_loop().create_task(self._send_all())
 
     async def _send_all(self) -> None:
@@ -147,7 +140,6 @@ class ScriptCalls:
             self._timer = None
         if self._queued or self._riders:
             self._schedule()
-            await asyncio.sleep(0)  # the scheduled start runs
         if self._sender is not None:
             await asyncio.gather(self._sender, return_exceptions=True)
         if self._conn is not None:
