@@ -105,8 +105,10 @@ def run(name: str, mock_port: int, processes: int, shared: bool, warmup: float, 
         for _ in range(processes - 1):  # the others join the first one's router port
             procs.append(start(tmp, mock_port, f"127.0.0.1:{port}", *options, "tapgate_reuse_port=true")[0])
         try:
-            loaded = measure(port, warmup, duration, CELL, loadgen)
-            return loaded | {"c1_p50_ms": measure(port, 0, duration / 2, LONE, loadgen)["p50_ms"]}
+            # One at a time first, after its own warm-up: measured after the loaded cell, it would also
+            # measure that cell's aftermath (the writers draining, PostgreSQL's autovacuum).
+            lone = measure(port, warmup, duration / 2, LONE, loadgen)["p50_ms"]
+            return measure(port, warmup, duration, CELL, loadgen) | {"c1_p50_ms": lone}
         finally:
             for p in procs:
                 p.stop()
