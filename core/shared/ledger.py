@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 from core.config import Budget, RateLimit
@@ -16,6 +17,7 @@ from core.shared import scripts
 from core.shared.batching import ScriptCalls
 
 UNITS = {"usd": 1, "tokens": 2, "requests": 3}
+KEYS_KEPT = 4096
 Counter = tuple[Scope, str, str]  # (scope, period, period start), as core/ledger.py names them
 
 
@@ -58,17 +60,21 @@ class SharedLedger:
         self._load = client.register_script(scripts.LOAD)
         self._sweep = client.register_script(scripts.SWEEP)
         self.calls = ScriptCalls(client)  # admissions, and settlements riding with them: one round trip
+        self._keys: dict[Counter, str] = {}  # every call names the same few counters: their keys, built once
 
     def now(self) -> datetime:
         return datetime.now(self.tz)
 
     def counter(self, scope: Scope, period: str, now: datetime) -> Counter:
-        start, _ = period_bounds(period, now)
-        return scope, period, start.isoformat() if start else LIFETIME
+        return scope, period, _period_start(period, now.date(), now.tzinfo)
 
     def key(self, counter: Counter) -> str:
-        (kind, ident), period, start = counter
-        return f"{self.prefix}b:{kind}:{ident}:{period}:{start}"
+        if (key := self._keys.get(counter)) is None:
+            if len(self._keys) >= KEYS_KEPT:  # a new period, or a great many scopes: start again
+                self._keys.clear()
+            (kind, ident), period, start = counter
+            key = self._keys[counter] = f"{self.prefix}b:{kind}:{ident}:{period}:{start}"
+        return key
 
     def window(self, scope: Scope, what: str) -> str:
         return f"{self.prefix}rl:{scope[0]}:{scope[1]}:{what}"
@@ -96,7 +102,8 @@ class SharedLedger:
         for scope, _ in limits:
             keys += [self.window(scope, "req"), self.window(scope, "tok")]
         for c in counters:
-            keys += [self.key(c), self.key(c) + ":held"]
+            key = self.key(c)
+            keys += [key, key + ":held"]
         keys.append(self.held_index)
         ident = uuid.uuid4().hex
         usd, tokens = repr(float(worst.usd)), str(int(worst.tokens))
@@ -133,7 +140,8 @@ class SharedLedger:
         for held, actual in settlements:
             keys = []
             for c in held.counters:
-                keys += [self.key(c), self.key(c) + ":held"]
+                key = self.key(c)
+                keys += [key, key + ":held"]
             keys += [self.window(scope, "tok") for scope in held.limited]
             usd, tokens = held.member.split("|")[1:]
             calls.append(self.calls.ride(self._settle, keys, [len(held.counters), held.member, repr(float(actual.usd)),
@@ -143,18 +151,20 @@ class SharedLedger:
         return [self._crossings(held, actual, after) for (held, actual), after in zip(settlements, results, strict=True)]
 
     def _crossings(self, held: Held, actual: Amount, after: list) -> list[Crossing]:
-        new = {c: Amount(float(u), int(t), int(r)) for c, (u, t, r) in zip(held.counters, after, strict=True)}
         crossings = []
         for scope, budget in held.budgets:
-            c = next((c for c in held.counters if c[0] == scope and c[1] == budget.period), None)
-            if c is None or not (budget.soft or budget.cap):
+            if not (budget.soft or budget.cap):
                 continue
-            now_spent = new[c].of(budget.unit)
+            i = next((i for i, c in enumerate(held.counters) if c[0] == scope and c[1] == budget.period), None)
+            if i is None:
+                continue
+            u, t, r = after[i]
+            now_spent = Amount(float(u), int(t), int(r)).of(budget.unit)
             old_spent = now_spent - actual.of(budget.unit)
-            _, end = period_bounds(budget.period, self.now())
             for threshold in sorted({*budget.soft, *([budget.cap] if budget.cap else [])}):
                 if old_spent < threshold <= now_spent:
-                    crossings.append(Crossing(scope, budget, threshold, now_spent, c[2], end))
+                    _, end = period_bounds(budget.period, self.now())
+                    crossings.append(Crossing(scope, budget, threshold, now_spent, held.counters[i][2], end))
         return crossings
 
     async def renew(self, holds: list[Held]) -> None:
@@ -190,6 +200,13 @@ class SharedLedger:
     async def standing(self, counter: Counter) -> tuple[Amount, Amount]:
         """(settled, reserved) of one counter, for tests and the budgets table."""
         return _amounts(await self.client.hmget(self.key(counter), "su", "st", "sr", "ru", "rt", "rr"))
+
+
+@lru_cache(maxsize=64)
+def _period_start(period: str, day: date, tz) -> str:
+    """The counter's period start as its key names it: the same all day, so worked out once a day."""
+    start, _ = period_bounds(period, datetime(day.year, day.month, day.day, tzinfo=tz))
+    return start.isoformat() if start else LIFETIME
 
 
 def _amounts(values: list) -> tuple[Amount, Amount]:
