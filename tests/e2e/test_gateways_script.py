@@ -70,10 +70,11 @@ def test_one_command_serves_both_addresses_from_both_processes(pair, monkeypatch
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{listen}")  # HAProxy's address, CA trusted already
 
     async def drive():
-        proxied = openai.AsyncOpenAI(api_key="sk-test", max_retries=0, timeout=60)
-        routed = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{router}/v1", api_key="any", max_retries=0,
-                                    timeout=60)
-        return await calls(proxied, "proxied"), await calls(routed, "routed")
+        # Closed before the gateways are stopped: no client connection is left open through HAProxy.
+        async with (openai.AsyncOpenAI(api_key="sk-test", max_retries=0, timeout=60) as proxied,
+                    openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{router}/v1", api_key="any", max_retries=0,
+                                       timeout=60) as routed):
+            return await calls(proxied, "proxied"), await calls(routed, "routed")
 
     proxied, routed = asyncio.run(drive())
     assert all(r.choices[0].message.content for r in proxied + routed)
