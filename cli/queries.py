@@ -199,6 +199,16 @@ def json_path(key: str) -> str:
     return '$."' + key.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def typed(value: Any, kind: str | None) -> Any:
+    """A value json_extract gave, typed as SQLite gives it by its json_type: PostgreSQL's json_extract
+    returns text only, so a JSON 2 would print as "2" there."""
+    if isinstance(value, str) and kind in ("integer", "true", "false"):
+        return int(value)
+    if isinstance(value, str) and kind == "real":
+        return float(value)
+    return value
+
+
 def scalar(value: str) -> Any:
     """`5`, `true`, `1.5` as the SQL values json_extract gives for JSON numbers and booleans."""
     try:
@@ -282,8 +292,10 @@ def thread(conn: sqlite3.Connection, thread_id: str) -> list[dict[str, Any]]:
 
 def spend(conn: sqlite3.Connection, by: str, since: str | None, until: str | None) -> list[dict[str, Any]]:
     """Totals per group, most expensive first; `by` is a GROUPS name or `meta:<key>`."""
+    kind, kparams = "NULL", []  # a metadata key's JSON type, which gives its values their type back
     if by.startswith("meta:") and len(by) > 5:
         group, params = "json_extract(metadata, ?)", [json_path(by[5:])]
+        kind, kparams = "min(json_type(metadata, ?))", params
     elif by in GROUPS:
         if (column := GROUP_COLUMNS.get(by)) and not has_column(conn, "requests", column):
             raise StoreError(f"this store has no {column} column yet: the gateway adds it when it next starts")
@@ -300,9 +312,11 @@ def spend(conn: sqlite3.Connection, by: str, since: str | None, until: str | Non
         unpriced = "sum(cost_usd IS NULL AND shadow_cost_usd IS NULL AND input_tokens IS NOT NULL)"
         shadow = "sum(shadow_cost_usd) AS shadow_cost_usd"
     sql = (f"SELECT {group} AS name, count(*) AS requests, sum(input_tokens) AS input_tokens,"
-           f" sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, {unpriced} AS unpriced, {shadow}, {cache}"
-           f" FROM requests{where} GROUP BY {grouping} ORDER BY cost_usd DESC NULLS LAST, requests DESC, 1 NULLS FIRST")
-    return [dict(r) for r in conn.execute(sql, [*params, *wparams, *(params if where else [])])]
+           f" sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd, {unpriced} AS unpriced, {shadow}, {cache},"
+           f" {kind} AS name_type FROM requests{where} GROUP BY {grouping}"
+           " ORDER BY cost_usd DESC NULLS LAST, requests DESC, 1 NULLS FIRST")
+    rows = [dict(r) for r in conn.execute(sql, [*params, *kparams, *wparams, *(params if where else [])])]
+    return [r | {"name": typed(r["name"], r.pop("name_type"))} for r in rows]
 
 
 def export(conn: sqlite3.Connection, since: str | None, until: str | None, batch: int = 500
@@ -356,8 +370,10 @@ def score_rows(conn: sqlite3.Connection, by: str, since: str | None, until: str 
     if not has_table(conn, "scores"):
         return []
     params: list[Any] = []
+    kind = "NULL"
     if by.startswith("meta:") and len(by) > 5:
         group, params = "json_extract(r.metadata, ?)", [json_path(by[5:])]
+        kind, params = "json_type(r.metadata, ?)", params * 2
     elif by in REPORT_GROUPS:
         group = REPORT_GROUPS[by]
         if by == "prompt" and not has_column(conn, "requests", "prompt_id"):
@@ -369,9 +385,10 @@ def score_rows(conn: sqlite3.Connection, by: str, since: str | None, until: str 
     if evaluator:
         where += (" AND " if where else " WHERE ") + "s.evaluator = ?"
         wparams.append(evaluator)
-    sql = (f"SELECT s.evaluator, {group} AS grp, s.value, s.label, s.judge_cost_usd FROM scores s"
+    sql = (f"SELECT s.evaluator, {group} AS grp, {kind} AS grp_type, s.value, s.label, s.judge_cost_usd FROM scores s"
            f" JOIN requests r ON r.id = s.call_id{where}")
-    return [dict(r) for r in conn.execute(sql, [*params, *wparams])]
+    rows = [dict(r) for r in conn.execute(sql, [*params, *wparams])]
+    return [r | {"grp": typed(r["grp"], r.pop("grp_type"))} for r in rows]
 # -- `tapgate compare` -------------------------------------------------------------------------------
 
 

@@ -1,5 +1,5 @@
 """SQLite's functions, in PostgreSQL: the store's queries are written once, in SQLite's dialect, and
-these make the ones PostgreSQL lacks mean the same there (json_extract, json_each on text, sum over
+these make the ones PostgreSQL lacks mean the same there (json_extract, json_type, json_each on text, sum over
 booleans, group_concat) instead of each query being written twice. Also `rowid`: SQLite's hidden
 row number, which `tapgate top` follows to see calls in the order they were written.
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from core.pg.schema import LOCK
 
-VERSION = 1
+VERSION = 2
 MARKER = f"tapgate_functions_v{VERSION}"
 
 # json_extract(json text, path) as SQLite gives it: strings as text, numbers as their text, true and
@@ -32,6 +32,21 @@ CREATE OR REPLACE FUNCTION json_extract(doc text, path text) RETURNS text LANGUA
 $f$;
 CREATE OR REPLACE FUNCTION json_extract(doc jsonb, path text) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
   SELECT tapgate_json_sql(doc #> tapgate_json_path(path))
+$f$;
+"""
+
+# json_type(json, path) as SQLite's: integer, real, text, true, false, null, object or array; what a
+# reader needs to give json_extract's text the type SQLite gives it (2, not "2").
+JSON_TYPE = r"""
+CREATE OR REPLACE FUNCTION tapgate_json_type(v jsonb) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
+  SELECT CASE jsonb_typeof(v) WHEN 'string' THEN 'text' WHEN 'boolean' THEN v #>> '{}'
+    WHEN 'number' THEN CASE WHEN v::text ~ '^-?[0-9]+$' THEN 'integer' ELSE 'real' END ELSE jsonb_typeof(v) END
+$f$;
+CREATE OR REPLACE FUNCTION json_type(doc text, path text) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
+  SELECT tapgate_json_type(doc::jsonb #> tapgate_json_path(path))
+$f$;
+CREATE OR REPLACE FUNCTION json_type(doc jsonb, path text) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
+  SELECT tapgate_json_type(doc #> tapgate_json_path(path))
 $f$;
 """
 
@@ -88,7 +103,7 @@ def install(conn) -> bool:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
         if installed(conn):  # another process installed them while this one waited
             return False
-        for block in (JSON_EXTRACT, JSON_EACH, AGGREGATES):
+        for block in (JSON_EXTRACT, JSON_TYPE, JSON_EACH, AGGREGATES):
             conn.execute(block)
         has_requests = conn.execute("SELECT to_regclass('requests') IS NOT NULL").fetchone()[0]
         if has_requests:
