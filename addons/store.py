@@ -41,7 +41,7 @@ class Store(Storage):
         loader.add_option(
             "tapgate_retention_days", int, 0,
             "With tapgate_postgres: drop the calls of days older than this many days (whole day "
-            "partitions, at start and hourly). 0 keeps every call.",
+            "partitions, at start and hourly), with their spans. 0 keeps every call.",
         )
         loader.add_option(
             "tapgate_journal_max_mb", int, 1024,

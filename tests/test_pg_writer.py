@@ -117,19 +117,25 @@ def test_the_url_is_checked_and_its_password_never_printed():
     assert "hunter22" not in str(e.value)
 
 
-def test_partitions_are_made_ahead_and_retention_drops_old_days(pg):
+def test_partitions_are_made_ahead_and_retention_drops_old_days(pg, monkeypatch):
+    monkeypatch.setattr("core.pg.upkeep.CHUNK", 1)  # spans deleted a call at a time: every chunk boundary
     today = date(2026, 12, 3)
     with psycopg.connect(pg, autocommit=True) as conn:
         with conn.transaction():
             ensure_partitions(conn, [today - timedelta(days=d) for d in (10, 9, 8)])
         Batches().insert(conn, lines([call(1, "2026-11-23"), call(2, "2026-11-25"), call(3, "2026-12-02"),
-                                      call(4, "2026-10-01")]))  # the last in the default partition
+                                      call(4, "2026-10-01"), call(5, "2026-11-23")]))  # 4: the default partition
+        for i in (1, 2, 3, 4, 5):  # two spans a call, as the gateway writes them
+            conn.execute("INSERT INTO spans (span_id, trace_id, request_id, name) VALUES (%s, 't', %s, 'call'), "
+                         "(%s, 't', %s, 'upstream')", (f"s{i}a", f"call-{i}", f"s{i}b", f"call-{i}"))
         created, dropped = upkeep(conn, today, retention_days=9)
         assert created == [f"requests_p{today + timedelta(days=d):%Y%m%d}" for d in range(-1, DAYS_AHEAD + 1)]
         assert dropped == ["requests_p20261123"]
         assert partitions(conn)[0] == "requests_p20261124"
         assert upkeep(conn, today, retention_days=9) == ([], [])  # hourly: nothing more to do
     assert rows(pg, "SELECT id FROM requests ORDER BY id") == [("call-2",), ("call-3",)]
+    # the dropped calls' spans went with them (from a day partition and from the default one)
+    assert rows(pg, "SELECT request_id, count(*) FROM spans GROUP BY 1 ORDER BY 1") == [("call-2", 2), ("call-3", 2)]
 
 
 def test_a_full_journal_drops_and_counts_loudly(tmp_path: Path, caplog):
