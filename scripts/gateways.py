@@ -69,6 +69,21 @@ def listening(host: str, ports: list[int], children: list[subprocess.Popen], tim
     return not waiting
 
 
+def wait_all(children: list[subprocess.Popen], names: list[str], every: float = 5.0) -> None:
+    """Wait for every child to exit, naming the ones still running every `every` seconds: a stop that
+    lags says which process it waits for."""
+    started = time.monotonic()
+    for child in children:
+        while True:
+            try:
+                child.wait(every)
+                break
+            except subprocess.TimeoutExpired:
+                running = [name for c, name in zip(children, names, strict=True) if c.poll() is None]
+                print(f"gateways: still waiting for {', '.join(running)} {time.monotonic() - started:.0f} s "
+                      "after the stop", file=sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("processes", type=int, help="how many gateway processes (one per core)")
@@ -94,11 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         for child in children:
             child.poll() is None and child.send_signal(signal.SIGINT)
         return 1
+    names = [f"gateway {i} (pid {child.pid}, proxy port {port})"
+             for i, (child, port) in enumerate(zip(children, ports, strict=True))]
     config = haproxy_config(args.listen, ports)
     if haproxy := shutil.which("haproxy"):
         path = Path(tempfile.mkdtemp(prefix="tapgate-haproxy-")) / "haproxy.cfg"
         path.write_text(config)
         children.append(subprocess.Popen([haproxy, "-db", "-f", str(path)]))
+        names.append(f"haproxy (pid {children[-1].pid})")
         print(f"gateways: {args.processes} processes (proxy ports {ports}) behind HAProxy at {args.listen}; "
               f"router at {args.router}", flush=True)
     else:
@@ -116,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             child.wait()
     except KeyboardInterrupt:
         stop()
-        for child in children:
-            child.wait()
+        wait_all(children, names)
     return 0
 
 

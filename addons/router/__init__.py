@@ -54,6 +54,11 @@ from providers.chat import InvalidRequest, UnsupportedParam, UpstreamRequest
 
 log = logging.getLogger(__name__)
 
+# At shutdown, how long calls in flight may still finish before they are cancelled (and recorded as
+# stopped by the gateway). aiohttp's own default waits 60 s for them, then up to 60 s more: a
+# gateway with a slow or streaming call open would outlive its Ctrl-C by a minute or two.
+STOP_GRACE_SECONDS = 1.0
+
 
 class Router:
     """`upstream` and `clock` are what routed calls are sent through and timed by: the real ones unless
@@ -77,6 +82,7 @@ class Router:
         if (gate := getattr(stages.input_policies, "gate", None)) is not None:
             gate.ask = self.ask
         self.mounts: list = []  # more endpoints on this port: each called with (app, router) at start
+        self.stopping = False  # done() has begun: a call cancelled now was stopped by the gateway
 
     def load(self, loader) -> None:
         loader.add_option(
@@ -121,7 +127,7 @@ class Router:
         for mount in self.mounts:
             mount(app, self)
         self.runner = router_http.Runner(app, self._unrouted, access_log=None, handle_signals=False,
-                                         handler_cancellation=True)
+                                         handler_cancellation=True, shutdown_timeout=STOP_GRACE_SECONDS)
         await self.runner.setup()
         host, _, port = ctx.options.tapgate_router.rpartition(":")
         # tapgate_reuse_port (addons/shared.py): N processes listen on one router port, the kernel spreads calls.
@@ -143,6 +149,7 @@ class Router:
         log.info("tapgate router listening at %s", self.address)
 
     async def done(self) -> None:
+        self.stopping = True
         self.prompts.close()
         if self.runner is not None:
             await self.runner.cleanup()
@@ -354,7 +361,8 @@ class Router:
 
     def _record_cancelled(self, call: Call, request: web.Request) -> None:
         """A call stopped before its answer began: its client left, or the gateway is shutting down."""
-        left = request.transport is None or request.transport.is_closing()
+        # At shutdown aiohttp closes the connection as it cancels the handler: not the client leaving.
+        left = not self.stopping and (request.transport is None or request.transport.is_closing())
         why = f"the {'client left' if left else 'gateway stopped'} before the answer's first byte"
         self.pipeline.leave(call, Outcome.failed(None, "client_disconnected" if left else "error", why))
 

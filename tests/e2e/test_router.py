@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
+import time
 import uuid
 
 import anthropic
@@ -24,6 +26,7 @@ from specs import (
     OPENAI_MODELS,
     conforms,
 )
+from support import until
 
 MASTER = "sk-tapgate-master-test"
 MSG = [{"role": "user", "content": "hi"}]
@@ -414,6 +417,34 @@ def test_a_busy_router_port_leaves_the_proxy_running(mock, tmp_path):
             assert process.proc.poll() is None
         finally:
             assert process.stop() == 0
+
+
+def test_a_stop_cancels_routed_calls_in_flight_instead_of_waiting_for_them(mock, tmp_path, customer):
+    """Ctrl-C with a call still waiting on its provider: the gateway exits within seconds (aiohttp's
+    own shutdown would wait a minute for the call) and records the call as stopped by the gateway."""
+    process, _ = configured_gateway(mock, tmp_path, f'router:\n  providers:\n    openai: {{base_url: '
+                                                     f'"http://127.0.0.1:{mock}/v1"}}\n')
+    fail(mock, "/chat/completions", delay_ms=60_000)  # the status line a minute away
+    answered: list = []
+
+    def call() -> None:
+        try:
+            client((router_url(process), None), timeout=90).chat.completions.create(
+                model="gpt-4o-mini", messages=MSG, extra_body={"customer_identifier": customer})
+            answered.append("answer")
+        except openai.APIError as e:
+            answered.append(e)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    until(lambda: admin(mock, "GET", "/_mock/requests"), 15, "the call to reach the provider")
+    started = time.monotonic()
+    code = process.stop()
+    assert code == 0 and time.monotonic() - started < 10, "\n".join(process.lines[-30:])
+    caller.join(10)
+    assert answered and answered[0] != "answer"  # its connection closed, no answer
+    r = wait_rows(tmp_path / "t.db", "SELECT * FROM requests WHERE customer_identifier = ?", (customer,))[0]
+    assert r["status"] == "error" and "gateway stopped" in r["error"]
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
