@@ -318,6 +318,29 @@ def proc_stats(pid: int) -> tuple[float, float]:
     return cpu, hwm
 
 
+def cpu_by_command(*names: str) -> dict[str, float]:
+    """CPU seconds so far of every process whose command name starts with one of names, summed per name:
+    the servers a benchmark shares the machine with (redis-server, postgres), whoever started them."""
+    totals = dict.fromkeys(names, 0.0)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                comm, _, rest = (entry / "stat").read_text().partition(" (")[2].rpartition(")")
+            except OSError:  # exited while we looked
+                continue
+            if name := next((n for n in names if comm.startswith(n)), None):
+                fields = rest.split()
+                totals[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return totals
+
+
+def machine_busy() -> float:
+    """CPU seconds every core has spent busy since boot (user, nice, system, interrupts; not idle, not
+    waiting on disk, not stolen by the host), from /proc/stat."""
+    user, nice, system, _idle, _iowait, irq, softirq = (int(x) for x in Path("/proc/stat").read_text().split()[1:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
 if __name__ == "__main__":  # the load generator process: one JSON spec in, one JSON result out
     spec = json.loads(sys.argv[1])
     started = time.time()

@@ -10,6 +10,10 @@ Every config enforces the same gateway budget (so every call reserves and settle
 shared state adds at most 0.5 ms at p50, and two processes serve at least 1.7x one. Each shared config
 gets a database of its own on the PostgreSQL at TAPGATE_BENCH_POSTGRES, dropped afterwards.
 
+Each loaded cell also reports the CPU per call of each part (the gateways, Redis, PostgreSQL, the mock, the
+rest: the load generator and anything else running) and how many cores the gateways and the whole machine
+kept busy: one process is bound by its own core, two by the machine's two.
+
 The load comes from wrk where it is installed (`apt-get install wrk`), else from the Python load
 generator. On two cores everything shares the CPU the gateways need: the Python generator alone takes
 about 0.13 ms a call, a tenth of the machine at these rates, wrk about a tenth of that.
@@ -24,6 +28,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,7 +36,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "e2e"))
 
-from bench_common import Cell, fmt, machine_line, run_cell, run_wrk, wrk_available  # noqa: E402
+from bench_common import (  # noqa: E402
+    Cell,
+    cpu_by_command,
+    fmt,
+    machine_busy,
+    machine_line,
+    proc_stats,
+    run_cell,
+    run_wrk,
+    wrk_available,
+)
 from harness import ROOT, Process, start_mock  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -42,6 +57,8 @@ CELL = Cell("router, whole", stream=False, concurrency=16)
 # One call at a time: what sharing adds to a call itself, with no queue in front of the CPU (at
 # concurrency 16 on two cores, p50 is mostly the wait behind the other fifteen calls).
 LONE = Cell("router, whole, one at a time", stream=False, concurrency=1)
+# Where the machine's CPU goes at concurrency 16, per call: what bounds a second process on two cores.
+CPU_PARTS = ("gateways", "redis", "postgres", "mock", "rest", "machine")
 
 
 def config(tmp: Path, mock_port: int) -> Path:
@@ -94,7 +111,24 @@ def database(shared: bool):
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def run(name: str, mock_port: int, processes: int, shared: bool, warmup: float, duration: float,
+def cpu_use(gateways: list[int], mock: int) -> dict[str, float]:
+    """CPU seconds so far of each part of the benchmark, the machine's busy time and the wall clock."""
+    servers = cpu_by_command("redis-server", "postgres")
+    return {"gateways": sum(proc_stats(pid)[0] for pid in gateways), "redis": servers["redis-server"],
+            "postgres": servers["postgres"], "mock": proc_stats(mock)[0], "machine": machine_busy(),
+            "wall": time.monotonic()}
+
+
+def cpu_per_call(before: dict, after: dict, calls: int) -> dict[str, float]:
+    """Milliseconds of CPU per call by part over the loaded cell ("rest": the load generator and whatever
+    else ran), and the cores the gateways and the machine kept busy."""
+    spent = {k: after[k] - before[k] for k in before}
+    per = {k: 1000 * spent[k] / max(1, calls) for k in ("gateways", "redis", "postgres", "mock", "machine")}
+    per["rest"] = per["machine"] - sum(per[k] for k in ("gateways", "redis", "postgres", "mock"))
+    return per | {"gateway_cores": spent["gateways"] / spent["wall"], "machine_cores": spent["machine"] / spent["wall"]}
+
+
+def run(name: str, mock_port: int, mock_pid: int, processes: int, shared: bool, warmup: float, duration: float,
         loadgen: str) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"bench-scaleout-{name}-") as d, database(shared) as pg:
         tmp = Path(d)
@@ -108,7 +142,11 @@ def run(name: str, mock_port: int, processes: int, shared: bool, warmup: float, 
             # One at a time first, after its own warm-up: measured after the loaded cell, it would also
             # measure that cell's aftermath (the writers draining, PostgreSQL's autovacuum).
             lone = measure(port, warmup, duration / 2, LONE, loadgen)["p50_ms"]
-            return measure(port, warmup, duration, CELL, loadgen) | {"c1_p50_ms": lone}
+            measure(port, 0, warmup, CELL, loadgen)
+            before = cpu_use([p.proc.pid for p in procs], mock_pid)
+            loaded = measure(port, 0, duration, CELL, loadgen)
+            return loaded | {"c1_p50_ms": lone, "cpu": cpu_per_call(before, cpu_use([p.proc.pid for p in procs], mock_pid),
+                                                                   loaded["done"])}
         finally:
             for p in procs:
                 p.stop()
@@ -137,10 +175,14 @@ def main(argv: list[str] | None = None) -> int:
             order = list(configs) if i % 2 == 0 else list(reversed(configs))  # alternate, against drift
             for name in order:
                 n, shared = configs[name]
-                r = run(name.replace(" ", "-"), mock_port, n, shared, args.warmup, args.duration, args.loadgen)
+                r = run(name.replace(" ", "-"), mock_port, mock.proc.pid, n, shared, args.warmup, args.duration, args.loadgen)
                 rounds[name].append(r)
+                cpu = r["cpu"]
                 print(f"  round {i + 1} {name:<10} {r['rps']:>6.0f} req/s  c16 p50 {fmt(r['p50_ms'], '.2f')} ms  "
-                      f"c1 p50 {fmt(r['c1_p50_ms'], '.2f')} ms  load {os.getloadavg()[0]:.2f}", flush=True)
+                      f"c1 p50 {fmt(r['c1_p50_ms'], '.2f')} ms  load {os.getloadavg()[0]:.2f}  CPU ms/call: "
+                      + ", ".join(f"{k} {cpu[k]:.3f}" for k in CPU_PARTS)
+                      + f"; cores busy: gateways {cpu['gateway_cores']:.2f}, machine {cpu['machine_cores']:.2f}",
+                      flush=True)
     finally:
         mock.stop()
     results = {name: {k: statistics.median(r[k] or 0 for r in rs) for k in ("rps", "p50_ms", "p99_ms", "c1_p50_ms")}
@@ -151,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in results.items():
         print(f"| {name} | {fmt(r['rps'], '.0f')} | {fmt(r['p50_ms'], '.2f')} | {fmt(r['p99_ms'], '.2f')} "
               f"| {fmt(r['c1_p50_ms'], '.2f')} | {r['errors']} |")
+    print("\nCPU per call at concurrency 16, ms (medians; rest: the load generator and the rest of the machine)\n")
+    print("| config | " + " | ".join(CPU_PARTS) + " | gateways' cores busy | machine's cores busy |\n"
+          + "|---|" + "---:|" * (len(CPU_PARTS) + 2))
+    for name, rs in rounds.items():
+        cpu = {k: statistics.median(r["cpu"][k] for r in rs) for k in (*CPU_PARTS, "gateway_cores", "machine_cores")}
+        print(f"| {name} | " + " | ".join(f"{cpu[k]:.3f}" for k in CPU_PARTS)
+              + f" | {cpu['gateway_cores']:.2f} | {cpu['machine_cores']:.2f} |")
     base, shared, two = results["sqlite"], results["shared"], results["shared x2"]
     added = shared["p50_ms"] - base["p50_ms"] if shared["p50_ms"] and base["p50_ms"] else None
     lone = shared["c1_p50_ms"] - base["c1_p50_ms"] if shared["c1_p50_ms"] and base["c1_p50_ms"] else None
