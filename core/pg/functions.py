@@ -27,13 +27,18 @@ CREATE OR REPLACE FUNCTION tapgate_json_sql(v jsonb) RETURNS text LANGUAGE sql I
   SELECT CASE jsonb_typeof(v) WHEN 'string' THEN v #>> '{}' WHEN 'null' THEN NULL
     WHEN 'boolean' THEN CASE WHEN v = 'true'::jsonb THEN '1' ELSE '0' END ELSE v::text END
 $f$;
-CREATE OR REPLACE FUNCTION json_extract(doc text, path text) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
-  SELECT tapgate_json_sql(doc::jsonb #> tapgate_json_path(path))
-$f$;
-CREATE OR REPLACE FUNCTION json_extract(doc jsonb, path text) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
-  SELECT tapgate_json_sql(doc #> tapgate_json_path(path))
-$f$;
 """
+
+
+def at_path(name: str, of: str) -> str:
+    """SQLite's `name(json, path)`, for a document as text or as jsonb: `of` of the value at the path."""
+    return "".join(f"""CREATE OR REPLACE FUNCTION {name}(doc {kind}, path text) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
+  SELECT {of}(doc{cast} #> tapgate_json_path(path))
+$f$;
+""" for kind, cast in (("text", "::jsonb"), ("jsonb", "")))
+
+
+JSON_EXTRACT += at_path("json_extract", "tapgate_json_sql")
 
 # json_type(json, path) as SQLite's: integer, real, text, true, false, null, object or array; what a
 # reader needs to give json_extract's text the type SQLite gives it (2, not "2").
@@ -42,13 +47,7 @@ CREATE OR REPLACE FUNCTION tapgate_json_type(v jsonb) RETURNS text LANGUAGE sql 
   SELECT CASE jsonb_typeof(v) WHEN 'string' THEN 'text' WHEN 'boolean' THEN v #>> '{}'
     WHEN 'number' THEN CASE WHEN v::text ~ '^-?[0-9]+$' THEN 'integer' ELSE 'real' END ELSE jsonb_typeof(v) END
 $f$;
-CREATE OR REPLACE FUNCTION json_type(doc text, path text) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
-  SELECT tapgate_json_type(doc::jsonb #> tapgate_json_path(path))
-$f$;
-CREATE OR REPLACE FUNCTION json_type(doc jsonb, path text) RETURNS text LANGUAGE sql IMMUTABLE AS $f$
-  SELECT tapgate_json_type(doc #> tapgate_json_path(path))
-$f$;
-"""
+""" + at_path("json_type", "tapgate_json_type")
 
 # json_each(text) as SQLite's: rows (key, value) of an object or an array, value as json_extract gives it.
 JSON_EACH = r"""
