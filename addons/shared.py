@@ -96,6 +96,8 @@ class Shared:
                  redact_password(ctx.options.tapgate_redis), ctx.options.tapgate_redis_prefix, self.gate.failure)
 
     async def done(self) -> None:
+        if self.router is not None:  # routed calls still in flight settle here: let them end first
+            await self.router.drain()
         if self.health is not None:
             await self.health.stop()
             self.health = None

@@ -55,9 +55,10 @@ from providers.chat import InvalidRequest, UnsupportedParam, UpstreamRequest
 log = logging.getLogger(__name__)
 
 # At shutdown, how long calls in flight may still finish before they are cancelled (and recorded as
-# stopped by the gateway). aiohttp's own default waits 60 s for them, then up to 60 s more: a
-# gateway with a slow or streaming call open would outlive its Ctrl-C by a minute or two.
-STOP_GRACE_SECONDS = 1.0
+# stopped by the gateway), unless tapgate_router_drain_seconds says otherwise. aiohttp's own default
+# waits 60 s for them, then up to 60 s more: a gateway with a slow or streaming call open would
+# outlive its Ctrl-C by a minute or two.
+STOP_GRACE_SECONDS = 1
 
 
 class Router:
@@ -89,6 +90,13 @@ class Router:
             "tapgate_router", str, "127.0.0.1:4000",
             "Address of the OpenAI-compatible router (plain HTTP: POST /v1/chat/completions, /v1/messages, "
             "/v1/embeddings, GET /v1/models). Empty turns it off.",
+        )
+        loader.add_option(
+            "tapgate_router_drain_seconds", int, STOP_GRACE_SECONDS,
+            "At a stop, how long routed calls in flight may still finish before they are cancelled (and "
+            "recorded as stopped by the gateway). The router stops taking connections at once: with several "
+            "processes on one port (tapgate_reuse_port), new calls go to the others, so a restart that should "
+            "cut nothing sets this to the longest call.",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -127,7 +135,8 @@ class Router:
         for mount in self.mounts:
             mount(app, self)
         self.runner = router_http.Runner(app, self._unrouted, access_log=None, handle_signals=False,
-                                         handler_cancellation=True, shutdown_timeout=STOP_GRACE_SECONDS)
+                                         handler_cancellation=True,
+                                         shutdown_timeout=max(0, ctx.options.tapgate_router_drain_seconds))
         await self.runner.setup()
         host, _, port = ctx.options.tapgate_router.rpartition(":")
         # tapgate_reuse_port (addons/shared.py): N processes listen on one router port, the kernel spreads calls.
@@ -148,12 +157,17 @@ class Router:
                         "or any caller when no key is required")
         log.info("tapgate router listening at %s", self.address)
 
-    async def done(self) -> None:
+    async def drain(self) -> None:
+        """Stop taking calls, let those in flight finish (tapgate_router_drain_seconds), cancel the rest.
+        Called first by what the calls settle into (addons/shared.py), so they settle before it stops."""
         self.stopping = True
-        self.prompts.close()
         if self.runner is not None:
-            await self.runner.cleanup()
-            self.runner = None
+            runner, self.runner = self.runner, None
+            await runner.cleanup()
+
+    async def done(self) -> None:
+        await self.drain()
+        self.prompts.close()
         await self.upstream.close()
 
     # -- endpoints ---------------------------------------------------------------------------------

@@ -53,6 +53,7 @@ class SharedGate:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._rebuilding: asyncio.Lock | None = None
+        self._stopping = False
 
     # -- start and stop ----------------------------------------------------------------------------
 
@@ -66,15 +67,22 @@ class SharedGate:
         self._tasks = [asyncio.create_task(self._heartbeat()), asyncio.create_task(self._drain())]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        if self.up:  # what is still queued, once, before the process goes
+        """The drain task writes what is queued and ends; it is not cancelled mid-batch, as a batch Redis
+        had applied would stay queued and be written a second time (spend counted twice)."""
+        self._stopping = True
+        self._wake.set()
+        heartbeat, drain = self._tasks or (None, None)
+        if heartbeat is not None:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+        if drain is not None:
             try:
-                await asyncio.wait_for(self._drain_once(), REDIS_TIMEOUT)
-            except Exception as e:
-                log.warning("tapgate: %d settlements not written to Redis at shutdown: %s", len(self.backlog), e)
+                await asyncio.wait_for(drain, REDIS_TIMEOUT)
+            except Exception as e:  # (a timeout cancels it: the batch in flight may or may not have landed)
+                log.warning("tapgate: settlements not all written to Redis at shutdown: %s", e or type(e).__name__)
+        self._tasks = []
+        if self.backlog:
+            log.warning("tapgate: %d settlements not written to Redis at shutdown", len(self.backlog))
         await self.ledger.calls.close()
         await self.ledger.client.aclose()
 
@@ -138,15 +146,17 @@ class SharedGate:
         self._wake.set()
 
     async def _drain(self) -> None:
+        """Until stop(): write what is queued whenever woken; then once more, and end."""
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if not self.up:
-                continue
-            try:
-                await self._drain_once()
-            except Exception as e:  # (the heartbeat notices recovery and wakes us)
-                self._down(e)
+            if self.up:
+                try:
+                    await self._drain_once()
+                except Exception as e:  # (the heartbeat notices recovery and wakes us)
+                    self._down(e)
+            if self._stopping:
+                return
 
     async def _drain_once(self) -> None:
         while self.backlog:

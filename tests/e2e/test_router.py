@@ -9,7 +9,6 @@ import asyncio
 import json
 import socket
 import threading
-import time
 import uuid
 
 import anthropic
@@ -438,9 +437,8 @@ def test_a_stop_cancels_routed_calls_in_flight_instead_of_waiting_for_them(mock,
     caller = threading.Thread(target=call, daemon=True)
     caller.start()
     until(lambda: admin(mock, "GET", "/_mock/requests"), 15, "the call to reach the provider")
-    started = time.monotonic()
-    code = process.stop()
-    assert code == 0 and time.monotonic() - started < 10, "\n".join(process.lines[-30:])
+    code = process.stop()  # the harness kills what has not exited 20 s after the signal: code -9
+    assert code == 0, "\n".join(process.lines[-30:])
     caller.join(10)
     assert answered and answered[0] != "answer"  # its connection closed, no answer
     r = wait_rows(tmp_path / "t.db", "SELECT * FROM requests WHERE customer_identifier = ?", (customer,))[0]

@@ -10,6 +10,7 @@ import io
 import json
 import signal
 import socket
+import threading
 import uuid
 from contextlib import redirect_stdout
 
@@ -38,6 +39,8 @@ customers:
     budgets: [{{unit: requests, period: day, cap: 10}}]
   held:
     budgets: [{{unit: requests, period: day, cap: 12}}]
+  drained:
+    budgets: [{{unit: requests, period: day, cap: 5}}]
 router:
   master_key: {MASTER}
   retry: {{num_retries: 0}}
@@ -51,6 +54,8 @@ router:
       fallback_models: [anthropic/claude-sonnet-4-5]
     slow:
       deployments: [{{provider: openai, model: gpt-4o-mini, headers: {{x-mock-delay-ms: "20000"}}}}]
+    lagging:
+      deployments: [{{provider: openai, model: gpt-4o-mini, headers: {{x-mock-delay-ms: "3000"}}}}]
 """
 
 
@@ -91,8 +96,8 @@ def trio(mock, tmp_path_factory, store):
               *(("--set", f"tapgate_postgres={store}") if store else ()))
     procs = gateways(mock, tmp, 3, *shared)
 
-    def another() -> Process:  # a fourth process on the same Redis and store, for a test to kill
-        procs.append(gateways(mock, tmp, 1, *shared)[0])
+    def another(*extra: str) -> Process:  # one more process on the same Redis and store, for a test to stop
+        procs.append(gateways(mock, tmp, 1, *shared, *extra)[0])
         return procs[-1]
 
     yield [router_url(p) for p in procs], db, procs, redis.Redis.from_url(url), prefix, another
@@ -213,6 +218,30 @@ def test_a_killed_process_releases_its_reservations_within_their_expiry(trio, mo
     assert sum(not isinstance(x, Exception) for x in results) == 12  # the whole cap is free again
     rows = wait_rows(db, "SELECT id FROM requests WHERE customer_identifier = 'held' AND status = 'ok'", count=12)
     assert len(rows) == 12
+
+
+def test_a_stop_lets_calls_in_flight_finish_and_settle_in_redis(trio):
+    """tapgate_router_drain_seconds: Ctrl-C with a routed call waiting on its provider. The process stops
+    taking calls, the call is answered, and it settles in Redis before the shared gate goes (a
+    settlement after it would leave the spend held until the hold expired, then lost)."""
+    _, db, _, r, prefix, another = trio
+    leaving = another("--set", "tapgate_router_drain_seconds=60")
+    head = {"X-Tapgate-Customer-Identifier": "drained"}
+    answered: list = []
+
+    def call() -> None:  # the lagging deployment answers 3 s after the call reaches it
+        with openai.OpenAI(base_url=router_url(leaving), api_key=MASTER, max_retries=0, timeout=60) as c:
+            answered.append(c.chat.completions.create(model="lagging", messages=MSG, max_tokens=5,
+                                                      extra_headers=head))
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    until(lambda: counter_or_none(r, prefix, "drained") == (0.0, 1.0), 15, "the call to be admitted")
+    assert leaving.stop(timeout=30) == 0, "\n".join(leaving.lines[-30:])
+    caller.join(30)
+    assert answered and answered[0].choices[0].message.content
+    assert counter(r, prefix, "customer", "drained") == (1.0, 0.0)  # settled, nothing left held
+    assert wait_rows(db, "SELECT status FROM requests WHERE customer_identifier = 'drained'") == [{"status": "ok"}]
 
 
 def counter_or_none(r, prefix, customer):
