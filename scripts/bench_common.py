@@ -303,17 +303,23 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+def cpu_seconds(stat: str) -> float:
+    """utime + stime of a /proc/<pid>/stat line, in seconds (the fields after the command's ")")."""
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_stats(pid: int) -> tuple[float, float]:
     """(CPU seconds so far, peak RSS in MiB) of a process and its living children, from /proc: the sum of
     each one's VmHWM, which is exact for one process and an upper bound for several."""
     cpu = hwm = 0.0
     for p in process_tree(pid):
         try:
-            fields = Path(f"/proc/{p}/stat").read_text().rpartition(")")[2].split()
+            stat = Path(f"/proc/{p}/stat").read_text()
             status = Path(f"/proc/{p}/status").read_text().splitlines()
         except OSError:
             continue
-        cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+        cpu += cpu_seconds(stat)
         hwm += next((int(line.split()[1]) for line in status if line.startswith("VmHWM")), 0) / 1024
     return cpu, hwm
 
@@ -325,12 +331,12 @@ def cpu_by_command(*names: str) -> dict[str, float]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                comm, _, rest = (entry / "stat").read_text().partition(" (")[2].rpartition(")")
+                stat = (entry / "stat").read_text()
             except OSError:  # exited while we looked
                 continue
+            comm = stat.partition(" (")[2].rpartition(")")[0]
             if name := next((n for n in names if comm.startswith(n)), None):
-                fields = rest.split()
-                totals[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                totals[name] += cpu_seconds(stat)
     return totals
 
 

@@ -40,6 +40,7 @@ from bench_common import (  # noqa: E402
     Cell,
     bench_parser,
     cell_label,
+    cpu_seconds,
     fmt,
     machine_line,
     merge_rounds,
@@ -183,8 +184,7 @@ def pcts(runs: dict, mode: str, cell: Cell, config: str, figure: str) -> str:
 
 def own_cpu(pid: int) -> float:
     """CPU seconds of the one process (the gateway without its export worker)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return cpu_seconds(Path(f"/proc/{pid}/stat").read_text())
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -145,13 +145,16 @@ def partitions(conn) -> list[str]:
     return sorted(r[0] for r in rows if PARTITION.match(r[0]))
 
 
+def partitions_before(conn, day: date) -> list[str]:
+    """The day partitions of calls older than `day` (whole days), oldest first."""
+    return [name for name in partitions(conn) if PARTITION.match(name).group(1) < f"{day:%Y%m%d}"]
+
+
 def drop_partitions_before(conn, day: date) -> list[str]:
     """Retention: drop the day partitions of calls older than `day` (whole days); returns their names."""
-    dropped = []
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK,))
-        for name in partitions(conn):
-            if PARTITION.match(name).group(1) < f"{day:%Y%m%d}":
-                conn.execute(f'DROP TABLE "{name}"')
-                dropped.append(name)
+        dropped = partitions_before(conn, day)
+        for name in dropped:
+            conn.execute(f'DROP TABLE "{name}"')
     return dropped

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from datetime import date, timedelta
 
-from core.pg.schema import PARTITION, drop_partitions_before, ensure_partitions, partitions
+from core.pg.schema import drop_partitions_before, ensure_partitions, partitions_before
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +25,8 @@ def upkeep(conn, today: date, retention_days: int = 0) -> tuple[list[str], list[
     dropped: list[str] = []
     if retention_days > 0:
         cutoff = today - timedelta(days=retention_days)
-        for name in partitions(conn):
-            if PARTITION.match(name).group(1) < f"{cutoff:%Y%m%d}":
-                delete_spans_of(conn, name)
+        for name in partitions_before(conn, cutoff):
+            delete_spans_of(conn, name)
         delete_spans_of(conn, "requests_default", cutoff.isoformat())
         dropped = drop_partitions_before(conn, cutoff)
         with conn.transaction():
